@@ -1,0 +1,184 @@
+"""HTTP: discovery, service calls, feedback, health; errors as JSON.
+
+The blueprint is thin: it parses the body, asks ``hooks`` to validate it,
+``prefetch`` to gather the data, ``facts``/``engine``/``cards`` for the
+answer, and ``storage`` to remember what was issued. Every error, including
+Flask's own (unknown route, wrong method, body too large), is a JSON
+OperationOutcome. Logs carry the request id, service, hook, rule ids and
+timings; never the body, tokens or patient identifiers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import auth, discovery
+from .cards import build_cards
+from .engine import evaluate
+from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
+from .facts import build_facts
+from .hooks import parse_feedback, parse_hook_request
+from .knowledge import Knowledge, Service
+from .prefetch import FetchPolicy, gather
+from .storage import Storage
+
+log = logging.getLogger("cds_service.api")
+bp = Blueprint("cds", __name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a worker holds for its whole life: read-only knowledge, storage, fetch policy."""
+
+    knowledge: Knowledge
+    storage: Storage
+    fetch_policy: FetchPolicy
+    clock: Callable[[], datetime]
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["cds"]
+
+
+@bp.before_app_request
+def _start() -> None:
+    g.request_id = _request_id()
+    g.started = time.perf_counter()
+    if request.method != "OPTIONS" and request.endpoint in auth.PROTECTED_ENDPOINTS:
+        auth.authenticate(request)
+
+
+def _request_id() -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else str(uuid.uuid4())
+
+
+@bp.after_app_request
+def _finish(response: Any) -> Any:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+@bp.get("/cds-services")
+def discover() -> Any:
+    return jsonify(discovery.document(runtime().knowledge))
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Any:
+    rt = runtime()
+    service = _service(rt.knowledge, service_id)
+    hook_request = parse_hook_request(_json_body(), service.hook)
+    t0 = time.perf_counter()
+    data = gather(hook_request, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
+    t1 = time.perf_counter()
+    facts = build_facts(hook_request.hook, hook_request.context, data, rt.knowledge.terminology, rt.clock())
+    outcome = evaluate(list(service.modules), facts)
+    cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
+                                rt.knowledge.override_reason_system, _rules_url())
+    rt.storage.record_cards(service.id, hook_request.hook_instance, issued)
+    t2 = time.perf_counter()
+    log.info("service call", extra={
+        "request_id": g.request_id, "service": service.id, "hook": service.hook,
+        "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in issued],
+        "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
+        "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
+    })
+    return jsonify({"cards": cards})
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Any:
+    rt = runtime()
+    _service(rt.knowledge, service_id)
+    items = parse_feedback(_json_body())
+    rt.storage.record_feedback(service_id, items)
+    log.info("feedback", extra={"request_id": g.request_id, "service": service_id, "items": len(items),
+                                "outcomes": sorted({i["outcome"] for i in items})})
+    return jsonify({})
+
+
+@bp.get("/rules/<rule_id>")
+def rule_trail(rule_id: str) -> Any:
+    """The trail of one rule, the target of every card's ``source.url`` without a guideline URL."""
+    for module in runtime().knowledge.modules.values():
+        for rule in module.rules:
+            if rule.id == rule_id:
+                return jsonify({
+                    "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
+                    "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
+                })
+    raise UnknownService(f"no rule '{rule_id}'")
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    rt = runtime()
+    ready = rt.storage.ping()
+    body = {"status": "ready" if ready else "storage unreachable", "knowledge": rt.knowledge.summary()["rules"]}
+    return jsonify(body), 200 if ready else 503
+
+
+def _service(knowledge: Knowledge, service_id: str) -> Service:
+    service = knowledge.services.get(service_id)
+    if service is None:
+        raise UnknownService(f"no CDS service '{service_id}' here; GET /cds-services lists them")
+    return service
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=False)
+    if len(raw) > (current_app.config.get("MAX_CONTENT_LENGTH") or float("inf")):
+        raise PayloadTooLarge("the request body is too large")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("$: the body is not valid UTF-8", location="$") from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"$: the body is not valid JSON ({exc.__class__.__name__})", location="$") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("$: the body is nested too deeply", location="$") from exc
+
+
+def _rules_url() -> str:
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
+    return base.rstrip("/") + "/rules"
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(CdsError)
+    def _cds_error(error: CdsError) -> Any:
+        if error.status == 401:
+            log.warning("authentication failed", extra={"request_id": g.get("request_id"), "reason": getattr(error, "reason", "")})
+        else:
+            log.info("request refused", extra={"request_id": g.get("request_id"), "status": error.status,
+                                               "problem": error.message})
+        return jsonify(error.to_json()), error.status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge) -> Any:
+        return _cds_error(PayloadTooLarge("the request body is too large"))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Any:
+        body = CdsError(error.description or error.name).to_json()
+        body["issue"][0]["code"] = "not-found" if error.code == 404 else "invalid"
+        return jsonify(body), error.code or 500
+
+    @app.errorhandler(Exception)
+    def _bug(error: Exception) -> Any:
+        log.exception("unhandled error", extra={"request_id": g.get("request_id"), "error": type(error).__name__})
+        return jsonify(CdsError("internal error; the request id is in X-Request-ID").to_json()), 500

@@ -1,0 +1,143 @@
+"""Who may call: CDS Hooks 2.0 client JWTs ("Trusting CDS Clients").
+
+Every discovery, service and feedback call carries ``Authorization: Bearer
+<JWT>`` when ``AUTH_REQUIRED`` is true (the default). The JWT must be signed
+with an allow-listed asymmetric algorithm by a key of an allow-listed issuer
+(``TRUSTED_ISSUERS``: issuer -> JWKS URL or inline JWKS), name this exact
+endpoint in ``aud``, be current (60 s leeway) and not be a replay (``jti``
+remembered in storage, so it holds across workers). Any failure is a 401 whose
+body says nothing; the reason is logged without the token. Only this module
+reads the Authorization header.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import jwt
+import requests
+from flask import Request, current_app
+
+from .errors import AuthenticationFailed
+
+PROTECTED_ENDPOINTS = frozenset({"cds.discover", "cds.call_service", "cds.feedback"})
+ALGORITHMS = ("ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384")
+LEEWAY_SECONDS = 60
+JWKS_REFRESH_SECONDS = 60
+JWKS_TIMEOUT_SECONDS = 3
+MAX_LIFETIME_SECONDS = 3600
+
+
+@dataclass
+class _KeySet:
+    url: str | None
+    keys: dict[str, Any] = field(default_factory=dict)
+    fetched_at: float = float("-inf")
+
+
+class Verifier:
+    """Trusted issuers and their keys; JWKS fetched with timeouts, cached, refetched sparingly."""
+
+    def __init__(self, issuers: Mapping[str, Any], remember_jti: Any) -> None:
+        self._issuers: dict[str, _KeySet] = {}
+        for issuer, source in issuers.items():
+            self._issuers[issuer] = _keyset(source)
+        self._remember_jti = remember_jti
+        self._lock = threading.Lock()
+
+    def verify(self, token: str, audience: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthenticationFailed(f"malformed token ({type(exc).__name__})") from exc
+        if header.get("alg") not in ALGORITHMS:
+            raise AuthenticationFailed(f"algorithm {header.get('alg')!r} is not allowed")
+        if header.get("typ") != "JWT":
+            raise AuthenticationFailed("typ is not JWT")
+        issuer = claims.get("iss")
+        keyset = self._issuers.get(issuer) if isinstance(issuer, str) else None
+        if keyset is None:
+            raise AuthenticationFailed("issuer is not trusted")
+        if "jku" in header and header["jku"] != keyset.url:
+            raise AuthenticationFailed("jku is not the issuer's allow-listed JWKS URL")
+        key = self._key(keyset, header.get("kid"))
+        try:
+            verified = jwt.decode(
+                token, key=key, algorithms=[header["alg"]], audience=audience, issuer=issuer,
+                leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "iss", "aud", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthenticationFailed(f"token rejected ({type(exc).__name__})") from exc
+        if verified["iat"] > time.time() + LEEWAY_SECONDS:
+            raise AuthenticationFailed("token issued in the future")
+        expires = min(float(verified["exp"]), time.time() + MAX_LIFETIME_SECONDS) + LEEWAY_SECONDS
+        if not self._remember_jti(issuer, str(verified["jti"]), expires):
+            raise AuthenticationFailed("jti replayed")
+        return verified
+
+    def _key(self, keyset: _KeySet, kid: Any) -> Any:
+        if not isinstance(kid, str) or not kid:
+            raise AuthenticationFailed("kid is missing")
+        if kid not in keyset.keys and keyset.url:
+            self._refresh(keyset)
+        if kid not in keyset.keys:
+            raise AuthenticationFailed("kid is not known for this issuer")
+        return keyset.keys[kid]
+
+    def _refresh(self, keyset: _KeySet) -> None:
+        with self._lock:
+            if time.monotonic() - keyset.fetched_at < JWKS_REFRESH_SECONDS:
+                return  # an unknown kid must not let callers hammer the issuer's JWKS
+            keyset.fetched_at = time.monotonic()
+            try:
+                response = requests.get(keyset.url or "", timeout=JWKS_TIMEOUT_SECONDS, allow_redirects=False)
+                response.raise_for_status()
+                keyset.keys = _parse_jwks(response.json())
+            except (requests.RequestException, ValueError) as exc:
+                raise AuthenticationFailed(f"JWKS could not be fetched ({type(exc).__name__})") from exc
+
+
+def _keyset(source: Any) -> _KeySet:
+    """An issuer's keys: a JWKS URL, an inline JWKS, or both ({"jwks_uri": ..., "keys": [...]}).
+
+    Inline keys are pinned; the URL is the only ``jku`` accepted for the issuer
+    and is fetched only when a ``kid`` is not among the keys already known.
+    """
+    if isinstance(source, str):
+        return _KeySet(url=source)
+    url = source.get("jwks_uri") if isinstance(source, dict) else None
+    return _KeySet(url=url, keys=_parse_jwks(source))
+
+
+def _parse_jwks(data: Any) -> dict[str, Any]:
+    if isinstance(data, str):
+        data = json.loads(data)
+    keys = {}
+    for jwk in (data or {}).get("keys", []):
+        if isinstance(jwk, dict) and jwk.get("kid") and jwk.get("kty") in ("EC", "RSA"):
+            keys[jwk["kid"]] = jwt.PyJWK.from_dict(jwk).key
+    return keys
+
+
+def authenticate(request: Request) -> None:
+    """Raise AuthenticationFailed (401) unless the call carries a valid client JWT."""
+    if not current_app.config["AUTH_REQUIRED"]:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("no bearer token")
+    verifier: Verifier = current_app.extensions["cds_auth"]
+    verifier.verify(token.strip(), audience=endpoint_url(request))
+
+
+def endpoint_url(request: Request) -> str:
+    """The exact URL the client must name in ``aud``: from PUBLIC_BASE_URL when set."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return base.rstrip("/") + request.path
+    return request.base_url

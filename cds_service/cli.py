@@ -1,0 +1,95 @@
+"""The ``cds-service`` command: serve, knowledge check, feedback stats."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from .errors import KnowledgeError
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    """Gunicorn with the app built once in the master and shared by forked workers."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from . import create_app
+
+        return create_app()
+
+
+@click.group()
+def main() -> None:
+    """CDS Hooks 2.0 service for back pain in MCAS and in multiple sclerosis."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=lambda: (os.cpu_count() or 1) * 2, show_default="2 x cores", type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the CDS service under gunicorn."""
+    _Gunicorn({
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "preload_app": True,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "accesslog": None,  # access lines carry full URLs; the service logs what is safe
+        "errorlog": "-",
+        "loglevel": "warning",
+    }).run()
+
+
+@main.group()
+def knowledge() -> None:
+    """Knowledge commands."""
+
+
+@knowledge.command("check")
+def knowledge_check() -> None:
+    """Validate knowledge/ as start-up does and print a summary."""
+    from .config import knowledge_dir
+    from .knowledge import load_knowledge
+
+    try:
+        loaded = load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))
+    except KnowledgeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(json.dumps({"status": "ok", **loaded.summary()}, indent=2))
+
+
+@knowledge.command("table")
+def knowledge_table() -> None:
+    """Print the Markdown rule table that docs/knowledge.md carries."""
+    from .config import knowledge_dir
+    from .knowledge import load_knowledge, rule_table
+
+    click.echo(rule_table(load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))), nl=False)
+
+
+@main.group()
+def feedback() -> None:
+    """Feedback commands."""
+
+
+@feedback.command("stats")
+def feedback_stats() -> None:
+    """Per rule id: cards issued, accepted, overridden, and the override reasons, as JSON."""
+    from . import create_app
+
+    app = create_app({"LOG_LEVEL": "ERROR"})
+    click.echo(json.dumps(app.extensions["cds"].storage.stats(), indent=2, sort_keys=True))

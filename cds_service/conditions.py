@@ -1,0 +1,360 @@
+"""The rule condition vocabulary, compiled to small predicates.
+
+Each condition in a knowledge file is a one-key mapping (``{condition:
+multiple-sclerosis}``); ``compile_condition`` turns it into a ``Predicate``:
+a function of (facts, item) that returns the evidence lines when it holds and
+None when it does not. ``item`` is the order (draft or active medication, or
+service request) the rule is looking at, or None for patient-level rules.
+Each compiled predicate also carries the data keys it reads, so rules whose
+data could not be had are skipped rather than guessed. The vocabulary is
+documented in docs/knowledge.md; adding a word means adding a compiler here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable, Mapping
+
+from .facts import Facts, MedicationFact, ObservationFact, ServiceRequestFact
+from .terminology import Match, Terminology
+
+SYSTEM_NAMES = {
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://loinc.org": "LOINC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+}
+ABNORMAL_HIGH = {"H", "HH", "HU", "A", "AA"}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    text: str
+    label: str | None = None
+
+
+Check = Callable[[Facts, Any], "list[Evidence] | None"]
+
+
+@dataclass(frozen=True)
+class Predicate:
+    check: Check
+    needs: frozenset[str]
+    valuesets: frozenset[str]
+
+    def __call__(self, facts: Facts, item: Any) -> list[Evidence] | None:
+        return self.check(facts, item)
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be compiled; the message names what is wrong."""
+
+
+def describe(match: Match) -> str:
+    if match.by_name:
+        return f"matched by name '{match.display}' (no known code on the order)"
+    system = SYSTEM_NAMES.get(match.system or "", match.system or "")
+    return f"{system} {match.code}"
+
+
+def _date(value: date | None) -> str:
+    return value.isoformat() if value else "date not recorded"
+
+
+def compile_condition(spec: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConditionError(f"a condition is a mapping with exactly one key, not {spec!r}")
+    (word, arg), = spec.items()
+    compiler = _COMPILERS.get(word)
+    if compiler is None:
+        raise ConditionError(f"unknown condition '{word}' (known: {', '.join(sorted(_COMPILERS))})")
+    return compiler(arg, terminology, thresholds)
+
+
+def _valueset(arg: Any, terminology: Terminology) -> tuple[str, str | None]:
+    vid, label = (arg.get("valueset"), arg.get("label")) if isinstance(arg, dict) else (arg, None)
+    if vid not in terminology.valuesets:
+        raise ConditionError(f"unknown value set '{vid}'")
+    return vid, label
+
+
+def _all(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    parts = [compile_condition(c, terminology, thresholds) for c in arg]
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        evidence: list[Evidence] = []
+        for part in parts:
+            found = part(facts, item)
+            if found is None:
+                return None
+            evidence.extend(found)
+        return evidence
+
+    return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
+
+
+def _any(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    parts = [compile_condition(c, terminology, thresholds) for c in arg]
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        matched = [found for part in parts if (found := part(facts, item)) is not None]
+        return [e for found in matched for e in found] if matched else None
+
+    return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
+
+
+def _not(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    inner = compile_condition(arg, terminology, thresholds)
+    (word, inner_arg), = arg.items()
+    absent_note = None
+    if word in ("condition", "allergy", "active_medication"):
+        vid, _ = _valueset(inner_arg, terminology)
+        absent_note = f"None recorded: {terminology.valuesets[vid].title.lower()}"
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if inner(facts, item) is not None:
+            return None
+        return [Evidence(absent_note)] if absent_note else []
+
+    return Predicate(check, inner.needs, inner.valuesets)
+
+
+def _condition(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        found = []
+        for cond in facts.conditions:
+            if (match := terminology.match_codes(cond.codings, vid)) is not None:
+                status = " (suspected)" if cond.suspected else ""
+                name = cond.text or match.display
+                found.append(Evidence(f"Condition: {name}{status}, {describe(match)}, since {_date(cond.onset)}", label))
+        return found or None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _condition_for_days(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+    at_least = int(arg["at_least_days"])
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for cond in facts.conditions:
+            if cond.onset and (facts.today - cond.onset).days >= at_least:
+                if (match := terminology.match_codes(cond.codings, vid)) is not None:
+                    days = (facts.today - cond.onset).days
+                    return [Evidence(f"{cond.text or match.display} recorded since {_date(cond.onset)} ({days} days)", label)]
+        return None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _allergy(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for allergy in facts.allergies:
+            if (match := terminology.match_codes(allergy, vid)) is not None:
+                return [Evidence(f"Allergy or intolerance recorded: {match.display}, {describe(match)}", label)]
+        return None
+
+    return Predicate(check, frozenset({"allergies"}), frozenset({vid}))
+
+
+def _active_medication(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for med in facts.active_medications:
+            if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
+                return [Evidence(f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}", label)]
+        return None
+
+    return Predicate(check, frozenset({"medications"}), frozenset({vid}))
+
+
+def _age_at_least(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    years = int(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if facts.age_years is None or facts.age_years < years:
+            return None
+        return [Evidence(f"Age {facts.age_years} years (threshold {years})")]
+
+    return Predicate(check, frozenset({"patient"}), frozenset())
+
+
+def _medication(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact):
+            return None
+        match = terminology.match_medication(item.codings, item.text, vid)
+        if match is None:
+            return None
+        return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label)]
+
+    return Predicate(check, frozenset(), frozenset({vid}))
+
+
+def _order_word(item: MedicationFact) -> str:
+    return "Draft order" if item.kind == "draft" else "Active order"
+
+
+def _procedure(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, ServiceRequestFact):
+            return None
+        match = terminology.match_codes(item.codings, vid)
+        if match is None:
+            return None
+        return [Evidence(f"Draft order: {item.name} ({describe(match)})", label)]
+
+    return Predicate(check, frozenset(), frozenset({vid}))
+
+
+def _route(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    routes = frozenset(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact):
+            return None
+        if item.route is None:  # unknown route: assume it may be systemic, and say so
+            return [Evidence("Route not stated on the order")]
+        return [] if item.route in routes else None
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _course_days_over(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    limit = float(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact):
+            return None
+        if item.kind == "draft":
+            if item.planned_days is None or item.planned_days <= limit:
+                return None
+            return [Evidence(f"Planned course: {item.planned_days:g} days (limit {limit:g})")]
+        if item.start is None or (facts.today - item.start).days <= limit:
+            return None
+        return [Evidence(f"Taken since {_date(item.start)} ({(facts.today - item.start).days} days, limit {limit:g})")]
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _dose_over(attribute: str, words: str) -> Callable[..., Predicate]:
+    def compiler(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+        limit = float(arg)
+
+        def check(facts: Facts, item: Any) -> list[Evidence] | None:
+            value = getattr(item, attribute, None)
+            if value is None or value <= limit:
+                return None
+            return [Evidence(f"{words}: {value:g} mg (limit {limit:g} mg)")]
+
+        return Predicate(check, frozenset(), frozenset())
+
+    return compiler
+
+
+def _reason(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        reasons = getattr(item, "reason_codings", ())
+        if (match := terminology.match_codes(reasons, vid)) is None:
+            return None
+        return [Evidence(f"Reason on the order: {match.display} ({describe(match)})", label)]
+
+    return Predicate(check, frozenset(), frozenset({vid}))
+
+
+def _no_reason(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        return [Evidence("No reason given on the order")] if not getattr(item, "reason_codings", ()) else None
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _latest(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
+    vs = terminology.valuesets[vid]
+    candidates = [o for code, o in facts.latest_observations.items() if vs.contains("http://loinc.org", code)]
+    return max(candidates, key=lambda o: o.when or date.min, default=None)
+
+
+def _observation_high(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+    limit = thresholds.get(vid) or {}
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        obs = _latest(facts, terminology, vid)
+        if obs is None or not _is_high(obs, limit):
+            return None
+        value = f"{obs.value:g} {obs.unit}".strip() if obs.value is not None else "abnormal"
+        return [Evidence(f"Most recent {obs.text}: {value} on {_date(obs.when)} (above the reference range)", label)]
+
+    return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+
+def _is_high(obs: ObservationFact, limit: Mapping[str, Any]) -> bool:
+    """Abnormal high: the lab's interpretation, else its reference range, else our documented threshold."""
+    if obs.interpretation:
+        return any(code in ABNORMAL_HIGH for code in obs.interpretation)
+    if obs.value is None:
+        return False
+    if obs.range_high is not None:
+        return obs.value > obs.range_high
+    upper, unit = limit.get("upper_limit"), limit.get("unit")
+    return upper is not None and obs.unit == unit and obs.value > float(upper)
+
+
+def _observation_at_most(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    vid, label = _valueset(arg, terminology)
+    limit = float(arg["value"])
+    units = frozenset(arg.get("units", []))
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        obs = _latest(facts, terminology, vid)
+        if obs is None or obs.value is None or obs.value > limit:
+            return None
+        if units and obs.unit not in units:
+            return None
+        return [Evidence(f"Most recent {obs.text}: {obs.value:g} on {_date(obs.when)} (at or below {limit:g})", label)]
+
+    return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+
+def _union(sets: Any) -> frozenset[str]:
+    result: set[str] = set()
+    for s in sets:
+        result |= s
+    return frozenset(result)
+
+
+_COMPILERS: dict[str, Callable[[Any, Terminology, Mapping[str, Any]], Predicate]] = {
+    "all": _all,
+    "any": _any,
+    "not": _not,
+    "condition": _condition,
+    "condition_for_days": _condition_for_days,
+    "allergy": _allergy,
+    "active_medication": _active_medication,
+    "age_at_least": _age_at_least,
+    "medication": _medication,
+    "procedure": _procedure,
+    "route": _route,
+    "course_days_over": _course_days_over,
+    "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),
+    "single_dose_mg_over": _dose_over("single_dose_mg", "Single dose"),
+    "reason": _reason,
+    "no_reason": _no_reason,
+    "observation_high": _observation_high,
+    "observation_at_most": _observation_at_most,
+}
+
+VOCABULARY = tuple(sorted(_COMPILERS))

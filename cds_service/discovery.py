@@ -1,0 +1,72 @@
+"""The discovery document and prefetch templates, computed from the knowledge.
+
+No hand-kept list: a service advertises the hook and modules named in
+``knowledge/services.yaml`` and asks, in its prefetch, only for the data its
+rules read (observations only for the LOINC codes they use). Templates use
+only CDS Hooks 2.0 tokens and the 2.0 query subset (read, type search with
+reference and token parameters).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .terminology import LOINC, Terminology
+
+if TYPE_CHECKING:
+    from .engine import Module
+    from .knowledge import Knowledge
+
+PATIENT = "{{context.patientId}}"
+TEMPLATES = {
+    "patient": f"Patient/{PATIENT}",
+    "conditions": f"Condition?patient={PATIENT}",
+    "medications": f"MedicationRequest?patient={PATIENT}&status=active,on-hold",
+    "allergies": f"AllergyIntolerance?patient={PATIENT}",
+}
+# A key the module gates read: without it no rule can be judged, so it is required (412).
+REQUIRED = frozenset({"conditions"})
+
+
+def prefetch_templates(modules: Iterable["Module"], hook: str, terminology: Terminology) -> dict[str, str]:
+    needs: set[str] = set()
+    valuesets: set[str] = set()
+    for module in modules:
+        needs |= module.gate.needs
+        for rule in module.rules:
+            if hook in rule.hooks:
+                needs |= rule.needs
+                valuesets |= _rule_valuesets(rule)
+    templates = {key: TEMPLATES[key] for key in sorted(needs) if key in TEMPLATES}
+    if "observations" in needs:
+        codes = sorted(
+            code
+            for vid in valuesets
+            for (system, code) in terminology.valuesets[vid].exact
+            if system == LOINC
+        )
+        templates["observations"] = f"Observation?patient={PATIENT}&code=" + ",".join(f"{LOINC}|{c}" for c in codes)
+    return templates
+
+
+def _rule_valuesets(rule: Any) -> set[str]:
+    predicates = [rule.when, rule.unless, *(p for p, _ in rule.indicator_when), *(p for p, _ in rule.notes),
+                  *(s.when for s in rule.suggestions)]
+    return set().union(*(p.valuesets for p in predicates if p is not None))
+
+
+def document(knowledge: "Knowledge") -> dict[str, Any]:
+    """The body of GET /cds-services."""
+    services = []
+    for service in knowledge.services.values():
+        entry: dict[str, Any] = {
+            "hook": service.hook,
+            "title": service.title,
+            "description": service.description,
+            "id": service.id,
+        }
+        if service.prefetch:
+            entry["prefetch"] = dict(service.prefetch)
+        if service.usage_requirements:
+            entry["usageRequirements"] = service.usage_requirements
+        services.append(entry)
+    return {"services": services}

@@ -1,0 +1,70 @@
+"""Errors that become HTTP answers, and the one that stops start-up.
+
+    CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
+    ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
+    ├── AuthenticationFailed 401  no detail in the body, ever
+    ├── UnknownService       404  no service with that id
+    ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH
+    └── PrefetchUnavailable  412  data the rules need could not be had
+    KnowledgeError           start-up: a broken knowledge file (names file and path)
+
+Every error body is JSON; the messages never contain request data beyond a
+JSON path, so they are safe to log.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CdsError(Exception):
+    status: ClassVar[int] = 500
+    issue_code: ClassVar[str] = "exception"
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def to_json(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {"severity": "error", "code": self.issue_code, "diagnostics": self.message}
+        if self.location:
+            issue["expression"] = [self.location]
+        return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+class InvalidRequest(CdsError):
+    status = 400
+    issue_code = "invalid"
+
+
+class AuthenticationFailed(CdsError):
+    status = 401
+    issue_code = "login"
+
+    def __init__(self, reason: str) -> None:
+        # The reason is for the log only; the client learns nothing from the body.
+        super().__init__("Authentication required")
+        self.reason = reason
+
+
+class UnknownService(CdsError):
+    status = 404
+    issue_code = "not-found"
+
+
+class PayloadTooLarge(CdsError):
+    status = 413
+    issue_code = "too-costly"
+
+
+class PrefetchUnavailable(CdsError):
+    status = 412
+    issue_code = "processing"
+
+
+class KnowledgeError(Exception):
+    """A knowledge file is missing, malformed or inconsistent; the service must not start."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("Knowledge is invalid:\n  " + "\n  ".join(problems))
+        self.problems = problems

@@ -1,0 +1,150 @@
+"""Reading FHIR R4 JSON as real EHRs and the CDS Hooks sandbox send it.
+
+The hot path reads plain dicts, tolerantly: an object where an array is due,
+a Bundle without ``type``, empty codings, partial or malformed dates, unknown
+resource types. Nothing here raises on odd input; odd input reads as absent.
+Strict validation with ``fhir.resources`` (R4B models, identical to R4 for the
+resources we use) is for what the service itself creates and for fixtures;
+this is the only module that imports ``fhir.resources``.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from typing import Any, Iterable
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def as_list(value: Any) -> list[Any]:
+    """A FHIR array, also when the sender put a single object (or nothing) there."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+def objects(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a FHIR array, skipping anything that is not an object."""
+    return [item for item in as_list(value) if isinstance(item, dict)]
+
+
+def resources_in(value: Any) -> list[dict[str, Any]]:
+    """The resources of a Bundle (any type, or none), or the resource itself."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") == "Bundle":
+        return [res for entry in objects(value.get("entry")) if isinstance(res := entry.get("resource"), dict)]
+    return [value] if isinstance(value.get("resourceType"), str) else []
+
+
+def holds_outcome(value: Any) -> bool:
+    """True for an OperationOutcome, or a Bundle that carries one (a failed prefetch)."""
+    return any(res.get("resourceType") == "OperationOutcome" for res in resources_in(value))
+
+
+def next_link(bundle: Any) -> str | None:
+    """The URL of a paginated Bundle's next page, if any."""
+    if not isinstance(bundle, dict):
+        return None
+    for link in objects(bundle.get("link")):
+        if link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def codings(concept: Any) -> tuple[tuple[str, str, str], ...]:
+    """(system, code, display) of every coding that has a code, across one or more CodeableConcepts."""
+    found = []
+    for cc in objects(concept):
+        for coding in objects(cc.get("coding")):
+            code = coding.get("code")
+            if isinstance(code, str) and code.strip():
+                system = coding.get("system") if isinstance(coding.get("system"), str) else ""
+                display = coding.get("display") if isinstance(coding.get("display"), str) else ""
+                found.append((system, code.strip(), display))
+    return tuple(found)
+
+
+def concept_text(concept: Any) -> str:
+    """The human text of one or more CodeableConcepts: ``text``, else the first display."""
+    for cc in objects(concept):
+        if isinstance(cc.get("text"), str) and cc["text"].strip():
+            return cc["text"].strip()
+    for _, _, display in codings(concept):
+        if display:
+            return display
+    return ""
+
+
+def first_code(concept: Any, system_url: str) -> str | None:
+    """The first code of a given system in a CodeableConcept (e.g. a status)."""
+    for system, code, _ in codings(concept):
+        if system == system_url or not system:
+            return code
+    return None
+
+
+def parse_date(value: Any) -> date | None:
+    """A FHIR date or dateTime (partial allowed) as a date; None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    match = _DATE.match(value)
+    if not match:
+        return None
+    year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def is_instant(value: Any) -> bool:
+    """An RFC 3339 date-time with a zone, as CDS Hooks asks for outcomeTimestamp."""
+    if not isinstance(value, str) or not _INSTANT.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def reference_to(resource: dict[str, Any]) -> str | None:
+    """``Type/id`` of a resource, the form ``selections`` and ``resourceId`` use."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rtype, str) and isinstance(rid, str) and rid:
+        return f"{rtype}/{rid}"
+    return None
+
+
+def number(value: Any) -> float | None:
+    """A JSON number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """Validate one resource against the FHIR R4 (R4B models) definition.
+
+    Raises ValueError naming the resource type and the first problem.
+    """
+    from fhir.resources.R4B import get_fhir_model_class  # imported lazily: slow, and off the hot path
+
+    try:
+        model = get_fhir_model_class(resource["resourceType"])
+        model.model_validate(resource)
+    except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"{resource.get('resourceType')}: {exc}") from exc
+
+
+def validate_all(resources: Iterable[dict[str, Any]]) -> None:
+    for resource in resources:
+        validate_resource(resource)

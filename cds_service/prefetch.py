@@ -1,0 +1,194 @@
+"""Prefetch: take what the EHR sent, fetch what is missing; the only FHIR client.
+
+For each prefetch key of the service: a value the EHR sent is used as is; a
+key that is missing, ``null``, an OperationOutcome or a Bundle holding one is
+fetched from ``fhirServer`` with the call's bearer token (or without one only
+from an allow-listed open test server), all keys in parallel under one
+deadline, following ``Bundle.link[next]`` pages on the same server. A key
+that cannot be had is left out of the result (rules that read it are
+skipped); a required key that cannot be had raises PrefetchUnavailable (412).
+A ``null`` the EHR sent that we cannot re-check still means "no data".
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import requests
+
+from .errors import PrefetchUnavailable
+from .fhir import holds_outcome, next_link, objects
+from .hooks import HookRequest
+
+log = logging.getLogger(__name__)
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+_USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
+                "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    budget_seconds: float
+    timeout_seconds: float
+    max_pages: int
+    open_servers: frozenset[str]
+
+
+class FetchFailed(Exception):
+    """One key could not be fetched; the message is safe to log (no token, no data)."""
+
+
+def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy) -> dict[str, Any]:
+    """The data for each template key that could be had; raises PrefetchUnavailable for a required one."""
+    deadline = time.monotonic() + policy.budget_seconds
+    data: dict[str, Any] = {}
+    pending: dict[str, str] = {}
+    for key, template in templates.items():
+        value = request.prefetch.get(key, _MISSING)
+        if isinstance(value, dict) and not holds_outcome(value):
+            data[key] = value
+            if next_link(value):
+                pending[key] = "next"
+        else:
+            pending[key] = template
+    fetched = _fetch_all(request, pending, policy, deadline)
+    for key, template in pending.items():
+        if key in fetched:
+            data[key] = _merge(data.get(key), fetched[key]) if template == "next" else fetched[key]
+        elif request.prefetch.get(key, _MISSING) is None:
+            data[key] = None  # the EHR said there is no data, and we could not look again
+    missing = sorted(k for k in required if k in templates and k not in data)
+    if missing:
+        raise PrefetchUnavailable(
+            f"required data could not be obtained: {', '.join(missing)}; send it as prefetch or give access to fhirServer",
+            location=f"$.prefetch.{missing[0]}",
+        )
+    return data
+
+
+def _fetch_all(request: HookRequest, pending: dict[str, str], policy: FetchPolicy, deadline: float) -> dict[str, Any]:
+    if not pending or not _may_fetch(request, policy):
+        return {}
+    futures = {
+        _executor().submit(_fetch_key, request, key, template, policy, deadline): key
+        for key, template in pending.items()
+    }
+    done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    results = {}
+    for future in futures:
+        key = futures[future]
+        if future not in done:
+            log.warning("prefetch fetch timed out", extra={"prefetch_key": key})
+            continue
+        try:
+            results[key] = future.result()
+        except FetchFailed as exc:
+            log.warning("prefetch fetch failed", extra={"prefetch_key": key, "error": str(exc)})
+    return results
+
+
+def _may_fetch(request: HookRequest, policy: FetchPolicy) -> bool:
+    if not request.fhir_server:
+        return False
+    return bool(request.access_token) or request.fhir_server in policy.open_servers
+
+
+def _fetch_key(request: HookRequest, key: str, template: str, policy: FetchPolicy, deadline: float) -> Any:
+    server = request.fhir_server or ""
+    if template == "next":
+        url = next_link(request.prefetch[key])
+        return _search(request, url or "", policy, deadline, first=None)
+    path = render(template, request.context)
+    if "?" not in path:
+        return _get(request, f"{server}/{path}", policy, deadline, allow_404=True)
+    return _search(request, f"{server}/{path}", policy, deadline, first=None)
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Fill the CDS Hooks 2.0 prefetch tokens from the context."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("context."):
+            found = context.get(name[len("context."):])
+            if isinstance(found, (str, int, float)):
+                return str(found)
+        elif name in _USER_TOKENS:
+            kind, _, ident = str(context.get("userId", "")).partition("/")
+            if kind == _USER_TOKENS[name]:
+                return ident
+        raise FetchFailed(f"token {name} cannot be filled from this context")
+
+    return _TOKEN.sub(value, template)
+
+
+def _search(request: HookRequest, url: str, policy: FetchPolicy, deadline: float, first: Any) -> dict[str, Any]:
+    entries: list[Any] = []
+    pages = 0
+    while url and pages < policy.max_pages:
+        if not _same_server(url, request.fhir_server or ""):
+            raise FetchFailed("a next link points away from fhirServer; not followed")
+        page = _get(request, url, policy, deadline)
+        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+            raise FetchFailed("a search did not return a Bundle")
+        entries.extend(e for e in objects(page.get("entry")) if (e.get("search") or {}).get("mode") != "outcome")
+        url, pages = next_link(page) or "", pages + 1
+    return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+
+def _same_server(url: str, server: str) -> bool:
+    return url == server or url.startswith(server.rstrip("/") + "/")
+
+
+def _get(request: HookRequest, url: str, policy: FetchPolicy, deadline: float, allow_404: bool = False) -> Any:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FetchFailed("no time left in the call budget")
+    headers = {"Accept": "application/fhir+json"}
+    if request.access_token:
+        headers["Authorization"] = f"Bearer {request.access_token}"
+    try:
+        response = _session().get(url, headers=headers, timeout=min(policy.timeout_seconds, remaining),
+                                   allow_redirects=False)
+    except requests.RequestException as exc:
+        raise FetchFailed(f"{type(exc).__name__} talking to the FHIR server") from exc
+    if allow_404 and response.status_code in (404, 410):
+        return None
+    if response.status_code != 200:
+        raise FetchFailed(f"the FHIR server answered {response.status_code}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise FetchFailed("the FHIR server answered with invalid JSON") from exc
+
+
+def _merge(first: Any, rest: Any) -> dict[str, Any]:
+    """A paginated prefetch Bundle with its further pages appended."""
+    entries = objects((first or {}).get("entry")) + objects((rest or {}).get("entry"))
+    return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+
+_local = threading.local()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _session() -> requests.Session:
+    """One HTTP session per thread: connection reuse without sharing a Session across threads."""
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+    return _local.session
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One pool per process, made after a fork (gunicorn workers must not inherit threads)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
+    return _pool[1]

@@ -1,0 +1,198 @@
+"""Storage of issued cards, feedback and the JWT replay cache.
+
+SQLite by default (``sqlite:///path``), PostgreSQL by URL (``postgresql://…``)
+when several instances share state; the same SQL and migrations serve both
+(``migrations/*.sql``, applied in order and recorded in ``schema_version``).
+Each process opens its own connection on first use, after a gunicorn fork;
+SQLite runs in WAL mode with a busy timeout so several workers write safely.
+A write returns only after it is committed: what the service acknowledges is
+stored. Feedback is idempotent (same card, outcome and timestamp stored once).
+Only this module talks to the database.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .cards import IssuedCard
+
+
+class _Backend:
+    """What differs between SQLite and PostgreSQL: connecting, placeholders, the lock to take."""
+
+    placeholder = "?"
+    begin = "BEGIN"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+
+class _Sqlite(_Backend):
+    begin = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between workers
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+
+class _Postgres(_Backend):
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # only needed when a PostgreSQL URL is configured
+
+        self.url = url
+        self.errors = (psycopg.Error,)
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+
+def _backend(url: str) -> _Backend:
+    if url.startswith("sqlite:///"):
+        return _Sqlite(Path(url[len("sqlite:///"):]))
+    if url.startswith(("postgresql://", "postgres://")):
+        return _Postgres(url)
+    raise ValueError(f"unsupported database URL scheme {url.split(':', 1)[0]!r} (use sqlite:/// or postgresql://)")
+
+
+class Storage:
+    def __init__(self, url: str) -> None:
+        self.backend = _backend(url)
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self.backend.connect()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        conn = self._connection()
+        conn.execute(self.backend.begin)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _execute(self, conn: Any, statement: str, params: tuple[Any, ...] = ()) -> Any:
+        return conn.execute(self.backend.sql(statement), params)
+
+    def _executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cursor = conn.cursor()
+            cursor.executemany(self.backend.sql(statement), rows)
+
+    def migrate(self) -> None:
+        conn = self._connection()
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version").fetchall()}
+        folder = resources.files(__package__).joinpath("migrations")
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not entry.name.endswith(".sql") or int(entry.name.split("_", 1)[0]) in done:
+                continue
+            version = int(entry.name.split("_", 1)[0])
+            with self._transaction() as tx:
+                for statement in entry.read_text("utf-8").split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                self._execute(tx, "INSERT INTO schema_version VALUES (?, ?) ON CONFLICT DO NOTHING", (version, _now()))
+
+    def ping(self) -> bool:
+        try:
+            self._connection().execute("SELECT 1 FROM schema_version").fetchall()
+            return True
+        except self.backend.errors:
+            self._local.conn = None  # reconnect next time
+            return False
+
+    def record_cards(self, service_id: str, hook_instance: str, issued: Iterable[IssuedCard]) -> None:
+        issued = list(issued)
+        if not issued:
+            return
+        at = _now()
+        with self._transaction() as tx:
+            self._executemany(tx, "INSERT INTO issued_card VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              [(c.uuid, c.rule_id, service_id, hook_instance, at) for c in issued])
+            self._executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",
+                              [(s, c.uuid) for c in issued for s in c.suggestion_uuids])
+
+    def record_feedback(self, service_id: str, items: list[dict[str, Any]]) -> None:
+        rows = []
+        for item in items:
+            override = item.get("overrideReason") or {}
+            reason = override.get("reason") or {}
+            accepted = [_uuid(s["id"]) for s in item.get("acceptedSuggestions", [])]
+            rows.append((
+                _uuid(item["card"]), service_id, item["outcome"], item["outcomeTimestamp"],
+                json.dumps(accepted) if accepted else None, reason.get("system"), reason.get("code"),
+                reason.get("display"), override.get("userComment"), _now(),
+            ))
+        with self._transaction() as tx:
+            self._executemany(tx, "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """Remember a JWT id until it expires; False when it was already seen (a replay)."""
+        with self._transaction() as tx:
+            self._execute(tx, "DELETE FROM jwt_replay WHERE expires_at < ?", (time.time(),))
+            cursor = self._execute(tx, "INSERT INTO jwt_replay VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                   (issuer, jti, expires_at))
+            return cursor.rowcount == 1
+
+    def feedback_count(self) -> int:
+        return self._connection().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+
+    def stats(self) -> dict[str, Any]:
+        conn = self._connection()
+        result: dict[str, Any] = {}
+        issued = conn.execute("SELECT rule_id, COUNT(*) FROM issued_card GROUP BY rule_id ORDER BY rule_id").fetchall()
+        for rule_id, count in issued:
+            result[rule_id] = _entry(count)
+        query = (
+            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code, COUNT(DISTINCT f.card_uuid) "
+            "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
+            "GROUP BY COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code"
+        )
+        for rule_id, outcome, reason, count in conn.execute(query).fetchall():
+            entry = result.setdefault(rule_id, _entry(0))
+            entry[outcome] += count
+            if outcome == "overridden" and reason:
+                entry["override_reasons"][reason] = entry["override_reasons"].get(reason, 0) + count
+        return result
+
+
+def _entry(issued: int) -> dict[str, Any]:
+    return {"issued": issued, "accepted": 0, "overridden": 0, "override_reasons": {}}
+
+
+def _uuid(value: str) -> str:
+    return value.lower().removeprefix("urn:uuid:")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

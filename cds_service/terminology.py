@@ -1,0 +1,213 @@
+"""Code membership: value sets, ICD-10-CM hierarchy, RxNorm product to ingredient.
+
+Sans-IO: built from plain data that ``knowledge.py`` read, queried by the
+engine. ICD-10-CM ``is-a`` filters match by dotted prefix (so ``G35`` covers
+``G35.A``); RxNorm products (SCD/SBD, what EHRs send) map to their
+ingredients through the curated product table; an order that carries no code
+we know can still match on an ingredient's name, as a whole word.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+CPT = "http://www.ama-assn.org/go/cpt"
+
+Coding = tuple[str, str, str]  # system, code, display
+
+
+def normalize_icd10(code: str) -> str:
+    """Upper case with the dot after the category, as the tabular writes it (M5450 -> M54.50)."""
+    code = code.strip().upper()
+    if "." not in code and len(code) > 3:
+        code = f"{code[:3]}.{code[3:]}"
+    return code
+
+
+def _normalize(system: str, code: str) -> str:
+    return normalize_icd10(code) if system == ICD10CM else code.strip()
+
+
+def name_pattern(name: str) -> re.Pattern[str]:
+    """Whole-word, case-insensitive: 'morphine' does not match 'hydromorphone'."""
+    return re.compile(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Ingredient:
+    rxcui: str
+    name: str
+    strength_value: float | None = None
+    strength_unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Product:
+    rxcui: str
+    name: str
+    route: str
+    dose_form: str
+    ingredients: tuple[Ingredient, ...]
+    volume_ml: float | None = None
+
+
+@dataclass(frozen=True)
+class ValueSetIndex:
+    """One compiled value set: exact codes, is-a prefixes, exclusions, ingredient names."""
+
+    id: str
+    title: str
+    url: str
+    exact: Mapping[tuple[str, str], str]
+    is_a: Mapping[str, tuple[str, ...]]
+    excluded: frozenset[tuple[str, str]]
+    names: tuple[tuple[str, re.Pattern[str]], ...] = field(default=())
+
+    def contains(self, system: str, code: str) -> bool:
+        code = _normalize(system, code)
+        if (system, code) in self.excluded:
+            return False
+        if (system, code) in self.exact:
+            return True
+        return any(code.startswith(prefix) for prefix in self.is_a.get(system, ()))
+
+    def codes(self) -> list[tuple[str, str]]:
+        return list(self.exact) + [(s, p) for s, prefixes in self.is_a.items() for p in prefixes]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why something matched a value set: the coding, or an ingredient name found in text."""
+
+    display: str
+    code: str | None
+    system: str | None
+    by_name: bool = False
+
+
+class Terminology:
+    """All value sets and the product table, compiled once at start-up."""
+
+    def __init__(self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product]) -> None:
+        self.valuesets = valuesets
+        self.products = products
+        self._known_rxnorm = frozenset(products) | frozenset(
+            code for vs in valuesets.values() for (system, code) in vs.exact if system == RXNORM
+        )
+
+    def expand_rxnorm(self, code: str) -> tuple[str, ...]:
+        """The code itself and, for a known product, its ingredients."""
+        product = self.products.get(code)
+        return (code,) + tuple(i.rxcui for i in product.ingredients) if product else (code,)
+
+    def match_codes(self, codings: Iterable[Coding], valueset_id: str) -> Match | None:
+        vs = self.valuesets[valueset_id]
+        for system, code, display in codings:
+            if vs.contains(system, code):
+                return Match(display or code, code, system)
+        return None
+
+    def match_medication(self, codings: tuple[Coding, ...], text: str, valueset_id: str) -> Match | None:
+        """Match an order's medication by RxNorm code (product or ingredient), else by name.
+
+        The name is tried only when no coding is one we know: a known code that
+        is not in the set is a clear "no", not a reason to guess from text.
+        """
+        vs = self.valuesets[valueset_id]
+        for system, code, display in codings:
+            if system == RXNORM:
+                for candidate in self.expand_rxnorm(code):
+                    if vs.contains(RXNORM, candidate):
+                        return Match(display or text or code, code, system)
+            elif vs.contains(system, code):
+                return Match(display or text or code, code, system)
+        if any(system == RXNORM and code in self._known_rxnorm for system, code, _ in codings):
+            return None
+        words = " ".join([text] + [display for _, _, display in codings])
+        for name, pattern in vs.names:
+            if pattern.search(words):
+                return Match(name, None, None, by_name=True)
+        return None
+
+
+def compile_valuesets(
+    resources: dict[str, dict[str, Any]],
+    name_only: Mapping[str, list[str]],
+    product_codes: frozenset[str] = frozenset(),
+) -> dict[str, ValueSetIndex]:
+    """Compile ValueSet resources (by id) into indexes; ``valueSet`` includes are resolved.
+
+    The names matched in free text are the displays of the RxNorm ingredient
+    concepts (not products) plus the names listed as name-only for the set.
+    """
+    by_url = {res["url"]: vid for vid, res in resources.items()}
+    compiled: dict[str, ValueSetIndex] = {}
+
+    def build(vid: str, seen: tuple[str, ...]) -> ValueSetIndex:
+        if vid in compiled:
+            return compiled[vid]
+        res = resources[vid]
+        exact: dict[tuple[str, str], str] = {}
+        is_a: dict[str, list[str]] = {}
+        for inc in res.get("compose", {}).get("include", []):
+            for url in inc.get("valueSet", []):
+                child = build(by_url[url], seen + (vid,))
+                exact.update(child.exact)
+                for system, prefixes in child.is_a.items():
+                    is_a.setdefault(system, []).extend(prefixes)
+            system = inc.get("system", "")
+            for concept in inc.get("concept", []):
+                exact[(system, _normalize(system, concept["code"]))] = concept.get("display", "")
+            for flt in inc.get("filter", []):
+                is_a.setdefault(system, []).append(_normalize(system, flt["value"]))
+        excluded = frozenset(
+            (exc.get("system", ""), _normalize(exc.get("system", ""), c["code"]))
+            for exc in res.get("compose", {}).get("exclude", [])
+            for c in exc.get("concept", [])
+        )
+        names = sorted(
+            {d.lower() for (s, c), d in exact.items() if s == RXNORM and d and c not in product_codes}
+            | set(name_only.get(vid, []))
+        )
+        compiled[vid] = ValueSetIndex(
+            id=vid,
+            title=res.get("title", vid),
+            url=res["url"],
+            exact=exact,
+            is_a={s: tuple(p) for s, p in is_a.items()},
+            excluded=excluded,
+            names=tuple((n, name_pattern(n)) for n in names),
+        )
+        return compiled[vid]
+
+    for vid in resources:
+        build(vid, ())
+    return compiled
+
+
+def compile_products(table: dict[str, Any]) -> dict[str, Product]:
+    products = {}
+    for row in table.get("products", []):
+        ingredients = tuple(
+            Ingredient(
+                rxcui=i["rxcui"],
+                name=i["name"],
+                strength_value=(i.get("strength") or {}).get("value"),
+                strength_unit=(i.get("strength") or {}).get("unit"),
+            )
+            for i in row["ingredients"]
+        )
+        products[row["rxcui"]] = Product(
+            rxcui=row["rxcui"],
+            name=row["name"],
+            route=row.get("route", "other"),
+            dose_form=row.get("dose_form", ""),
+            ingredients=ingredients,
+            volume_ml=row.get("volume_ml"),
+        )
+    return products

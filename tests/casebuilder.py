@@ -1,0 +1,144 @@
+"""Builds hook requests from the compact case files in tests/cases/*.yaml.
+
+A case names a persona (fhir_fixtures/patients/<name>.json), may add records
+(conditions, medications, observations, allergies) and draft orders in a
+short form, and lists the cards it expects (rule id and indicator). The
+request is shaped like the CDS Hooks sandbox's: draftOrders without
+Bundle.type, complete prefetch.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from conftest import load_fixture
+
+SYSTEMS = {
+    "icd10": "http://hl7.org/fhir/sid/icd-10-cm",
+    "snomed": "http://snomed.info/sct",
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "loinc": "http://loinc.org",
+    "cpt": "http://www.ama-assn.org/go/cpt",
+}
+PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
+               "AllergyIntolerance": "allergies", "Observation": "observations"}
+
+
+def _concept(spec: dict[str, Any]) -> dict[str, Any]:
+    coding = {"system": SYSTEMS[spec["system"]], "code": spec["code"]}
+    if spec.get("display"):
+        coding["display"] = spec["display"]
+    concept: dict[str, Any] = {"coding": [coding]}
+    if spec.get("display") or spec.get("text"):
+        concept["text"] = spec.get("text") or spec["display"]
+    return concept
+
+
+def condition(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Condition", "id": f"case-condition-{n}",
+        "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec),
+    }
+    if spec.get("clinical", "active") is not None:
+        res["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                             "code": spec.get("clinical", "active")}]}
+    res["verificationStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                             "code": spec.get("verification", "confirmed")}]}
+    if spec.get("onset"):
+        res["onsetDateTime"] = spec["onset"]
+    return res
+
+
+def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "MedicationRequest", "id": rid, "status": spec.get("status", status),
+        "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "authoredOn": spec.get("start", "2026-11-23"),
+    }
+    if spec.get("rxcui") or spec.get("text"):
+        concept: dict[str, Any] = {"text": spec.get("text") or spec.get("display") or spec["rxcui"]}
+        if spec.get("rxcui"):
+            concept["coding"] = [{"system": SYSTEMS["rxnorm"], "code": spec["rxcui"], "display": concept["text"]}]
+        res["medicationCodeableConcept"] = concept
+    dosage = _dosage(spec)
+    if dosage:
+        res["dosageInstruction"] = [dosage]
+    if spec.get("supply_days"):
+        res["dispenseRequest"] = {"expectedSupplyDuration": {"value": spec["supply_days"], "unit": "days",
+                                                             "system": "http://unitsofmeasure.org", "code": "d"}}
+    if spec.get("reason"):
+        res["reasonCode"] = [_concept(spec["reason"])]
+    if spec.get("route"):
+        dosage = res.setdefault("dosageInstruction", [{}])[0]
+        dosage["route"] = {"text": spec["route"]}
+    return res
+
+
+def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
+    if "dose" not in spec:
+        return None
+    value, unit = spec["dose"]
+    dose = {"value": value, "system": "http://unitsofmeasure.org", "code": unit}
+    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": dose}]}
+    if spec.get("per_day"):
+        dosage["timing"] = {"repeat": {"frequency": spec["per_day"], "period": 1, "periodUnit": "d"}}
+    return dosage
+
+
+def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, Any]:
+    return {"resourceType": "ServiceRequest", "id": rid, "status": spec.get("status", "draft"), "intent": "order",
+            "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
+
+
+def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Observation", "id": f"case-observation-{n}", "status": "final",
+        "code": {"coding": [{"system": SYSTEMS["loinc"], "code": spec["loinc"]}], "text": spec.get("text", spec["loinc"])},
+        "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": spec["date"],
+        "valueQuantity": {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")},
+    }
+    if spec.get("interpretation"):
+        res["interpretation"] = [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+            "code": spec["interpretation"]}]}]
+    return res
+
+
+def allergy(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
+    return {"resourceType": "AllergyIntolerance", "id": f"case-allergy-{n}", "patient": {"reference": f"Patient/{patient}"},
+            "code": _concept(spec)}
+
+
+def build_request(case: dict[str, Any]) -> dict[str, Any]:
+    bundle = copy.deepcopy(load_fixture(f"patients/{case['patient']}.json"))
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    pid = patient["id"]
+    if "birth_date" in case:
+        patient["birthDate"] = case["birth_date"]
+    if case.get("replace_record"):
+        resources = [patient]
+    record = case.get("record", {})
+    resources += [condition(c, pid, i) for i, c in enumerate(record.get("conditions", []))]
+    resources += [medication(m, pid, f"case-active-{i}", "active") for i, m in enumerate(record.get("medications", []))]
+    resources += [observation(o, pid, i) for i, o in enumerate(record.get("observations", []))]
+    resources += [allergy(a, pid, i) for i, a in enumerate(record.get("allergies", []))]
+    prefetch: dict[str, Any] = {"patient": patient}
+    for key in PREFETCH_OF.values():
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for res in resources:
+        if res["resourceType"] in PREFETCH_OF:
+            prefetch[PREFETCH_OF[res["resourceType"]]]["entry"].append({"resource": res})
+    drafts = []
+    for i, draft in enumerate(case.get("drafts", [])):
+        rid = f"request-{i + 1}"
+        if "procedure" in draft:
+            drafts.append(service_request(draft["procedure"], pid, rid))
+        else:
+            drafts.append(medication(draft["medication"], pid, rid, "draft"))
+    context: dict[str, Any] = {"patientId": pid, "userId": "Practitioner/COREPRACTITIONER1"}
+    if case["hook"] != "patient-view":
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
+    if case["hook"] == "order-select":
+        context["selections"] = [f"{d['resourceType']}/{d['id']}" for d in drafts[:1]]
+    return {"hook": case["hook"], "hookInstance": "8f2a9d1e-3c4b-4e5f-9a6b-7c8d9e0f1a2b",
+            "fhirServer": "http://127.0.0.1:8081", "context": context, "prefetch": prefetch}

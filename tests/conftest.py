@@ -1,0 +1,81 @@
+"""Shared fixtures, in flaskr's style: an app per test with its own SQLite file,
+a client, a CLI runner, the FHIR fixtures, and a pinned clock."""
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cds_service import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fhir_fixtures"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+SERVICES = {
+    "patient-view": "back-pain-patient-view",
+    "order-select": "back-pain-order-select",
+    "order-sign": "back-pain-order-sign",
+}
+
+
+def load_fixture(relative: str) -> Any:
+    return json.loads((FIXTURES / relative).read_text("utf-8"))
+
+
+def request_fixture(relative: str) -> dict[str, Any]:
+    return copy.deepcopy(load_fixture(f"requests/{relative}"))
+
+
+@pytest.fixture
+def app_config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "AUTH_REQUIRED": False,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'test.sqlite3'}",
+        "CLOCK": lambda: NOW,
+        "OPEN_FHIR_SERVERS": [],
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]):
+    return create_app(app_config)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Hooks:
+    """Posts hook requests the way an EHR does."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def call(self, body: dict[str, Any], service_id: str | None = None, **kwargs: Any):
+        service_id = service_id or SERVICES[body["hook"]]
+        return self.client.post(f"/cds-services/{service_id}", json=body, **kwargs)
+
+    def cards(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        response = self.call(body)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["cards"]
+
+
+@pytest.fixture
+def hooks(client) -> Hooks:
+    return Hooks(client)
+
+
+def rule_ids(cards: list[dict[str, Any]]) -> list[str]:
+    return [card["source"]["topic"]["code"] for card in cards]

@@ -1,0 +1,51 @@
+"""Discovery (protocol.md §6 items 1-6)."""
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+from conformance import find_empty
+
+ALLOWED_TOKENS = {"{{context.patientId}}", "{{context.userId}}", "{{context.encounterId}}",
+                  "{{userPractitionerId}}", "{{userPractitionerRoleId}}", "{{userPatientId}}",
+                  "{{userRelatedPersonId}}"}
+SEARCH_PARAMS = {"patient", "status", "code", "_count", "_sort", "subject", "category", "date", "clinical-status"}
+
+
+def test_discovery_lists_the_three_hooks_as_json(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    services = response.get_json()["services"]
+    assert {s["hook"] for s in services} == {"patient-view", "order-select", "order-sign"}
+    assert find_empty(response.get_json()) == []
+    for service in services:
+        assert service["id"] and service["hook"] and service["description"] and service["title"]
+
+
+def test_prefetch_templates_use_only_cds_hooks_2_tokens_and_the_query_subset(client):
+    for service in client.get("/cds-services").get_json()["services"]:
+        for template in service.get("prefetch", {}).values():
+            assert set(re.findall(r"\{\{[^}]*\}\}", template)) <= ALLOWED_TOKENS, template
+            path, _, query = template.partition("?")
+            assert re.fullmatch(r"[A-Z][A-Za-z]+(/\{\{context\.patientId\}\})?", path), template
+            for name, _ in parse_qsl(query):
+                assert name.split(":")[0] in SEARCH_PARAMS, name
+
+
+def test_observation_prefetch_asks_only_for_the_loinc_codes_the_rules_read(client):
+    services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
+    observations = services["back-pain-patient-view"]["prefetch"]["observations"]
+    assert "http://loinc.org|33343-5" in observations  # urine leukotriene E4 (mcas.leukotriene-modifier)
+    assert "http://loinc.org|38267-1" in observations  # DXA lumbar T-score (mcas.bone-health)
+    assert "21582-2" not in observations  # tryptase: no rule reads it
+    assert "observations" not in services["back-pain-order-select"]["prefetch"]
+
+
+def test_every_advertised_service_answers_and_unknown_ids_are_404(client):
+    for service in client.get("/cds-services").get_json()["services"]:
+        response = client.post(f"/cds-services/{service['id']}", json={})
+        assert response.status_code == 400  # it exists: the empty body is what is wrong
+    response = client.post("/cds-services/no-such-service", json={})
+    assert response.status_code == 404
+    assert response.get_json()["resourceType"] == "OperationOutcome"

@@ -1,0 +1,141 @@
+"""Prefetch and the FHIR fallback (protocol.md §6 items 11-13).
+
+The FHIR server is mocked at the transport with ``responses``; the service's
+own functions are never patched.
+"""
+from __future__ import annotations
+
+import pytest
+import responses
+
+from cds_service import create_app
+from conftest import load_fixture, request_fixture, rule_ids
+
+FHIR = "https://ehr.example.org/fhir"
+TOKEN = "secret-access-token-123"
+
+
+def _searchset(resources):
+    return {"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": r} for r in resources]}
+
+
+def _persona(name: str, resource_type: str):
+    bundle = load_fixture(f"patients/{name}.json")
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type]
+
+
+def _with_authorization(body):
+    body["fhirServer"] = FHIR
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/*.read", "subject": "cds-back-pain"}
+    return body
+
+
+def _mock_conditions(rsps, persona="mcas-adult"):
+    return rsps.get(f"{FHIR}/Condition", json=_searchset(_persona(persona, "Condition")))
+
+
+OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+
+
+@pytest.mark.parametrize("sent", ["missing", None, OUTCOME, _searchset([OUTCOME])])
+@responses.activate
+def test_unusable_prefetch_is_fetched_with_the_bearer_token(hooks, sent):
+    body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
+    if sent == "missing":
+        del body["prefetch"]["conditions"]
+    else:
+        body["prefetch"]["conditions"] = sent
+    call = _mock_conditions(responses)
+    cards = hooks.cards(body)
+    assert "mcas.neuromuscular-blocker" in rule_ids(cards)
+    assert call.call_count == 1
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "patient=mcas-adult" in responses.calls[0].request.url
+
+
+@responses.activate
+def test_complete_prefetch_needs_no_fhir_call(hooks):
+    body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
+    assert rule_ids(hooks.cards(body)) == ["mcas.neuromuscular-blocker"]
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_paginated_prefetch_bundle_is_followed_on_the_same_server(hooks):
+    body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
+    conditions = _persona("mcas-adult", "Condition")
+    body["prefetch"]["conditions"] = {"resourceType": "Bundle", "type": "searchset",
+                                      "link": [{"relation": "next", "url": f"{FHIR}/Condition?page=2"}],
+                                      "entry": []}
+    responses.get(f"{FHIR}/Condition", json=_searchset(conditions))
+    cards = hooks.cards(body)
+    assert "mcas.neuromuscular-blocker" in rule_ids(cards)
+    assert "page=2" in responses.calls[0].request.url
+
+
+@responses.activate
+def test_next_link_to_another_server_is_not_followed_and_token_not_sent(hooks):
+    body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
+    body["prefetch"]["conditions"] = {"resourceType": "Bundle", "type": "searchset", "entry": [],
+                                      "link": [{"relation": "next", "url": "https://evil.example.com/Condition"}]}
+    cards = hooks.cards(body)
+    assert len(responses.calls) == 0
+    assert cards == []  # the first (empty) page is all we trust
+
+
+def test_missing_required_data_without_fhir_access_is_412(hooks):
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    del body["prefetch"]["conditions"]
+    response = hooks.call(body)
+    assert response.status_code == 412
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "conditions" in outcome["issue"][0]["diagnostics"]
+
+
+@responses.activate
+def test_fhir_server_error_for_required_data_is_412(hooks):
+    body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
+    del body["prefetch"]["conditions"]
+    responses.get(f"{FHIR}/Condition", status=503)
+    assert hooks.call(body).status_code == 412
+
+
+@responses.activate
+def test_optional_data_missing_skips_only_the_rules_that_read_it(hooks):
+    body = _with_authorization(request_fixture("patient-view/mcas-adult--chart-open.json"))
+    del body["prefetch"]["medications"]
+    responses.get(f"{FHIR}/MedicationRequest", status=500)
+    response = hooks.call(body)
+    assert response.status_code == 200
+    ids = rule_ids(response.get_json()["cards"])
+    assert "mcas.epinephrine-autoinjector" not in ids  # reads medications: not guessed
+
+
+def test_no_unauthenticated_fetch_unless_server_is_allow_listed(hooks):
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    body["fhirServer"] = FHIR
+    del body["prefetch"]["conditions"]
+    with responses.RequestsMock() as rsps:  # fails the test on any unexpected call
+        assert hooks.call(body).status_code == 412
+        assert len(rsps.calls) == 0
+
+
+@responses.activate
+def test_open_test_server_may_be_read_without_a_token(app_config):
+    client = create_app({**app_config, "OPEN_FHIR_SERVERS": [FHIR]}).test_client()
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    body["fhirServer"] = FHIR
+    del body["prefetch"]["conditions"]
+    _mock_conditions(responses)
+    response = client.post("/cds-services/back-pain-order-select", json=body)
+    assert response.status_code == 200
+    assert "Authorization" not in responses.calls[0].request.headers
+
+
+def test_null_prefetch_without_fhir_access_means_no_data(hooks):
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    body["prefetch"]["conditions"] = None
+    assert hooks.cards(body) == []  # the EHR says: no conditions, so no mast cell disorder
