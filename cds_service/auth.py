@@ -74,8 +74,10 @@ class Verifier:
             raise AuthenticationFailed(f"token rejected ({type(exc).__name__})") from exc
         if verified["iat"] > time.time() + LEEWAY_SECONDS:
             raise AuthenticationFailed("token issued in the future")
-        expires = min(float(verified["exp"]), time.time() + MAX_LIFETIME_SECONDS) + LEEWAY_SECONDS
-        if not self._remember_jti(issuer, str(verified["jti"]), expires):
+        if float(verified["exp"]) - float(verified["iat"]) > MAX_LIFETIME_SECONDS:
+            # the replay cache must outlive every token it protects against
+            raise AuthenticationFailed("token lifetime is over one hour")
+        if not self._remember_jti(issuer, str(verified["jti"]), float(verified["exp"]) + LEEWAY_SECONDS):
             raise AuthenticationFailed("jti replayed")
         return verified
 

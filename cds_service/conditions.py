@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any, Callable, Mapping
 
 from .facts import Facts, MedicationFact, ObservationFact, ServiceRequestFact
-from .terminology import Match, Terminology
+from .terminology import Match, Terminology, name_pattern
 
 SYSTEM_NAMES = {
     "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
@@ -217,6 +217,22 @@ def _procedure(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]
     return Predicate(check, frozenset(), frozenset({vid}))
 
 
+def _procedure_named(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    """For orders no code system names (e.g. bed rest): whole-phrase match on the order's text."""
+    patterns = [(phrase, name_pattern(phrase)) for phrase in arg]
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, ServiceRequestFact):
+            return None
+        words = " ".join([item.text] + [display for _, _, display in item.codings])
+        for phrase, pattern in patterns:
+            if pattern.search(words):
+                return [Evidence(f"Draft order: {item.name} (matched by name '{phrase}'; no code is used for it)")]
+        return None
+
+    return Predicate(check, frozenset(), frozenset())
+
+
 def _route(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
     routes = frozenset(arg)
 
@@ -347,6 +363,7 @@ _COMPILERS: dict[str, Callable[[Any, Terminology, Mapping[str, Any]], Predicate]
     "age_at_least": _age_at_least,
     "medication": _medication,
     "procedure": _procedure,
+    "procedure_named": _procedure_named,
     "route": _route,
     "course_days_over": _course_days_over,
     "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),

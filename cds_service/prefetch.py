@@ -11,6 +11,7 @@ A ``null`` the EHR sent that we cannot re-check still means "no data".
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -58,7 +59,8 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
                 pending[key] = "next"
         else:
             pending[key] = template
-    fetched = _fetch_all(request, pending, policy, deadline)
+    kinds = {key: _resource_type(template) for key, template in templates.items()}
+    fetched = _fetch_all(request, pending, kinds, policy, deadline)
     for key, template in pending.items():
         if key in fetched:
             data[key] = _merge(data.get(key), fetched[key]) if template == "next" else fetched[key]
@@ -73,11 +75,12 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
     return data
 
 
-def _fetch_all(request: HookRequest, pending: dict[str, str], policy: FetchPolicy, deadline: float) -> dict[str, Any]:
+def _fetch_all(request: HookRequest, pending: dict[str, str], kinds: dict[str, str], policy: FetchPolicy,
+               deadline: float) -> dict[str, Any]:
     if not pending or not _may_fetch(request, policy):
         return {}
     futures = {
-        _executor().submit(_fetch_key, request, key, template, policy, deadline): key
+        _executor().submit(_fetch_key, request, key, template, kinds[key], policy, deadline): key
         for key, template in pending.items()
     }
     done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
@@ -100,15 +103,23 @@ def _may_fetch(request: HookRequest, policy: FetchPolicy) -> bool:
     return bool(request.access_token) or request.fhir_server in policy.open_servers
 
 
-def _fetch_key(request: HookRequest, key: str, template: str, policy: FetchPolicy, deadline: float) -> Any:
+def _fetch_key(request: HookRequest, key: str, template: str, kind: str, policy: FetchPolicy, deadline: float) -> Any:
     server = request.fhir_server or ""
     if template == "next":
         url = next_link(request.prefetch[key])
-        return _search(request, url or "", policy, deadline, first=None)
+        return _search(request, url or "", kind, policy, deadline)
     path = render(template, request.context)
     if "?" not in path:
-        return _get(request, f"{server}/{path}", policy, deadline, allow_404=True)
-    return _search(request, f"{server}/{path}", policy, deadline, first=None)
+        found = _get(request, f"{server}/{path}", policy, deadline, allow_404=True)
+        if found is not None and (not isinstance(found, dict) or found.get("resourceType") != kind):
+            raise FetchFailed(f"a {kind} read did not return a {kind}")
+        return found
+    return _search(request, f"{server}/{path}", kind, policy, deadline)
+
+
+def _resource_type(template: str) -> str:
+    """The resource type a read or type-search template asks for (its first path segment)."""
+    return template.split("?", 1)[0].strip("/").split("/", 1)[0]
 
 
 def render(template: str, context: dict[str, Any]) -> str:
@@ -129,17 +140,31 @@ def render(template: str, context: dict[str, Any]) -> str:
     return _TOKEN.sub(value, template)
 
 
-def _search(request: HookRequest, url: str, policy: FetchPolicy, deadline: float, first: Any) -> dict[str, Any]:
+def _search(request: HookRequest, url: str, kind: str, policy: FetchPolicy, deadline: float) -> dict[str, Any]:
+    """All pages of a search, or FetchFailed: a partial or foreign result is never used as if complete."""
     entries: list[Any] = []
-    pages = 0
-    while url and pages < policy.max_pages:
+    seen: set[str] = set()
+    while url:
         if not _same_server(url, request.fhir_server or ""):
             raise FetchFailed("a next link points away from fhirServer; not followed")
+        if url in seen:
+            raise FetchFailed("a next link points back to a page already read")
+        if len(seen) >= policy.max_pages:
+            raise FetchFailed(f"a search has more than {policy.max_pages} pages")
+        seen.add(url)
         page = _get(request, url, policy, deadline)
         if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
             raise FetchFailed("a search did not return a Bundle")
-        entries.extend(e for e in objects(page.get("entry")) if (e.get("search") or {}).get("mode") != "outcome")
-        url, pages = next_link(page) or "", pages + 1
+        for entry in objects(page.get("entry")):
+            mode = (entry.get("search") or {}).get("mode")
+            resource = entry.get("resource")
+            found = resource.get("resourceType") if isinstance(resource, dict) else None
+            if mode == "outcome":
+                continue
+            if mode != "include" and found not in (kind, "OperationOutcome"):
+                raise FetchFailed(f"a {kind} search returned a {found or 'non-resource'} entry")
+            entries.append(entry)
+        url = next_link(page) or ""
     return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
 
 
@@ -155,18 +180,36 @@ def _get(request: HookRequest, url: str, policy: FetchPolicy, deadline: float, a
     if request.access_token:
         headers["Authorization"] = f"Bearer {request.access_token}"
     try:
-        response = _session().get(url, headers=headers, timeout=min(policy.timeout_seconds, remaining),
-                                   allow_redirects=False)
+        with _session().get(url, headers=headers, timeout=min(policy.timeout_seconds, remaining),
+                            allow_redirects=False, stream=True) as response:
+            if allow_404 and response.status_code in (404, 410):
+                return None
+            if response.status_code != 200:
+                raise FetchFailed(f"the FHIR server answered {response.status_code}")
+            body = _read_body(response, deadline)
     except requests.RequestException as exc:
         raise FetchFailed(f"{type(exc).__name__} talking to the FHIR server") from exc
-    if allow_404 and response.status_code in (404, 410):
-        return None
-    if response.status_code != 200:
-        raise FetchFailed(f"the FHIR server answered {response.status_code}")
     try:
-        return response.json()
-    except ValueError as exc:
+        return json.loads(body)
+    except ValueError as exc:  # includes UnicodeDecodeError
         raise FetchFailed("the FHIR server answered with invalid JSON") from exc
+    except RecursionError as exc:
+        raise FetchFailed("the FHIR server answered with JSON nested too deeply") from exc
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The body, read as it arrives and given up at the deadline: a server that trickles
+    bytes (each read within the socket timeout) must not hold a fetch thread past its call."""
+    raw = response.raw
+    read = getattr(raw, "read1", None) or raw.read  # read1: whatever one recv brings
+    chunks: list[bytes] = []
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchFailed("the FHIR server was still sending when the call budget ran out")
+        chunk = read(65536, decode_content=True)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _merge(first: Any, rest: Any) -> dict[str, Any]:

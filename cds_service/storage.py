@@ -30,6 +30,7 @@ class _Backend:
 
     placeholder = "?"
     begin = "BEGIN"
+    migration_lock = ""  # run first in the migration transaction: start-ups migrate one at a time
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def connect(self) -> Any:
@@ -56,6 +57,8 @@ class _Sqlite(_Backend):
 
 class _Postgres(_Backend):
     placeholder = "%s"
+    # concurrent CREATE TABLE IF NOT EXISTS collide in pg_type; held until COMMIT (SQLite: BEGIN IMMEDIATE)
+    migration_lock = "SELECT pg_advisory_xact_lock(4710326112)"
 
     def __init__(self, url: str) -> None:
         import psycopg  # only needed when a PostgreSQL URL is configured
@@ -109,15 +112,18 @@ class Storage:
             cursor.executemany(self.backend.sql(statement), rows)
 
     def migrate(self) -> None:
-        conn = self._connection()
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_version").fetchall()}
+        """Apply the migrations not yet applied, in one transaction; a concurrent start-up waits for it."""
         folder = resources.files(__package__).joinpath("migrations")
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-            if not entry.name.endswith(".sql") or int(entry.name.split("_", 1)[0]) in done:
-                continue
-            version = int(entry.name.split("_", 1)[0])
-            with self._transaction() as tx:
+        scripts = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda p: p.name)
+        with self._transaction() as tx:
+            if self.backend.migration_lock:
+                tx.execute(self.backend.migration_lock)
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = {row[0] for row in tx.execute("SELECT version FROM schema_version").fetchall()}
+            for entry in scripts:
+                version = int(entry.name.split("_", 1)[0])
+                if version in done:
+                    continue
                 for statement in entry.read_text("utf-8").split(";"):
                     if statement.strip():
                         tx.execute(statement)

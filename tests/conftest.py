@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,25 @@ def hooks(client) -> Hooks:
 
 def rule_ids(cards: list[dict[str, Any]]) -> list[str]:
     return [card["source"]["topic"]["code"] for card in cards]
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        from pythonjsonlogger.json import JsonFormatter
+
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def service_log():
+    """Every line the service logs during the test, formatted as the service formats it."""
+    handler = _Collect()
+    logger = logging.getLogger("cds_service")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)

@@ -88,6 +88,7 @@ ATTACKS = {
     "expired beyond skew": token(exp_in=-120),
     "issued in the future": token(iat_offset=600),
     "no jti": token(drop=("jti",)),
+    "lifetime over an hour": token(exp_in=7200),
 }
 
 

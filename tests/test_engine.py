@@ -1,0 +1,56 @@
+"""Engine behaviour a clinician would notice: a broken rule does not hide the others,
+missing data skips rules instead of guessing, patient-view ordering."""
+from __future__ import annotations
+
+import dataclasses
+
+from cds_service.conditions import Predicate
+from cds_service.engine import evaluate
+from cds_service.facts import build_facts
+from casebuilder import build_request
+from conftest import NOW
+
+
+def _explode(facts, item):
+    raise ZeroDivisionError("boom")
+
+
+def _setup(app, case):
+    knowledge = app.extensions["cds"].knowledge
+    request = build_request(case)
+    facts = build_facts(request["hook"], request["context"], request["prefetch"], knowledge.terminology, NOW)
+    return knowledge, facts
+
+
+SIGN = {"hook": "order-sign", "patient": "mcas-adult", "drafts": [
+    {"medication": {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet"}},
+    {"medication": {"rxcui": "1594589", "text": "succinylcholine chloride 20 MG/ML Injectable Solution"}}]}
+
+
+def test_a_rule_that_raises_is_logged_by_id_and_the_other_cards_still_go_out(app, service_log):
+    knowledge, facts = _setup(app, SIGN)
+    mcas = knowledge.modules["mcas"]
+    broken = tuple(dataclasses.replace(r, when=Predicate(_explode, r.when.needs, r.when.valuesets))
+                   if r.id == "mcas.histamine-releasing-opioid" else r for r in mcas.rules)
+    outcome = evaluate([dataclasses.replace(mcas, rules=broken)], facts)
+    assert [f.rule.id for f in outcome.findings] == ["mcas.neuromuscular-blocker"]
+    assert outcome.failed == ["mcas.histamine-releasing-opioid"]
+    log = "\n".join(service_log)
+    assert '"rule_id": "mcas.histamine-releasing-opioid"' in log and "ZeroDivisionError" in log
+
+
+def test_rules_whose_data_is_missing_are_skipped_not_guessed(app):
+    knowledge, facts = _setup(app, {"hook": "patient-view", "patient": "mcas-adult"})
+    facts = dataclasses.replace(facts, available=facts.available - {"medications"})
+    outcome = evaluate(list(knowledge.modules.values()), facts)
+    assert "mcas.epinephrine-autoinjector" in outcome.skipped
+    assert "mcas.epinephrine-autoinjector" not in [f.rule.id for f in outcome.findings]
+
+
+def test_patient_view_puts_warnings_first_and_one_info_card_per_module(app):
+    knowledge, facts = _setup(app, {"hook": "patient-view", "patient": "mcas-ms-older-adult"})
+    findings = evaluate(list(knowledge.modules.values()), facts).findings
+    indicators = [f.indicator for f in findings]
+    assert indicators == sorted(indicators, key=["critical", "warning", "info"].index)
+    for module in ("mcas", "ms-lbp"):
+        assert sum(1 for f in findings if f.indicator == "info" and f.rule.module == module) <= 1
