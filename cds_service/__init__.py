@@ -7,6 +7,7 @@ errors, JSON logs.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from typing import Any, Mapping
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from .api import Runtime, bp, register_errors
+from .api import OrjsonProvider, Runtime, bp, register_errors
 from .auth import Verifier
 from .config import DEFAULTS, DEVELOPMENT_OPEN_FHIR_SERVERS, SANDBOX_ISSUER, SANDBOX_JWKS, database_url, knowledge_dir
 from .errors import (
@@ -48,6 +49,7 @@ log = logging.getLogger("cds_service")
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    app.json = OrjsonProvider(app)
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("CDS")
     if config:
@@ -84,6 +86,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(bp)
     register_errors(app)
     _warn_if_open(app)
+    # The compiled knowledge lives as long as the process: move it out of the garbage
+    # collector's sight, so the collections a large request body triggers stay short (and
+    # forked gunicorn workers keep sharing those pages instead of touching them).
+    gc.collect()
+    gc.freeze()
     return app
 
 

@@ -9,15 +9,18 @@ timings; never the body, tokens or patient identifiers.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, discovery
@@ -116,7 +119,7 @@ def rule_trail(rule_id: str) -> Any:
                     "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
                     "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
                 })
-    raise UnknownService(f"no rule '{rule_id}'")
+    raise UnknownService("no rule with this id")  # the id is not repeated: errors are logged
 
 
 @bp.get("/healthz")
@@ -135,27 +138,42 @@ def readyz() -> Any:
 def _service(knowledge: Knowledge, service_id: str) -> Service:
     service = knowledge.services.get(service_id)
     if service is None:
-        raise UnknownService(f"no CDS service '{service_id}' here; GET /cds-services lists them")
+        raise UnknownService("no CDS service with this id here; GET /cds-services lists them")
     return service
 
 
 def _json_body() -> Any:
     raw = request.get_data(cache=False)
-    if len(raw) > (current_app.config.get("MAX_CONTENT_LENGTH") or float("inf")):
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or float("inf")
+    # A streamed (chunked) body has no Content-Length: werkzeug stops reading at the limit
+    # without complaint, so a body that fills the limit exactly is taken as cut short.
+    if len(raw) > limit or (len(raw) == limit and request.content_length is None):
         raise PayloadTooLarge("the request body is too large")
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest("$: the body is not valid UTF-8", location="$") from exc
-    except ValueError as exc:
-        raise InvalidRequest(f"$: the body is not valid JSON ({exc.__class__.__name__})", location="$") from exc
-    except RecursionError as exc:
-        raise InvalidRequest("$: the body is nested too deeply", location="$") from exc
+        # orjson refuses what strict JSON refuses and Python's json lets through: invalid UTF-8,
+        # lone surrogates ("\ud800"), NaN/Infinity, numbers beyond a double, nesting past 1024.
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"$: the body is not valid JSON ({str(exc).split(':')[0]})", location="$") from exc
 
 
 def _rules_url() -> str:
     base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
     return base.rstrip("/") + "/rules"
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask's JSON through orjson: the same bytes-level JSON, several times faster on big bodies."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Any:
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(orjson.dumps(obj), mimetype="application/json")
 
 
 def register_errors(app: Flask) -> None:
@@ -180,5 +198,13 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _bug(error: Exception) -> Any:
-        log.exception("unhandled error", extra={"request_id": g.get("request_id"), "error": type(error).__name__})
+        # Where it failed, not what it said: an exception's message can quote request data.
+        log.error("unhandled error", extra={"request_id": g.get("request_id"), "error": type(error).__name__,
+                                            "where": _frames(error)})
         return jsonify(CdsError("internal error; the request id is in X-Request-ID").to_json()), 500
+
+
+def _frames(error: BaseException) -> list[str]:
+    """The traceback of an unhandled error as ``file:line in function``, innermost last, without
+    the exception's message or source lines (either may hold a token or patient data)."""
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in traceback.extract_tb(error.__traceback__)]

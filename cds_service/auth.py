@@ -55,7 +55,9 @@ class Verifier:
         except jwt.PyJWTError as exc:
             raise AuthenticationFailed(f"malformed token ({type(exc).__name__})") from exc
         if header.get("alg") not in ALGORITHMS:
-            raise AuthenticationFailed(f"algorithm {header.get('alg')!r} is not allowed")
+            alg = header.get("alg")  # the caller's text: named only when it is a plausible algorithm name
+            shown = repr(alg) if isinstance(alg, str) and len(alg) <= 16 and alg.isalnum() else "(not a name)"
+            raise AuthenticationFailed(f"algorithm {shown} is not allowed")
         if header.get("typ") != "JWT":
             raise AuthenticationFailed("typ is not JWT")
         issuer = claims.get("iss")

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .engine import Action, Finding, Suggestion
 from .facts import Facts
 from .fhir import validate_resource
@@ -120,6 +122,9 @@ def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: T
     actions = [a for a in (_action(a, finding, facts, terminology) for a in spec.actions) if a]
     if not actions:
         return None
+    # A client applies a suggestion as a transaction (deletes first), so the order is ours to
+    # choose: creates first, because the CDS Hooks sandbox applies only the first action.
+    actions.sort(key=lambda a: a["type"] == "delete")
     suggestion: dict[str, Any] = {"label": spec.label, "uuid": str(uuid.uuid4()), "actions": actions}
     if spec.recommended:
         suggestion["isRecommended"] = True
@@ -158,7 +163,20 @@ def _medication_request(args: dict[str, Any], facts: Facts, terminology: Termino
         resource["dispenseRequest"] = {"quantity": {"value": args["quantity"]}}
     if args.get("note"):
         resource["note"] = [{"text": args["note"]}]
-    validate_resource(resource)
+    return _validated(resource)
+
+
+# Shapes of created resources that passed FHIR R4 validation. A suggestion's resource differs
+# between calls only in its subject (a FHIR id the request schema has already checked), so each
+# shape is validated once per process; the set is bounded by the actions in the knowledge.
+_VALID_SHAPES: set[bytes] = set()
+
+
+def _validated(resource: dict[str, Any]) -> dict[str, Any]:
+    shape = orjson.dumps({k: v for k, v in resource.items() if k != "subject"}, option=orjson.OPT_SORT_KEYS)
+    if shape not in _VALID_SHAPES:
+        validate_resource(resource)
+        _VALID_SHAPES.add(shape)
     return resource
 
 
@@ -177,5 +195,4 @@ def _service_request(args: dict[str, Any], facts: Facts, terminology: Terminolog
         resource["priority"] = args["priority"]
     if args.get("note"):
         resource["note"] = [{"text": args["note"]}]
-    validate_resource(resource)
-    return resource
+    return _validated(resource)

@@ -127,8 +127,8 @@ def _condition(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]
         found = []
         for cond in facts.conditions:
             if (match := terminology.match_codes(cond.codings, vid)) is not None:
-                status = " (suspected)" if cond.suspected else ""
                 name = cond.text or match.display
+                status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
                 found.append(Evidence(f"Condition: {name}{status}, {describe(match)}, since {_date(cond.onset)}", label))
         return found or None
 

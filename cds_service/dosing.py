@@ -116,7 +116,7 @@ def _dose_quantity(instruction: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _to_mg(quantity: dict[str, Any] | None, product: Product | None) -> float | None:
-    if quantity is None or (value := number(quantity.get("value"))) is None:
+    if not isinstance(quantity, dict) or (value := number(quantity.get("value"))) is None:
         return None
     unit = str(quantity.get("code") or quantity.get("unit") or "").lower()
     if unit in MG_FACTOR:
@@ -153,6 +153,7 @@ def _daily_dose_mg(instructions: list[dict[str, Any]], product: Product | None) 
         daily = max(filter(None, [daily, _max_per_day_mg(instruction, product)]), default=None)
         if daily is not None:
             key = instruction.get("sequence", 0)
+            key = key if isinstance(key, (int, float, str)) else 0  # a list or object cannot be a dict key
             by_sequence[key] = by_sequence.get(key, 0.0) + daily
     return max(by_sequence.values()) if by_sequence else None
 

@@ -126,17 +126,27 @@ def build_facts(
         active_medications=tuple(
             _medication(r, terminology, "active")
             for r in resources_in(data.get("medications"))
-            if r.get("resourceType") in MEDICATION_ORDERS and r.get("status") in ACTIVE_MEDICATION
+            if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
         ),
         draft_medications=tuple(
-            _medication(r, terminology, "draft") for r in focus if r.get("resourceType") in MEDICATION_ORDERS
+            _medication(r, terminology, "draft") for r in focus if _among(r.get("resourceType"), MEDICATION_ORDERS)
         ),
         draft_service_requests=tuple(
-            _service_request(r) for r in focus if r.get("resourceType") in SERVICE_ORDERS
+            _service_request(r) for r in focus if _among(r.get("resourceType"), SERVICE_ORDERS)
         ),
-        latest_observations=_latest_observations(resources_in(data.get("observations"))),
+        latest_observations=_latest_observations(resources_in(data.get("observations")), terminology.loinc_codes),
         available=frozenset(data),
     )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object the sender may have put as anything else (a string, a list): {} then."""
+    return value if isinstance(value, dict) else {}
+
+
+def _among(value: Any, group: set[str]) -> bool:
+    """``value in group`` for a string; False for a list or object (unhashable) or anything else."""
+    return isinstance(value, str) and value in group
 
 
 def _focus(hook: str, context: dict[str, Any], drafts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,7 +183,7 @@ def _condition(res: dict[str, Any]) -> ConditionFact | None:
         return None  # no status but an end date: resolved
     if clinical is not None and clinical not in ACTIVE_CONDITION:
         return None
-    onset = parse_date(res.get("onsetDateTime")) or parse_date((res.get("onsetPeriod") or {}).get("start"))
+    onset = parse_date(res.get("onsetDateTime")) or parse_date(_object(res.get("onsetPeriod")).get("start"))
     return ConditionFact(
         codings=codings(res.get("code")),
         text=concept_text(res.get("code")),
@@ -226,26 +236,31 @@ def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
     )
 
 
-def _latest_observations(resources: list[dict[str, Any]]) -> dict[str, ObservationFact]:
+def _latest_observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> dict[str, ObservationFact]:
+    """The most recent observation of each LOINC code the knowledge uses; others are not read
+    further (an EHR may send hundreds of vital signs that no rule looks at)."""
     latest: dict[str, ObservationFact] = {}
     for res in resources:
-        if res.get("resourceType") != "Observation" or res.get("status") in DEAD_OBSERVATION:
+        if res.get("resourceType") != "Observation" or _among(res.get("status"), DEAD_OBSERVATION):
             continue
-        for obs in _observation(res):
+        coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in ("http://loinc.org", "")]
+        for obs in _observation(res, coded):
             current = latest.get(obs.code)
             if current is None or (obs.when or date.min) > (current.when or date.min):
                 latest[obs.code] = obs
     return latest
 
 
-def _observation(res: dict[str, Any]) -> list[ObservationFact]:
+def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFact]:
+    if not coded:
+        return []
     quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
     ranges = objects(res.get("referenceRange"))
-    low = number((ranges[0].get("low") or {}).get("value")) if ranges else None
-    high = number((ranges[0].get("high") or {}).get("value")) if ranges else None
+    low = number(_object(ranges[0].get("low")).get("value")) if ranges else None
+    high = number(_object(ranges[0].get("high")).get("value")) if ranges else None
     when = (
         parse_date(res.get("effectiveDateTime"))
-        or parse_date((res.get("effectivePeriod") or {}).get("start"))
+        or parse_date(_object(res.get("effectivePeriod")).get("start"))
         or parse_date(res.get("issued"))
     )
     unit = quantity.get("code") or quantity.get("unit") or ""
@@ -260,6 +275,5 @@ def _observation(res: dict[str, Any]) -> list[ObservationFact]:
             range_low=low,
             range_high=high,
         )
-        for system, code, display in codings(res.get("code"))
-        if system in ("http://loinc.org", "")
+        for system, code, display in coded
     ]

@@ -8,12 +8,14 @@ prefetch contents or FHIR resources beyond their envelope.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
+from itertools import islice
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import InvalidRequest
 
@@ -50,11 +52,47 @@ class HookRequest:
 
 
 def _raise_first(validator: Draft202012Validator, instance: Any, prefix: str = "$") -> None:
-    error = best_match(validator.iter_errors(instance))
+    # iter_errors is lazy: judging only the first errors keeps a body with 100,000 bad items cheap
+    error = best_match(islice(validator.iter_errors(instance), 50))
     if error is None:
         return
-    path = prefix + error.json_path[1:]
-    raise InvalidRequest(f"{path}: {error.message}", location=path)
+    path = prefix + "".join(_step(step) for step in error.absolute_path)
+    raise InvalidRequest(f"{path}: {_problem(error)}", location=path)
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _step(step: Any) -> str:
+    """One step of the JSON path; a member name that is not a plain identifier (it came from the
+    request, e.g. a prefetch key, and may hold anything) is not repeated."""
+    if isinstance(step, int):
+        return f"[{step}]"
+    return f".{step}" if _NAME.match(step) else "[*]"
+
+
+def _problem(error: ValidationError) -> str:
+    """What is wrong, in words taken from the schema only: jsonschema's own messages quote the
+    offending value (a patient id, a token, a whole resource), and these messages are logged."""
+    kind, expected = error.validator, error.validator_value
+    if kind in ("required", "dependentRequired"):
+        return error.message  # names a member from the schema
+    if kind == "type":
+        return "must be of type " + " or ".join(expected if isinstance(expected, list) else [expected])
+    if kind == "const":
+        return f"must be {json.dumps(expected)}"
+    if kind == "enum":
+        return "must be one of " + ", ".join(json.dumps(v) for v in expected)
+    if kind == "pattern":
+        return f"does not match the pattern {expected}"
+    limits = {"minLength": "at least {} characters", "maxLength": "at most {} characters",
+              "minItems": "at least {} items", "maxItems": "at most {} items",
+              "minProperties": "at least {} members", "maxProperties": "at most {} members"}
+    if kind in limits:
+        return "must have " + limits[kind].format(expected)
+    if kind in ("anyOf", "oneOf"):
+        return "does not match any of the allowed forms"
+    return f"is not valid ({kind})"
 
 
 def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
@@ -68,9 +106,7 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
         raise InvalidRequest("$: the request body must be a JSON object", location="$")
     _raise_first(_ENVELOPE, body)
     if body["hook"] != expected_hook:
-        raise InvalidRequest(
-            f"$.hook: this service answers '{expected_hook}', not '{body['hook']}'", location="$.hook"
-        )
+        raise InvalidRequest(f"$.hook: this service answers '{expected_hook}' only", location="$.hook")
     _raise_first(_CONTEXTS[expected_hook], body["context"], prefix="$.context")
     authorization = body.get("fhirAuthorization") or {}
     return HookRequest(

@@ -36,6 +36,9 @@ class _Backend:
     def connect(self) -> Any:
         raise NotImplementedError
 
+    def set_durability(self, conn: Any, durable: bool) -> None:
+        """Before BEGIN: whether the next commit waits for the disk."""
+
     def sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
@@ -49,10 +52,26 @@ class _Sqlite(_Backend):
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Switching a new file to WAL needs an exclusive lock and does not wait on the busy
+        # timeout: another process creating the same database at once makes it fail. Retry.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.02)
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
+
+    def set_durability(self, conn: Any, durable: bool) -> None:
+        # WAL with synchronous=NORMAL survives a killed process (the WAL is written before
+        # COMMIT returns) and skips the fsync: ~5 ms saved on every hook call that issues cards.
+        conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
 
 
 class _Postgres(_Backend):
@@ -70,6 +89,9 @@ class _Postgres(_Backend):
         import psycopg
 
         return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def set_durability(self, conn: Any, durable: bool) -> None:
+        conn.execute("SET synchronous_commit = " + ("on" if durable else "off"))
 
 
 def _backend(url: str) -> _Backend:
@@ -93,8 +115,11 @@ class Storage:
         return conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, durable: bool = True) -> Iterator[Any]:
+        """A write transaction. ``durable=False`` (issued-card records only) may lose its last
+        commits on a power failure, never on a process crash; feedback is always durable."""
         conn = self._connection()
+        self.backend.set_durability(conn, durable)
         conn.execute(self.backend.begin)
         try:
             yield conn
@@ -142,7 +167,7 @@ class Storage:
         if not issued:
             return
         at = _now()
-        with self._transaction() as tx:
+        with self._transaction(durable=False) as tx:
             self._executemany(tx, "INSERT INTO issued_card VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                               [(c.uuid, c.rule_id, service_id, hook_instance, at) for c in issued])
             self._executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",

@@ -96,6 +96,9 @@ class Terminology:
     def __init__(self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product]) -> None:
         self.valuesets = valuesets
         self.products = products
+        self.loinc_codes = frozenset(
+            code for vs in valuesets.values() for (system, code) in vs.exact if system == LOINC
+        )
         self._known_rxnorm = frozenset(products) | frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == RXNORM
         )

@@ -21,7 +21,7 @@ def test_succinylcholine_draft_gets_critical_card_with_two_alternatives(hooks):
     assert card["selectionBehavior"] == "at-most-one"
     labels = [s["label"] for s in card["suggestions"]]
     assert labels == ["Replace with rocuronium", "Replace with vecuronium"]
-    delete, create = card["suggestions"][0]["actions"]
+    create, delete = card["suggestions"][0]["actions"]
     assert delete == {"type": "delete", "description": delete["description"], "resourceId": "MedicationRequest/request-123"}
     assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "1234995"
     assert create["resource"]["status"] == "draft"
