@@ -124,15 +124,26 @@ def _condition(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]
     vid, label = _valueset(arg, terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        found = []
-        for cond in facts.conditions:
-            if (match := terminology.match_codes(cond.codings, vid)) is not None:
-                name = cond.text or match.display
-                status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
-                found.append(Evidence(f"Condition: {name}{status}, {describe(match)}, since {_date(cond.onset)}", label))
-        return found or None
+        found = _remember(facts, ("condition", vid), lambda: _conditions_in(facts, terminology, vid))
+        return [Evidence(text, label) for text in found] or None
 
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _remember(facts: Facts, key: Any, compute: Callable[[], Any]) -> Any:
+    if key not in facts.memo:
+        facts.memo[key] = compute()
+    return facts.memo[key]
+
+
+def _conditions_in(facts: Facts, terminology: Terminology, vid: str) -> list[str]:
+    found = []
+    for cond in facts.conditions:
+        if (match := terminology.match_codes(cond.codings, vid)) is not None:
+            name = cond.text or match.display
+            status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
+            found.append(f"Condition: {name}{status}, {describe(match)}, since {_date(cond.onset)}")
+    return found
 
 
 def _condition_for_days(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
@@ -166,12 +177,17 @@ def _active_medication(arg: Any, terminology: Terminology, thresholds: Mapping[s
     vid, label = _valueset(arg, terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        for med in facts.active_medications:
-            if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
-                return [Evidence(f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}", label)]
-        return None
+        text = _remember(facts, ("active_medication", vid), lambda: _active_in(facts, terminology, vid))
+        return [Evidence(text, label)] if text else None
 
     return Predicate(check, frozenset({"medications"}), frozenset({vid}))
+
+
+def _active_in(facts: Facts, terminology: Terminology, vid: str) -> str | None:
+    for med in facts.active_medications:
+        if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
+            return f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}"
+    return None
 
 
 def _age_at_least(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:

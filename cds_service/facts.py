@@ -7,7 +7,7 @@ not decide anything clinical: the rules do.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -96,6 +96,9 @@ class Facts:
     draft_service_requests: tuple[ServiceRequestFact, ...]
     latest_observations: dict[str, ObservationFact]
     available: frozenset[str]
+    # Matches of record lookups by value set, shared by the rules of this one call (many rules
+    # ask "does the patient have X?" for the same X); never shared between calls.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def today(self) -> date:

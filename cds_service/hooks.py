@@ -53,7 +53,10 @@ class HookRequest:
 
 def _raise_first(validator: Draft202012Validator, instance: Any, prefix: str = "$") -> None:
     # iter_errors is lazy: judging only the first errors keeps a body with 100,000 bad items cheap
-    error = best_match(islice(validator.iter_errors(instance), 50))
+    try:
+        error = best_match(islice(validator.iter_errors(instance), 50))
+    except RecursionError as exc:  # jsonschema repr()s the offending value: ~1000 levels deep is too deep
+        raise InvalidRequest(f"{prefix}: nested too deeply", location=prefix) from exc
     if error is None:
         return
     path = prefix + "".join(_step(step) for step in error.absolute_path)

@@ -111,7 +111,7 @@ class Storage:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = self.backend.connect()
-            self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.conn, self._local.pid, self._local.durable = conn, os.getpid(), None
         return conn
 
     @contextmanager
@@ -119,7 +119,9 @@ class Storage:
         """A write transaction. ``durable=False`` (issued-card records only) may lose its last
         commits on a power failure, never on a process crash; feedback is always durable."""
         conn = self._connection()
-        self.backend.set_durability(conn, durable)
+        if getattr(self._local, "durable", None) is not durable:  # one round trip saved per call
+            self.backend.set_durability(conn, durable)
+            self._local.durable = durable
         conn.execute(self.backend.begin)
         try:
             yield conn
