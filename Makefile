@@ -1,13 +1,14 @@
 # Two commands for a fresh machine with Python 3.11 and make:
 #   make run   - development server on 127.0.0.1:8080 with the embedded defaults
 #   make test  - install with the test extra and run the whole suite
+#   make bench - the benchmark (bench/README.md): results in bench/results.md and the README
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,11 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# Service vs a bare Flask baseline under the same gunicorn, the stages in-process, the FHIR
+# fallback, start-up and memory: bench/results.md, bench/results.json and the README table (~4 min).
+bench: install
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

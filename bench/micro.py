@@ -1,0 +1,134 @@
+"""In-process micro-benchmarks of the stages of one service call.
+
+For each hook and prefetch size, times each stage the endpoint runs, in the
+order it runs them, with ``time.perf_counter`` over many iterations:
+
+  parse            the body, with the parser ``api._json_body`` uses (json or orjson)
+  envelope         ``hooks.parse_hook_request`` (JSON Schema of the envelope and context)
+  prefetch         ``prefetch.gather`` with complete prefetch (no fetch)
+  facts            ``facts.build_facts``
+  rules            ``engine.evaluate``
+  cards            ``cards.build_cards`` (includes FHIR validation of suggested resources)
+  storage          ``Storage.record_cards`` (one SQLite transaction, the service's PRAGMAs)
+  response json    ``flask.jsonify`` of the cards
+  whole call       the endpoint through Flask's test client (no HTTP, no gunicorn)
+
+Prints one JSON document on stdout. The knowledge directory, database and log
+level come from the same ``CDS_*`` environment the service reads.
+
+    python bench/micro.py [--seconds 0.15] [--sizes 300KB] [--hooks order-sign]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import payloads  # noqa: E402
+
+
+def _time(fn: Callable[[], Any], seconds: float, min_iter: int = 20, max_iter: int = 5000) -> dict[str, Any]:
+    fn()  # warm
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while (len(samples) < min_iter or time.perf_counter() < end) and len(samples) < max_iter:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {
+        "iterations": len(samples),
+        "median_us": round(statistics.median(samples) * 1e6, 1),
+        "mean_us": round(statistics.fmean(samples) * 1e6, 1),
+        "p99_us": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))] * 1e6, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=0.15, help="time per stage per case")
+    parser.add_argument("--sizes", nargs="*", default=list(payloads.SIZES))
+    parser.add_argument("--hooks", nargs="*", default=list(payloads.HOOKS))
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="cds-bench-micro-")
+    os.environ.setdefault("CDS_DATABASE_URL", f"sqlite:///{tmp}/micro.sqlite3")
+    os.environ.setdefault("CDS_AUTH_REQUIRED", "false")
+    from flask import jsonify
+
+    from cds_service import api, create_app, discovery
+    from cds_service.cards import build_cards
+    from cds_service.engine import evaluate
+    from cds_service.facts import build_facts
+    from cds_service.hooks import parse_hook_request
+    from cds_service.prefetch import gather
+
+    app = create_app({"LOG_LEVEL": "WARNING"})  # the whole-call stage would otherwise log a line per call
+    logging.getLogger("cds_service").setLevel(logging.WARNING)
+    rt = app.extensions["cds"]
+    client = app.test_client()
+    rules_url = "http://127.0.0.1/rules"
+    orjson = getattr(api, "orjson", None)
+    parse = orjson.loads if orjson is not None else json.loads
+    parser = "orjson" if orjson is not None else "json"
+    results: list[dict[str, Any]] = []
+    for size in args.sizes:
+        n = payloads.SIZES[size]
+        for hook in args.hooks:
+            raw = payloads.body_bytes(hook, n)
+            service = rt.knowledge.services[payloads.SERVICE_OF[hook]]
+            body = json.loads(raw)
+            req = parse_hook_request(body, service.hook)
+            data = gather(req, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
+            now = rt.clock()
+            facts = build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)
+            modules = list(service.modules)
+            outcome = evaluate(modules, facts)
+            cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
+                                        rt.knowledge.override_reason_system, rules_url)
+            stages = {
+                "parse": lambda: parse(raw),
+                "envelope": lambda: parse_hook_request(body, service.hook),
+                "prefetch": lambda: gather(req, service.prefetch, discovery.REQUIRED, rt.fetch_policy),
+                "facts": lambda: build_facts(req.hook, req.context, data, rt.knowledge.terminology, now),
+                "rules": lambda: evaluate(modules, facts),
+                "cards": lambda: build_cards(outcome.findings, facts, rt.knowledge.terminology,
+                                             rt.knowledge.override_reason_system, rules_url),
+                "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance,
+                                                           build_cards(outcome.findings, facts, rt.knowledge.terminology,
+                                                                       rt.knowledge.override_reason_system, rules_url)[1]),
+                "response json": None,
+                "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw,
+                                                  content_type="application/json"),
+            }
+            timed: dict[str, Any] = {}
+            with app.test_request_context():
+                for name, fn in stages.items():
+                    if name == "response json":
+                        fn = lambda: jsonify({"cards": cards}).get_data()  # noqa: E731
+                    timed[name] = _time(fn, args.seconds)
+            # storage was timed together with the card building it needs (fresh uuids): subtract it
+            cards_us = timed["cards"]["median_us"]
+            timed["storage"] = {**timed["storage"], "median_us": round(timed["storage"]["median_us"] - cards_us, 1),
+                                "note": "record_cards alone (card building subtracted)"}
+            status = client.post(f"/cds-services/{service.id}", data=raw, content_type="application/json").status_code
+            results.append({
+                "hook": hook, "size": size, "observations": n, "body_bytes": len(raw), "status": status,
+                "cards": [c["source"]["topic"]["code"] for c in cards],
+                "suggestions": sum(len(c.get("suggestions", [])) for c in cards),
+                "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
+                "stages": timed,
+            })
+    print(json.dumps({"seconds_per_stage": args.seconds, "parser": parser, "cases": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,714 @@
+"""``make bench``: the service against a bare Flask baseline, under the same gunicorn.
+
+One run, on this machine, on loopback only:
+
+1. start-up: a fresh ``python -c`` that imports the service and calls ``create_app`` (median of 3);
+2. micro-benchmarks of the stages in-process (``micro.py``);
+3. the service (``cds-service serve``, production settings, auth off, a temp SQLite) and the
+   baseline (``baseline.py``: the same ``serve`` command with a bare app that returns the
+   service's response bytes for the same request), each on a free port;
+4. for patient-view (complete prefetch), order-select (one selected draft) and order-sign
+   (five drafts) at ≈20 KB / ≈300 KB / ≈1 MB: a warm-up, then a bounded load with 8
+   connections (req/s, p50, p99) and then one connection (p50, p99), the service and the
+   baseline in turn, never at the same time;
+5. worker RSS after the load;
+6. the FHIR fallback: no prefetch, a local FHIR server answering every query in 50 ms;
+7. ``results.json``, ``results.md``, and the table in the README between the bench markers.
+
+Every process it starts is stopped at the end, also on failure or Ctrl-C.
+Load generator: wrk (installed with apt-get when missing and possible), else ``pyload.py``.
+
+    python bench/run.py [--quick] [--duration 3] [--no-readme]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import payloads  # noqa: E402
+
+PY = sys.executable
+CONNECTIONS = 8
+FALLBACK_DELAY_MS = 50.0
+FALLBACK_SIZE = "300KB"
+TARGET_SIZE = "300KB"
+BIG_SIZE = "1MB"
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+SHORT = {"patient-view": "pv", "order-select": "os", "order-sign": "sg"}
+
+_children: list[subprocess.Popen] = []
+
+
+# ---------------------------------------------------------------- processes
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = open(log, "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=ROOT, start_new_session=True)  # its own process group: stopped as a whole
+    _children.append(proc)
+    return proc
+
+
+def stop_all() -> None:
+    for proc in reversed(_children):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # the group this script created for it
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    for proc in reversed(_children):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    _children.clear()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, log: Path, path: str = "/healthz", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process on port {port} exited ({proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status < 500:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s; log:\n{log.read_text()[-3000:]}")
+
+
+def post(port: int, path: str, body: bytes, case: str = "") -> tuple[int, bytes, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    t0 = time.perf_counter()
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", "X-Bench-Case": case})
+    response = conn.getresponse()
+    data = response.read()
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return response.status, data, elapsed
+
+
+def workers_of(master: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{master}/task/{master}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def cpu_seconds(master: int) -> float:
+    """User + system CPU of a gunicorn master and its workers so far (workers are not replaced in a run)."""
+    total = 0
+    for pid in [master, *workers_of(master)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    found: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line.split(":")[0]] = int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Pss:", "Private_Clean:", "Private_Dirty:")):
+                found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return {k: round(v, 1) for k, v in found.items()}
+
+
+# ---------------------------------------------------------------- load generation
+
+def ensure_wrk() -> str | None:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.environ.get("BENCH_NO_INSTALL") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    print("bench: wrk is missing; installing it with apt-get (Debian package 'wrk')", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            print("bench: could not install wrk; using the Python load generator", flush=True)
+            return None
+    return shutil.which("wrk")
+
+
+class Load:
+    def __init__(self, wrk: str | None) -> None:
+        self.wrk = wrk
+
+    @property
+    def name(self) -> str:
+        if self.wrk:
+            out = subprocess.run([self.wrk, "-v"], capture_output=True, text=True)
+            return (out.stdout + out.stderr).split("\n")[0].split(" Copyright")[0].strip()
+        return "bench/pyload.py (Python threads)"
+
+    def run(self, port: int, path: str, body_file: Path, case: str, connections: int, seconds: float,
+            master: int | None = None) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{port}{path}"
+        if self.wrk:
+            threads = min(2, connections)  # wrk takes whole seconds
+            cmd = [self.wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                   "-s", str(HERE / "post.lua"), url]
+            env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CASE": case}
+        else:
+            cmd = [PY, str(HERE / "pyload.py"), "--url", url, "--body", str(body_file), "--case", case,
+                   "--connections", str(connections), "--duration", str(seconds)]
+            env = dict(os.environ)
+        cpu0 = cpu_seconds(master) if master else 0.0
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
+        cpu = cpu_seconds(master) - cpu0 if master else 0.0
+        line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
+        if out.returncode != 0 or line is None:
+            raise RuntimeError(f"load generator failed ({out.returncode}): {out.stdout[-1000:]} {out.stderr[-1000:]}")
+        raw = json.loads(line)
+        secs = raw["duration_us"] / 1e6
+        lat = raw["latency_us"]
+        errors = sum(raw["errors"].values())
+        return {
+            "connections": connections, "seconds": round(secs, 2), "requests": raw["requests"],
+            "req_per_s": round(raw["requests"] / secs, 1) if secs else 0.0,
+            "p50_ms": round(lat["p50"] / 1000, 2), "p90_ms": round(lat["p90"] / 1000, 2),
+            "p99_ms": round(lat["p99"] / 1000, 2), "max_ms": round(lat["max"] / 1000, 2),
+            "mean_ms": round(lat["mean"] / 1000, 2), "errors": raw["errors"], "ok": errors == 0,
+            # server CPU per request: what a busy machine does not distort much (10 ms clock ticks)
+            "cpu_ms_per_request": round(cpu * 1000 / raw["requests"], 3) if master and raw["requests"] else None,
+        }
+
+
+# ---------------------------------------------------------------- measurements
+
+def service_env(tmp: Path, knowledge: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update({"CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}"})
+    # measure the checkout this bench/ lives in, whatever an editable install points at
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if knowledge:
+        env["CDS_KNOWLEDGE_DIR"] = knowledge
+    return env
+
+
+def choose_knowledge() -> tuple[str | None, str]:
+    """The repository's knowledge if it loads; else CDS_KNOWLEDGE_DIR or /tmp/kn (a working stub)."""
+    cli = [PY, "-m", "cds_service", "knowledge", "check"]
+    env = {k: v for k, v in os.environ.items() if k != "CDS_KNOWLEDGE_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if subprocess.run(cli, env=env, capture_output=True, cwd=ROOT).returncode == 0:
+        return None, "knowledge/ (the repository's)"
+    for candidate in (os.environ.get("CDS_KNOWLEDGE_DIR"), "/tmp/kn"):
+        if candidate and subprocess.run(cli, env={**env, "CDS_KNOWLEDGE_DIR": candidate},
+                                        capture_output=True, cwd=ROOT).returncode == 0:
+            return candidate, f"{candidate} (the repository's knowledge/ does not load yet)"
+    raise SystemExit("bench: knowledge/ does not load (cds-service knowledge check) and no working CDS_KNOWLEDGE_DIR")
+
+
+def startup(env: dict[str, str], runs: int = 3) -> dict[str, Any]:
+    code = ("import time; t0 = time.perf_counter(); from cds_service import create_app; t1 = time.perf_counter(); "
+            "create_app({'LOG_LEVEL': 'ERROR'}); t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
+    walls, imports, creates = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        walls.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise RuntimeError(f"start-up run failed: {out.stderr[-2000:]}")
+        i, c = (float(x) for x in out.stdout.split()[-2:])
+        imports.append(i)
+        creates.append(c)
+    return {"runs": runs, "wall_s": round(statistics.median(walls), 3), "import_s": round(statistics.median(imports), 3),
+            "create_app_s": round(statistics.median(creates), 3), "all_wall_s": [round(w, 3) for w in walls]}
+
+
+def micro(env: dict[str, str], seconds: float) -> dict[str, Any]:
+    out = subprocess.run([PY, str(HERE / "micro.py"), "--seconds", str(seconds)], env=env, capture_output=True,
+                         text=True, cwd=ROOT, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"micro-benchmarks failed: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def slowest_fetch(port: int, patient_id: str, templates: dict[str, str], samples: int = 5) -> dict[str, Any]:
+    """Each prefetch query the service would make, fetched directly (keep-alive), median of ``samples``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    per_query: dict[str, float] = {}
+    for key, template in templates.items():
+        path = "/" + template.replace("{{context.patientId}}", patient_id)
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers={"Accept": "application/fhir+json", "Authorization": "Bearer bench"})
+            response = conn.getresponse()
+            response.read()
+            times.append(time.perf_counter() - t0)
+            if response.status != 200:
+                raise RuntimeError(f"fake FHIR server answered {response.status} for {path}")
+        per_query[key] = round(statistics.median(times) * 1000, 2)
+    conn.close()
+    return {"per_query_ms": per_query, "slowest_ms": max(per_query.values())}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    os_name = platform.platform()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "os": os_name, "kernel": platform.release(),
+            "virtualised": Path("/sys/hypervisor").exists() or "hypervisor" in Path("/proc/cpuinfo").read_text()}
+
+
+def versions(load: Load) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for dist in ("cds-service", "Flask", "Werkzeug", "gunicorn", "jsonschema", "fhir.resources", "requests"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "absent"
+    found["load generator"] = load.name
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "cds_service", "knowledge"], capture_output=True,
+                           text=True, cwd=ROOT)
+    if git.returncode == 0:
+        found["commit"] = git.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+    return found
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------- the run
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = dt.datetime.now(dt.timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix="cds-bench-"))
+    knowledge, knowledge_note = choose_knowledge()
+    env = service_env(tmp, knowledge)
+    load = Load(None if args.python_load else ensure_wrk())
+    sizes = ["300KB"] if args.quick else list(payloads.SIZES)
+    load_before = loadavg()
+    print(f"bench: load generator {load.name}; knowledge {knowledge_note}; temp {tmp}", flush=True)
+
+    print("bench: start-up", flush=True)
+    boot = startup(env)
+    print(f"  {boot}", flush=True)
+    print("bench: micro-benchmarks of the stages", flush=True)
+    stages = micro(env, 0.05 if args.quick else 0.15)
+
+    svc_port, base_port, parse_port, fhir_port = free_port(), free_port(), free_port(), free_port()
+    svc_log, base_log, fhir_log = tmp / "service.log", tmp / "baseline.log", tmp / "fakefhir.log"
+    service = start([PY, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(svc_port)], env, svc_log)
+    wait_ready(svc_port, service, svc_log)
+
+    # the cases, and the service's answer to each (the baseline returns these bytes)
+    answers = tmp / "answers"
+    answers.mkdir()
+    cases: list[dict[str, Any]] = []
+    for size in sizes:
+        n = payloads.SIZES[size]
+        for hook in payloads.HOOKS:
+            case_id = f"{SHORT[hook]}-{size}"
+            body = payloads.body_bytes(hook, n)
+            body_file = tmp / f"{case_id}.body.json"
+            body_file.write_bytes(body)
+            path = f"/cds-services/{payloads.SERVICE_OF[hook]}"
+            status, answer, _ = post(svc_port, path, body, case_id)
+            if status != 200:
+                raise RuntimeError(f"{case_id}: the service answered {status}: {answer[:500]!r}")
+            (answers / f"{case_id}.json").write_bytes(answer)
+            cards = json.loads(answer)["cards"]
+            cases.append({"id": case_id, "hook": hook, "size": size, "observations": n, "body_bytes": len(body),
+                          "response_bytes": len(answer), "path": path, "body_file": body_file,
+                          "cards": [c["source"]["topic"]["code"] for c in cards]})
+
+    base_env = {**env, "BENCH_RESPONSES": str(answers)}
+    baseline = start([PY, str(HERE / "baseline.py"), "--host", "127.0.0.1", "--port", str(base_port)], base_env, base_log)
+    wait_ready(base_port, baseline, base_log)
+    parsing = start([PY, str(HERE / "baseline.py"), "--host", "127.0.0.1", "--port", str(parse_port)],
+                    {**base_env, "BENCH_BASELINE_PARSE": "1"}, tmp / "baseline-parse.log")
+    wait_ready(parse_port, parsing, tmp / "baseline-parse.log")
+
+    seconds = args.duration
+    servers = (("service", svc_port, service.pid, True), ("baseline", base_port, baseline.pid, True),
+               ("baseline_parse", parse_port, parsing.pid, False))
+    for case in cases:
+        print(f"bench: {case['id']}", flush=True)
+        for _, port, _, _ in servers:
+            load.run(port, case["path"], case["body_file"], case["id"], CONNECTIONS, args.warmup)  # warm-up
+        # Rounds, the servers in turn within each; the best round of each measurement is kept: a
+        # busy machine only ever makes a server look slower, never faster.
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {"load": [], "single": []} for name, *_ in servers}
+        for _ in range(args.rounds):
+            for name, port, master, single in servers:
+                runs[name]["load"].append(load.run(port, case["path"], case["body_file"], case["id"], CONNECTIONS,
+                                                   seconds, master))
+                if single:
+                    runs[name]["single"].append(load.run(port, case["path"], case["body_file"], case["id"], 1,
+                                                         seconds, master))
+        for name, *_ in servers:
+            case[name] = {"load": max(runs[name]["load"], key=lambda r: r["req_per_s"])}
+            if runs[name]["single"]:
+                case[name]["single"] = min(runs[name]["single"], key=lambda r: r["p50_ms"])
+            case[name]["rounds"] = runs[name]
+        s, b = case["service"], case["baseline"]
+        case["ratio"] = {
+            "req_per_s": _ratio(s["load"]["req_per_s"], b["load"]["req_per_s"]),
+            "load_p50": _ratio(s["load"]["p50_ms"], b["load"]["p50_ms"]),
+            "load_p99": _ratio(s["load"]["p99_ms"], b["load"]["p99_ms"]),
+            "single_p50": _ratio(s["single"]["p50_ms"], b["single"]["p50_ms"]),
+            "single_p99": _ratio(s["single"]["p99_ms"], b["single"]["p99_ms"]),
+            "cpu_per_request": _ratio(s["load"]["cpu_ms_per_request"] or 0, b["load"]["cpu_ms_per_request"] or 0),
+            "req_per_s_vs_parsing_baseline": _ratio(s["load"]["req_per_s"], case["baseline_parse"]["load"]["req_per_s"]),
+        }
+        del case["body_file"]
+
+    workers = workers_of(service.pid)
+    rss = {"workers": {str(pid): memory_of(pid) for pid in workers}, "master": memory_of(service.pid)}
+    rss["max_worker_rss_mb"] = max((m.get("VmRSS", 0.0) for m in rss["workers"].values()), default=0.0)
+    rss["max_worker_pss_mb"] = max((m.get("Pss", 0.0) for m in rss["workers"].values()), default=0.0)
+
+    # the FHIR fallback: no prefetch, every query answered by a local FHIR server after 50 ms
+    print("bench: FHIR fallback", flush=True)
+    fhir = start([PY, str(HERE / "fakefhir.py"), "--port", str(fhir_port), "--observations",
+                  str(payloads.SIZES[FALLBACK_SIZE]), "--delay-ms", str(FALLBACK_DELAY_MS)], env, fhir_log)
+    wait_ready(fhir_port, fhir, fhir_log, path="/metadata")
+    discovered = json.loads(_get(svc_port, "/cds-services"))
+    templates = {s["id"]: s.get("prefetch", {}) for s in discovered["services"]}
+    patient_id = payloads.record(0)["patient"]["id"]
+    fallback = []
+    for hook in ("patient-view", "order-sign"):
+        sid = payloads.SERVICE_OF[hook]
+        fetch = slowest_fetch(fhir_port, patient_id, templates[sid])
+        body = payloads.body_bytes(hook, 0, prefetch=False, fhir_server=f"http://127.0.0.1:{fhir_port}", token="bench-token")
+        body_file = tmp / f"fallback-{SHORT[hook]}.body.json"
+        body_file.write_bytes(body)
+        status, answer, _ = post(svc_port, f"/cds-services/{sid}", body)
+        if status != 200:
+            raise RuntimeError(f"fallback {hook}: the service answered {status}: {answer[:500]!r}")
+        print(f"bench: fallback {hook}", flush=True)
+        load.run(svc_port, f"/cds-services/{sid}", body_file, "", 1, 1)  # warm-up: connections, thread pools
+        single = load.run(svc_port, f"/cds-services/{sid}", body_file, "", 1, seconds)
+        fallback.append({
+            "hook": hook, "queries": len(templates[sid]), "delay_ms": FALLBACK_DELAY_MS,
+            "fetch": fetch, "service": single,
+            "cards": [c["source"]["topic"]["code"] for c in json.loads(answer)["cards"]],
+            "added_p50_ms": round(single["p50_ms"] - fetch["slowest_ms"], 2),
+            "added_p99_ms": round(single["p99_ms"] - fetch["slowest_ms"], 2),
+        })
+
+    finished = dt.datetime.now(dt.timezone.utc)
+    result = {
+        "date": started.isoformat(timespec="seconds"), "duration_s": round((finished - started).total_seconds(), 1),
+        "machine": machine(), "versions": versions(load), "knowledge": knowledge_note,
+        "settings": {
+            "service": "cds-service serve --host 127.0.0.1 --port <free> (gunicorn: workers 2 x cores, sync, preload; "
+                       "CDS_AUTH_REQUIRED=false, CDS_DATABASE_URL=<temp SQLite>, other settings production defaults)",
+            "baseline": "bench/baseline.py: the same serve command and gunicorn options, a bare Flask view that reads "
+                        "the body and returns the service's captured answer bytes",
+            "baseline_parse": "the same baseline, also parsing the body (BENCH_BASELINE_PARSE=1: orjson.loads if the "
+                              "service's api module uses orjson, else plain json.loads, without the service's own "
+                              "checks); 8 connections only; for reference, not a target",
+            "load": f"warm-up {args.warmup} s; then {args.rounds} rounds of: {CONNECTIONS} connections for {seconds} s "
+                    f"and 1 connection for {seconds} s, each server in turn, never two at the same time; the best round "
+                    "is reported (highest req/s; lowest one-connection p50, with that round's p99)",
+            "workers": os.cpu_count() * 2 if os.cpu_count() else None,
+        },
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
+        "startup": boot, "rss": rss, "cases": cases, "fallback": fallback, "micro": stages,
+    }
+    result["targets"] = targets(result)
+    return result
+
+
+def _get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    data = conn.getresponse().read()
+    conn.close()
+    return data
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    by = {(c["hook"], c["size"]): c for c in result["cases"]}
+
+    def add(name: str, value: float | None, limit: str, met: bool | None) -> None:
+        found.append({"target": name, "value": value, "limit": limit, "met": met})
+
+    for hook in payloads.HOOKS:
+        case = by.get((hook, TARGET_SIZE))
+        if not case:
+            continue
+        r = case["ratio"]["req_per_s"]
+        add(f"{hook} ≈300 KB: throughput ÷ baseline ({CONNECTIONS} connections)", r, "≥ 0.70", r is not None and r >= 0.70)
+        p50, p99 = case["service"]["single"]["p50_ms"], case["service"]["single"]["p99_ms"]
+        add(f"{hook} ≈300 KB: one connection p50 (ms)", p50, "< 5", p50 < 5)
+        add(f"{hook} ≈300 KB: one connection p99 (ms)", p99, "< 15", p99 < 15)
+        big = by.get((hook, BIG_SIZE))
+        if big:
+            k = _ratio(big["service"]["single"]["p50_ms"], p50)
+            add(f"{hook}: ≈1 MB ÷ ≈300 KB, one connection p50", k, "≤ 4", k is not None and k <= 4)
+            k = _ratio(case["service"]["load"]["req_per_s"], big["service"]["load"]["req_per_s"])
+            add(f"{hook}: ≈300 KB ÷ ≈1 MB req/s ({CONNECTIONS} connections)", k, "≤ 4", k is not None and k <= 4)
+    boot = result["startup"]["wall_s"]
+    add("start-up: fresh python, import + create_app (s, wall)", boot, "< 1.5", boot < 1.5)
+    rss = result["rss"]["max_worker_rss_mb"]
+    add("worker RSS after load (MB, largest worker, VmRSS)", rss, "< 120", 0 < rss < 120)
+    for fb in result["fallback"]:
+        add(f"FHIR fallback {fb['hook']}: p50 − slowest single fetch (ms)", fb["added_p50_ms"], "< 20",
+            fb["added_p50_ms"] < 20)
+    return found
+
+
+# ---------------------------------------------------------------- reports
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MB"
+
+
+def _parse_col(case: dict[str, Any]) -> str:
+    p = case.get("baseline_parse")
+    if not p:
+        return "–"
+    return f"{p['load']['req_per_s']:.0f} ({_x(case['ratio'].get('req_per_s_vs_parsing_baseline'))})"
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    v = run.get("cpu_ms_per_request")
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _x(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        "| hook | prefetch | req/s service | req/s baseline | ratio | p50 ms svc / base | p99 ms svc / base "
+        "| 1-conn p50 ms svc / base | 1-conn p99 ms svc / base | CPU ms/req svc / base | req/s parsing baseline (ratio) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in result["cases"]:
+        s, b, r = c["service"], c["baseline"], c["ratio"]
+        flag = "" if s["load"]["ok"] and b["load"]["ok"] and s["single"]["ok"] and b["single"]["ok"] else " ⚠ errors"
+        rows.append(
+            f"| {c['hook']} | {_kb(c['body_bytes'])} ({c['observations']} obs) | {s['load']['req_per_s']:.0f} | "
+            f"{b['load']['req_per_s']:.0f} | **{_x(r['req_per_s'])}** | {_ms(s['load']['p50_ms'])} / {_ms(b['load']['p50_ms'])} | "
+            f"{_ms(s['load']['p99_ms'])} / {_ms(b['load']['p99_ms'])} | {_ms(s['single']['p50_ms'])} / "
+            f"{_ms(b['single']['p50_ms'])} | {_ms(s['single']['p99_ms'])} / {_ms(b['single']['p99_ms'])} | "
+            f"{_cpu(s['load'])} / {_cpu(b['load'])} | {_parse_col(c)} |{flag}"
+        )
+    return "\n".join(rows)
+
+
+def targets_table(result: dict[str, Any]) -> str:
+    rows = ["| target | measured | limit | met |", "|---|---:|---:|:---:|"]
+    for t in result["targets"]:
+        rows.append(f"| {t['target']} | {t['value']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(rows)
+
+
+def header(result: dict[str, Any]) -> str:
+    m, v = result["machine"], result["versions"]
+    return (f"{result['date']} on {m['cores']} cores ({m['cpu']}{', virtualised' if m['virtualised'] else ''}), "
+            f"{m['memory_mb']} MB, {m['os']}, Linux {m['kernel']}; Python {v['python']}, Flask {v['Flask']}, "
+            f"Werkzeug {v['Werkzeug']}, gunicorn {v['gunicorn']}, {v['load generator']}; "
+            f"cds-service {v.get('commit', v['cds-service'])}; knowledge: {result['knowledge']}; "
+            f"load average before/after {result['loadavg_before']} / {result['loadavg_after']}")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    out = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`bench/run.py`); the same data is in `results.json`. Do not edit by hand.",
+        "",
+        header(result) + ".",
+        "",
+        "## Service vs bare Flask baseline",
+        "",
+        f"Complete prefetch. Service: {result['settings']['service']}. Baseline: {result['settings']['baseline']}. "
+        f"Load: {result['settings']['load']}. Ratio = service ÷ baseline req/s. Latencies are as seen by the load "
+        "generator (loopback), which shares the two cores with the servers. *CPU ms/req* is the servers' user + "
+        "system CPU (master and workers, from /proc) per request under the 8-connection load: on a busy machine "
+        "it moves much less than req/s and latency do. *Parsing baseline*: " + result["settings"]["baseline_parse"] + ".",
+        "",
+        table(result),
+        "",
+        "Cards returned (rule ids): " + "; ".join(
+            f"{c['hook']}: {', '.join(c['cards']) or 'none'}" for c in result["cases"] if c["size"] == TARGET_SIZE) + ".",
+        "",
+        "## Targets",
+        "",
+        targets_table(result),
+        "",
+        "## Stages, in process (median µs per call)",
+        "",
+        "`bench/micro.py`: each stage the endpoint runs, timed alone with `time.perf_counter` over many "
+        f"iterations (no HTTP, no gunicorn); *parse* uses the service's parser ({result['micro'].get('parser', 'json')}). "
+        "*Whole call* is the endpoint through Flask's test client (it also pays for freeing the parsed body and "
+        "for garbage collection).",
+        "",
+    ]
+    cases = result["micro"]["cases"]
+    names = list(cases[0]["stages"]) if cases else []
+    out.append("| hook | prefetch | " + " | ".join(names) + " |")
+    out.append("|---|---|" + "---:|" * len(names))
+    for c in cases:
+        out.append(f"| {c['hook']} | {c['size']} | " + " | ".join(f"{c['stages'][n]['median_us']:.0f}" for n in names) + " |")
+    out += [
+        "",
+        "## FHIR fallback (no prefetch)",
+        "",
+        f"A local FHIR server (`bench/fakefhir.py`) answers every query after {FALLBACK_DELAY_MS:.0f} ms with the "
+        f"{FALLBACK_SIZE} record; the call sends `fhirAuthorization` with a dummy token. *Slowest fetch* is the "
+        "slowest of the service's prefetch queries fetched directly (median of 5); *added* is the service's "
+        "one-connection latency minus it.",
+        "",
+        "| hook | queries | slowest fetch ms | service p50 / p99 ms | added p50 / p99 ms | cards |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for fb in result["fallback"]:
+        s = fb["service"]
+        out.append(f"| {fb['hook']} | {fb['queries']} | {fb['fetch']['slowest_ms']:.1f} | {_ms(s['p50_ms'])} / "
+                   f"{_ms(s['p99_ms'])} | {_ms(fb['added_p50_ms'])} / {_ms(fb['added_p99_ms'])} | {len(fb['cards'])} |")
+    boot, rss = result["startup"], result["rss"]
+    out += [
+        "",
+        "## Start-up and memory",
+        "",
+        f"- Start-up, fresh process (median of {boot['runs']}): {boot['wall_s']:.2f} s wall, of which "
+        f"imports {boot['import_s']:.2f} s and `create_app` (knowledge compile, storage) {boot['create_app_s']:.2f} s.",
+        f"- Worker memory after the load: largest VmRSS {rss['max_worker_rss_mb']:.0f} MB, largest PSS "
+        f"{rss['max_worker_pss_mb']:.0f} MB (preload shares the master's pages); master VmRSS "
+        f"{rss['master'].get('VmRSS', 0):.0f} MB.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def readme_block(result: dict[str, Any]) -> str:
+    met = sum(1 for t in result["targets"] if t["met"])
+    return "\n".join([
+        README_BEGIN,
+        f"Latest `make bench` ({header(result)}):",
+        "",
+        table(result),
+        "",
+        f"Targets met: {met} of {len(result['targets'])} (details, stages, FHIR fallback, start-up and memory in "
+        "[`bench/results.md`](bench/results.md)).",
+        README_END,
+    ])
+
+
+def update_readme(result: dict[str, Any]) -> bool:
+    readme = ROOT / "README.md"
+    text = readme.read_text("utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        print(f"bench: README.md has no {README_BEGIN} ... {README_END} markers; not updated", flush=True)
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + readme_block(result) + tail, "utf-8")
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=2, help="whole seconds per measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per case; the best round is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="whole seconds of warm-up per case and server")
+    parser.add_argument("--quick", action="store_true", help="only the ≈300 KB cases, short micro-benchmarks")
+    parser.add_argument("--python-load", action="store_true", help="use bench/pyload.py even if wrk is there")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
+    parser.add_argument("--out", default=str(HERE), help="folder for results.json and results.md")
+    args = parser.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        result = run(args)
+    finally:
+        stop_all()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (out / "results.md").write_text(markdown(result), "utf-8")
+    if not args.no_readme and not args.quick:
+        update_readme(result)
+    print()
+    print(table(result))
+    print()
+    print(targets_table(result))
+    print(f"\nbench: wrote {out / 'results.md'} and {out / 'results.json'} in {result['duration_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
