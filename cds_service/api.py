@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery
+from . import auth, discovery, logs
 from .cards import build_cards
 from .engine import evaluate
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
@@ -54,6 +54,7 @@ def runtime() -> Runtime:
 @bp.before_app_request
 def _start() -> None:
     g.request_id = _request_id()
+    logs.request_id.set(g.request_id)
     g.started = time.perf_counter()
     if request.method != "OPTIONS" and request.endpoint in auth.PROTECTED_ENDPOINTS:
         auth.authenticate(request)

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
 _configured = False
+# The request being served, for log lines written below the HTTP layer (rules, FHIR fetch threads).
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class _RequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and (current := request_id.get()) is not None:
+            record.request_id = current
+        return True
 
 
 def configure_logging(level: str) -> None:
@@ -20,6 +30,7 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level)
     if _configured:
         return
+    logger.addFilter(_RequestId())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
                                        rename_fields={"asctime": "time", "levelname": "level"}))

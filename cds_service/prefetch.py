@@ -11,6 +11,7 @@ A ``null`` the EHR sent that we cannot re-check still means "no data".
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -80,7 +81,9 @@ def _fetch_all(request: HookRequest, pending: dict[str, str], kinds: dict[str, s
     if not pending or not _may_fetch(request, policy):
         return {}
     futures = {
-        _executor().submit(_fetch_key, request, key, template, kinds[key], policy, deadline): key
+        # each fetch runs in a copy of this context, so its log lines carry the request id
+        _executor().submit(contextvars.copy_context().run, _fetch_key, request, key, template, kinds[key],
+                           policy, deadline): key
         for key, template in pending.items()
     }
     done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))

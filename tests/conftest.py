@@ -5,13 +5,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from cds_service import create_app
+
+# CI runs the property-based tests on a fixed seed so that a failure is reproducible;
+# locally each run explores new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
