@@ -246,12 +246,24 @@ def _latest_observations(resources: list[dict[str, Any]], wanted: frozenset[str]
     for res in resources:
         if res.get("resourceType") != "Observation" or _among(res.get("status"), DEAD_OBSERVATION):
             continue
+        if not _mentions(res.get("code"), wanted):
+            continue  # the common case, kept cheap: most observations are codes no rule reads
         coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in ("http://loinc.org", "")]
         for obs in _observation(res, coded):
             current = latest.get(obs.code)
             if current is None or (obs.when or date.min) > (current.when or date.min):
                 latest[obs.code] = obs
     return latest
+
+
+def _mentions(concept: Any, wanted: frozenset[str]) -> bool:
+    """Whether a CodeableConcept carries any of the wanted codes (a quick look, no copies)."""
+    for cc in objects(concept):
+        for coding in objects(cc.get("coding")):
+            code = coding.get("code")
+            if isinstance(code, str) and code in wanted:
+                return True
+    return False
 
 
 def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFact]:
