@@ -25,6 +25,8 @@ PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
 
 
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
+    if "code" not in spec:  # an order known only by its text (e.g. bed rest)
+        return {"text": spec["text"]}
     coding = {"system": SYSTEMS[spec["system"]], "code": spec["code"]}
     if spec.get("display"):
         coding["display"] = spec["display"]

@@ -30,6 +30,8 @@ def test_case(hooks, case):
             assert fragment.lower() in card["summary"].lower(), card["summary"]
         for fragment in expectation.get("detail_contains", []):
             assert fragment.lower() in card["detail"].lower(), card["detail"]
+        for fragment in expectation.get("detail_excludes", []):
+            assert fragment.lower() not in card["detail"].lower(), card["detail"]
         if "suggestions" in expectation:
             assert [s["label"] for s in card.get("suggestions", [])] == expectation["suggestions"]
 
