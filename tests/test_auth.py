@@ -120,9 +120,9 @@ def test_every_endpoint_needs_a_token_bound_to_its_own_url(secure):
     assert ok.status_code == 200
     feedback = {"feedback": [{"card": ok.get_json()["cards"][0]["uuid"], "outcome": "overridden",
                               "outcomeTimestamp": "2026-11-23T12:00:00Z"}]}
-    assert secure.post(f"/cds-services/back-pain-order-select/feedback", json=feedback,
+    assert secure.post("/cds-services/back-pain-order-select/feedback", json=feedback,
                        headers={"Authorization": f"Bearer {token(url)}"}).status_code == 401
-    assert secure.post(f"/cds-services/back-pain-order-select/feedback", json=feedback,
+    assert secure.post("/cds-services/back-pain-order-select/feedback", json=feedback,
                        headers={"Authorization": f"Bearer {token(url + '/feedback')}"}).status_code == 200
 
 
