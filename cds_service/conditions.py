@@ -146,6 +146,19 @@ def _conditions_in(facts: Facts, terminology: Terminology, vid: str) -> list[str
     return found
 
 
+def _condition_in_relapse(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    """A condition of the set recorded with clinicalStatus "relapse" (ICD-10-CM has no MS relapse code)."""
+    vid, label = _valueset(arg, terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for cond in facts.conditions:
+            if cond.relapsing and (match := terminology.match_codes(cond.codings, vid)) is not None:
+                return [Evidence(f"Condition in relapse: {cond.text or match.display}, {describe(match)}", label)]
+        return None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
 def _condition_for_days(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
     vid, label = _valueset(arg, terminology)
     at_least = int(arg["at_least_days"])
@@ -175,16 +188,20 @@ def _allergy(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) 
 
 def _active_medication(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
     vid, label = _valueset(arg, terminology)
+    routes = frozenset(arg.get("routes", [])) if isinstance(arg, dict) else frozenset()
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        text = _remember(facts, ("active_medication", vid), lambda: _active_in(facts, terminology, vid))
+        key = ("active_medication", vid, routes)
+        text = _remember(facts, key, lambda: _active_in(facts, terminology, vid, routes))
         return [Evidence(text, label)] if text else None
 
     return Predicate(check, frozenset({"medications"}), frozenset({vid}))
 
 
-def _active_in(facts: Facts, terminology: Terminology, vid: str) -> str | None:
+def _active_in(facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str]) -> str | None:
     for med in facts.active_medications:
+        if routes and med.route is not None and med.route not in routes:
+            continue  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
         if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
             return f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}"
     return None
@@ -374,6 +391,7 @@ _COMPILERS: dict[str, Callable[[Any, Terminology, Mapping[str, Any]], Predicate]
     "not": _not,
     "condition": _condition,
     "condition_for_days": _condition_for_days,
+    "condition_in_relapse": _condition_in_relapse,
     "allergy": _allergy,
     "active_medication": _active_medication,
     "age_at_least": _age_at_least,

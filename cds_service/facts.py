@@ -34,6 +34,7 @@ class ConditionFact:
     text: str
     onset: date | None
     suspected: bool
+    relapsing: bool = False  # clinicalStatus "relapse": how a relapse is recorded when no code names it
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def _condition(res: dict[str, Any]) -> ConditionFact | None:
         text=concept_text(res.get("code")),
         onset=onset or parse_date(res.get("recordedDate")),
         suspected=verification in SUSPECTED,
+        relapsing=clinical == "relapse",
     )
 
 
