@@ -35,7 +35,7 @@ def prefetch_templates(modules: Iterable["Module"], hook: str, terminology: Term
         for rule in module.rules:
             if hook in rule.hooks:
                 needs |= rule.needs
-                valuesets |= _rule_valuesets(rule)
+                valuesets |= rule.valuesets
     templates = {key: TEMPLATES[key] for key in sorted(needs) if key in TEMPLATES}
     if "observations" in needs:
         codes = sorted(
@@ -46,12 +46,6 @@ def prefetch_templates(modules: Iterable["Module"], hook: str, terminology: Term
         )
         templates["observations"] = f"Observation?patient={PATIENT}&code=" + ",".join(f"{LOINC}|{c}" for c in codes)
     return templates
-
-
-def _rule_valuesets(rule: Any) -> set[str]:
-    predicates = [rule.when, rule.unless, *(p for p, _ in rule.indicator_when), *(p for p, _ in rule.notes),
-                  *(s.when for s in rule.suggestions)]
-    return set().union(*(p.valuesets for p in predicates if p is not None))
 
 
 def document(knowledge: "Knowledge") -> dict[str, Any]:

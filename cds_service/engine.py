@@ -61,7 +61,8 @@ class Rule:
     links: tuple[dict[str, str], ...]
     override_reasons: tuple[tuple[str, str], ...]
     reference: Reference
-    needs: frozenset[str] = field(default=frozenset())
+    needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
+    valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
 
 
 @dataclass(frozen=True)

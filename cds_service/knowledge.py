@@ -201,14 +201,11 @@ def _check_sources(res: dict[str, Any], where: str, source_keys: set[str], probl
 def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dict[str, Any], problems: _Problems) -> None:
     seen = set()
     for i, row in enumerate(table.get("products", [])):
-        path = f"$.products[{i}]"
-        if not row.get("rxcui") or not row.get("ingredients"):
-            problems.add("rxnorm-products.json", path, "a product needs rxcui and ingredients")
-            continue
+        path = f"$.products[{i}]"  # the schema has checked the row's shape already
         if row["rxcui"] in seen:
             problems.add("rxnorm-products.json", path, f"duplicate rxcui {row['rxcui']}")
         seen.add(row["rxcui"])
-        for key in row.get("sources", []) or ["(none)"]:
+        for key in row["sources"]:
             if key not in source_keys:
                 problems.add("rxnorm-products.json", path, f"source '{key}' is not in terminology-sources.yaml")
     for i, row in enumerate(table.get("name_only_ingredients", [])):
@@ -260,7 +257,8 @@ class _Context:
         self.placeholders(data["card"], where, f"{path}.card")
         predicates = [when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
                       *(s.when for s in suggestions)]
-        needs = frozenset().union(*(p.needs for p in predicates if p is not None))
+        predicates = [p for p in predicates if p is not None]
+        needs = frozenset().union(*(p.needs for p in predicates))
         needs |= {ITEM_DATA[k] for h, k in for_each.items() if k in ITEM_DATA}
         return Rule(
             id=data["id"], module=module, title=data["title"], hooks=frozenset(data["hooks"]),
@@ -269,6 +267,7 @@ class _Context:
             notes=notes, selection=selection, suggestions=suggestions,
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
             reference=self.reference(data["reference"], where, f"{path}.reference"), needs=needs,
+            valuesets=frozenset().union(*(p.valuesets for p in predicates)),
         )
 
     def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:
