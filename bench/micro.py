@@ -8,7 +8,8 @@ order it runs them, with ``time.perf_counter`` over many iterations:
   prefetch         ``prefetch.gather`` with complete prefetch (no fetch)
   facts            ``facts.build_facts``
   rules            ``engine.evaluate``
-  cards            ``cards.build_cards`` (includes FHIR validation of suggested resources)
+  decide           ``decision.decide``: facts, rules and cards together, as the endpoint runs
+                   them (cards include FHIR validation of suggested resources)
   storage          ``Storage.record_cards`` (one SQLite transaction, the service's PRAGMAs)
   response json    ``flask.jsonify`` of the cards
   whole call       the endpoint through Flask's test client (no HTTP, no gunicorn)
@@ -64,8 +65,8 @@ def main() -> None:
     os.environ.setdefault("CDS_AUTH_REQUIRED", "false")
     from flask import jsonify
 
-    from cds_service import api, create_app, discovery
-    from cds_service.cards import build_cards
+    from cds_service import api, create_app
+    from cds_service.decision import decide
     from cds_service.engine import evaluate
     from cds_service.facts import build_facts
     from cds_service.hooks import parse_hook_request
@@ -87,24 +88,24 @@ def main() -> None:
             service = rt.knowledge.services[payloads.SERVICE_OF[hook]]
             body = json.loads(raw)
             req = parse_hook_request(body, service.hook)
-            data = gather(req, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
+            data = gather(req, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
             now = rt.clock()
             facts = build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)
             modules = list(service.modules)
-            outcome = evaluate(modules, facts)
-            cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
-                                        rt.knowledge.override_reason_system, rules_url)
+
+            def decided() -> Any:
+                return decide(service, req, data, rt.knowledge, now, rules_url=rules_url)
+
+            decision = decided()
+            cards = decision.cards
             stages = {
                 "parse": lambda: parse(raw),
                 "envelope": lambda: parse_hook_request(body, service.hook),
-                "prefetch": lambda: gather(req, service.prefetch, discovery.REQUIRED, rt.fetch_policy),
+                "prefetch": lambda: gather(req, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy),
                 "facts": lambda: build_facts(req.hook, req.context, data, rt.knowledge.terminology, now),
                 "rules": lambda: evaluate(modules, facts),
-                "cards": lambda: build_cards(outcome.findings, facts, rt.knowledge.terminology,
-                                             rt.knowledge.override_reason_system, rules_url),
-                "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance,
-                                                           build_cards(outcome.findings, facts, rt.knowledge.terminology,
-                                                                       rt.knowledge.override_reason_system, rules_url)[1]),
+                "decide": decided,
+                "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance, decided().issued),
                 "response json": None,
                 "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw,
                                                   content_type="application/json"),
@@ -115,16 +116,16 @@ def main() -> None:
                     if name == "response json":
                         fn = lambda: jsonify({"cards": cards}).get_data()  # noqa: E731
                     timed[name] = _time(fn, args.seconds)
-            # storage was timed together with the card building it needs (fresh uuids): subtract it
-            cards_us = timed["cards"]["median_us"]
+            # storage was timed together with the decision it needs (fresh uuids): subtract it
+            cards_us = timed["decide"]["median_us"]
             timed["storage"] = {**timed["storage"], "median_us": round(timed["storage"]["median_us"] - cards_us, 1),
-                                "note": "record_cards alone (card building subtracted)"}
+                                "note": "record_cards alone (decide subtracted)"}
             status = client.post(f"/cds-services/{service.id}", data=raw, content_type="application/json").status_code
             results.append({
                 "hook": hook, "size": size, "observations": n, "body_bytes": len(raw), "status": status,
                 "cards": [c["source"]["topic"]["code"] for c in cards],
                 "suggestions": sum(len(c.get("suggestions", [])) for c in cards),
-                "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
+                "rules_skipped": decision.skipped, "rules_failed": decision.failed,
                 "stages": timed,
             })
     print(json.dumps({"seconds_per_stage": args.seconds, "parser": parser, "cases": results}))

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
+from . import discovery
 from .api import OrjsonProvider, Runtime, bp, register_errors
 from .auth import Verifier
 from .config import DEFAULTS, DEVELOPMENT_OPEN_FHIR_SERVERS, SANDBOX_ISSUER, SANDBOX_JWKS, database_url, knowledge_dir
@@ -72,7 +73,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         open_servers=frozenset(s.rstrip("/") for s in app.config["OPEN_FHIR_SERVERS"]),
     )
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
-    app.extensions["cds"] = Runtime(knowledge, storage, policy, clock if callable(clock) else utc_now)
+    app.extensions["cds"] = Runtime(knowledge, storage, policy, clock if callable(clock) else utc_now,
+                                     discovery.templates(knowledge))
     app.extensions["cds_auth"] = Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti)
 
     CORS(

@@ -1,8 +1,8 @@
 """HTTP: discovery, service calls, feedback, health; errors as JSON.
 
-The blueprint is thin: it parses the body, asks ``hooks`` to validate it,
-``prefetch`` to gather the data, ``facts``/``engine``/``cards`` for the
-answer, and ``storage`` to remember what was issued. Every error, including
+The blueprints are thin: they parse the body, ask ``hooks`` to validate it,
+``prefetch`` to gather the data, ``decision.decide`` for the cards, and
+``storage`` to remember what was issued. Every error, including
 Flask's own (unknown route, wrong method, body too large), is a JSON
 OperationOutcome. Logs carry the request id, service, hook, rule ids and
 timings; never the body, tokens or patient identifiers.
@@ -24,10 +24,8 @@ from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, discovery, logs
-from .cards import build_cards
-from .engine import evaluate
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
-from .facts import build_facts
+from .decision import decide
 from .hooks import parse_feedback, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
@@ -45,6 +43,7 @@ class Runtime:
     storage: Storage
     fetch_policy: FetchPolicy
     clock: Callable[[], datetime]
+    prefetch: dict[str, dict[str, str]]  # service id -> prefetch templates (discovery.templates)
 
 
 def runtime() -> Runtime:
@@ -73,7 +72,7 @@ def _finish(response: Any) -> Any:
 
 @bp.get("/cds-services")
 def discover() -> Any:
-    return jsonify(discovery.document(runtime().knowledge))
+    return jsonify(discovery.document(runtime().knowledge, runtime().prefetch))
 
 
 @bp.post("/cds-services/<service_id>")
@@ -82,21 +81,18 @@ def call_service(service_id: str) -> Any:
     service = _service(rt.knowledge, service_id)
     hook_request = parse_hook_request(_json_body(), service.hook)
     t0 = time.perf_counter()
-    data = gather(hook_request, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
+    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
     t1 = time.perf_counter()
-    facts = build_facts(hook_request.hook, hook_request.context, data, rt.knowledge.terminology, rt.clock())
-    outcome = evaluate(list(service.modules), facts)
-    cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
-                                rt.knowledge.override_reason_system, _rules_url())
-    rt.storage.record_cards(service.id, hook_request.hook_instance, issued)
+    decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
+    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued)
     t2 = time.perf_counter()
     log.info("service call", extra={
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
-        "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in issued],
-        "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
+        "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
+        "rules_skipped": decision.skipped, "rules_failed": decision.failed,
         "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
     })
-    return jsonify({"cards": cards})
+    return jsonify({"cards": decision.cards})
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from .engine import Action, Finding, Suggestion
+from .engine import Finding
+from .rules import Action, Suggestion
 from .facts import Facts
 from .fhir import validate_resource
 from .terminology import RXNORM, Terminology
@@ -44,7 +45,7 @@ def escape(text: str) -> str:
 
 
 def build_cards(findings: list[Finding], facts: Facts, terminology: Terminology,
-                reason_system: str, rules_url: str) -> tuple[list[dict[str, Any]], list[IssuedCard]]:
+                reason_system: str, rules_url: str | None) -> tuple[list[dict[str, Any]], list[IssuedCard]]:
     cards, issued = [], []
     for finding in findings:
         card = _card(finding, facts, terminology, reason_system, rules_url)
@@ -54,7 +55,7 @@ def build_cards(findings: list[Finding], facts: Facts, terminology: Terminology,
     return cards, issued
 
 
-def _card(finding: Finding, facts: Facts, terminology: Terminology, reason_system: str, rules_url: str) -> dict[str, Any]:
+def _card(finding: Finding, facts: Facts, terminology: Terminology, reason_system: str, rules_url: str | None) -> dict[str, Any]:
     rule = finding.rule
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
@@ -109,13 +110,14 @@ def _detail(finding: Finding, facts: Facts) -> str:
     return "\n\n".join(parts)
 
 
-def _source(finding: Finding, rules_url: str) -> dict[str, Any]:
+def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:
     rule = finding.rule
-    return {
-        "label": rule.reference.label,
-        "url": rule.reference.url or f"{rules_url}/{rule.id}",
-        "topic": {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title},
-    }
+    source: dict[str, Any] = {"label": rule.reference.label}
+    url = rule.reference.url or (f"{rules_url}/{rule.id}" if rules_url else None)
+    if url:
+        source["url"] = url
+    source["topic"] = {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}
+    return source
 
 
 def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:

@@ -8,13 +8,12 @@ reference and token parameters).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .terminology import LOINC, Terminology
 
 if TYPE_CHECKING:
-    from .engine import Module
-    from .knowledge import Knowledge
+    from .knowledge import Knowledge, Service
 
 PATIENT = "{{context.patientId}}"
 TEMPLATES = {
@@ -23,17 +22,21 @@ TEMPLATES = {
     "medications": f"MedicationRequest?patient={PATIENT}&status=active,on-hold",
     "allergies": f"AllergyIntolerance?patient={PATIENT}",
 }
-# A key the module gates read: without it no rule can be judged, so it is required (412).
-REQUIRED = frozenset({"conditions"})
 
 
-def prefetch_templates(modules: Iterable["Module"], hook: str, terminology: Terminology) -> dict[str, str]:
+def templates(knowledge: "Knowledge") -> dict[str, dict[str, str]]:
+    """Every service's prefetch templates, by service id (computed once at start-up)."""
+    return {sid: prefetch_templates(s, knowledge.terminology) for sid, s in knowledge.services.items()}
+
+
+def prefetch_templates(service: "Service", terminology: Terminology) -> dict[str, str]:
+    """The prefetch a service asks for: what its module gates and its hook's rules read."""
     needs: set[str] = set()
     valuesets: set[str] = set()
-    for module in modules:
+    for module in service.modules:
         needs |= module.gate.needs
         for rule in module.rules:
-            if hook in rule.hooks:
+            if service.hook in rule.hooks:
                 needs |= rule.needs
                 valuesets |= rule.valuesets
     templates = {key: TEMPLATES[key] for key in sorted(needs) if key in TEMPLATES}
@@ -48,8 +51,9 @@ def prefetch_templates(modules: Iterable["Module"], hook: str, terminology: Term
     return templates
 
 
-def document(knowledge: "Knowledge") -> dict[str, Any]:
-    """The body of GET /cds-services."""
+def document(knowledge: "Knowledge", prefetch: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The body of GET /cds-services (``prefetch``: ``templates(knowledge)``, when already computed)."""
+    prefetch = templates(knowledge) if prefetch is None else prefetch
     services = []
     for service in knowledge.services.values():
         entry: dict[str, Any] = {
@@ -58,8 +62,8 @@ def document(knowledge: "Knowledge") -> dict[str, Any]:
             "description": service.description,
             "id": service.id,
         }
-        if service.prefetch:
-            entry["prefetch"] = dict(service.prefetch)
+        if prefetch[service.id]:
+            entry["prefetch"] = dict(prefetch[service.id])
         if service.usage_requirements:
             entry["usageRequirements"] = service.usage_requirements
         services.append(entry)

@@ -11,66 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conditions import Evidence, Predicate
+from .conditions import Evidence
 from .facts import Facts
+from .rules import Module, Rule, Suggestion
 
 log = logging.getLogger(__name__)
 SEVERITY = {"critical": 0, "warning": 1, "info": 2}
-ITEMS_NEED = {"active_medications": "medications"}
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # delete_item | create_medication | create_service_request
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    label: str
-    actions: tuple[Action, ...]
-    when: Predicate | None = None
-    recommended: bool = False
-
-
-@dataclass(frozen=True)
-class Reference:
-    guideline_id: str
-    recommendation_id: str
-    label: str
-    statement: str
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    module: str
-    title: str
-    hooks: frozenset[str]
-    for_each: dict[str, str]
-    when: Predicate
-    unless: Predicate | None
-    indicator: str
-    indicator_when: tuple[tuple[Predicate, str], ...]
-    summary: str
-    detail: str
-    notes: tuple[tuple[Predicate, str], ...]
-    selection: str | None
-    suggestions: tuple[Suggestion, ...]
-    links: tuple[dict[str, str], ...]
-    override_reasons: tuple[tuple[str, str], ...]
-    reference: Reference
-    needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
-    valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
-
-
-@dataclass(frozen=True)
-class Module:
-    id: str
-    title: str
-    gate: Predicate
-    rules: tuple[Rule, ...]
 
 
 @dataclass(frozen=True)

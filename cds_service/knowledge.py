@@ -9,7 +9,6 @@ knowledge folder stops the service instead of silently missing cards.
 """
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,15 @@ import orjson
 import yaml
 from jsonschema import Draft202012Validator
 
-from . import discovery
-from .conditions import ConditionError, Predicate, compile_condition
-from .engine import ITEMS_NEED as ITEM_DATA, Action, Module, Reference, Rule, Suggestion
 from .errors import KnowledgeError
 from .fhir import validate_resource
+from .rules import Module, Problems, RuleCompiler
 from .terminology import Terminology, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
 CANONICAL = "https://cds-back-pain.example.org/fhir"
 CODE_SOURCE = f"{CANONICAL}/StructureDefinition/code-source"
 PROVENANCE = f"{CANONICAL}/StructureDefinition/valueset-provenance"
-PLACEHOLDERS = {"item", "age", "findings"}
-DRAFT_KINDS = {"draft_medications", "draft_service_requests"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,8 @@ class Service:
     description: str
     usage_requirements: str | None
     modules: tuple[Module, ...]
-    prefetch: dict[str, str]
+    # Keys the module gates read: without them no rule can be judged, so a call lacking one is a 412.
+    required_prefetch: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -66,16 +62,11 @@ class Knowledge:
         }
 
 
-class _Problems(list[str]):
-    def add(self, file: str, path: str, message: str) -> None:
-        self.append(f"{file}: {path}: {message}")
-
-
 def load_knowledge(directory: Path) -> Knowledge:
     """Read and compile the knowledge folder. Raises KnowledgeError naming every problem."""
     if not directory.is_dir():
         raise KnowledgeError([f"{directory}: the knowledge folder does not exist (set CDS_KNOWLEDGE_DIR)"])
-    problems = _Problems()
+    problems = Problems()
     schemas = _schemas(directory, problems)
     sources = _read(directory / "terminology-sources.yaml", problems) or {}
     valuesets = _valuesets(directory, set((sources.get("sources") or {})), problems)
@@ -95,20 +86,20 @@ def load_knowledge(directory: Path) -> Knowledge:
     terminology = Terminology(compile_valuesets(valuesets, name_only, frozenset(products)), products)
 
     reasons = services_file["override_reasons"]
-    context = _Context(terminology, thresholds, guidelines, reasons["codes"], problems)
+    compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems)
     modules = {}
     for path in sorted((directory / "modules").glob("*.yaml")):
         data = _validated(path, schemas.get("module"), problems)
         if data is not None:
-            modules[data["module"]] = context.module(path.name, data)
+            modules[data["module"]] = compiler.module(path.name, data)
     _check_unique_rules(modules, problems)
-    services = _services(services_file, modules, terminology, problems)
+    services = _services(services_file, modules, problems)
     if problems:
         raise KnowledgeError(problems)
     return Knowledge(directory, services, modules, terminology, reasons["system"])
 
 
-def _read(path: Path, problems: _Problems, optional: bool = False) -> Any:
+def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
     if not path.exists():
         if not optional:
             problems.add(path.name, "$", "file is missing")
@@ -121,7 +112,7 @@ def _read(path: Path, problems: _Problems, optional: bool = False) -> Any:
         return None
 
 
-def _schemas(directory: Path, problems: _Problems) -> dict[str, Any]:
+def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
     validators = {}
     for name in ("module", "guidelines", "services", "rxnorm-products"):
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
@@ -138,7 +129,7 @@ def _schemas(directory: Path, problems: _Problems) -> dict[str, Any]:
     return validators
 
 
-def _validated(path: Path, validator: Any, problems: _Problems) -> Any:
+def _validated(path: Path, validator: Any, problems: Problems) -> Any:
     data = _read(path, problems)
     if data is None or validator is None:
         return None
@@ -152,7 +143,7 @@ def _json_path(parts: Any) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
-def _valuesets(directory: Path, source_keys: set[str], problems: _Problems) -> dict[str, dict[str, Any]]:
+def _valuesets(directory: Path, source_keys: set[str], problems: Problems) -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted((directory / "valuesets").glob("*.json")):
         res = _read(path, problems)
@@ -179,7 +170,7 @@ def _valuesets(directory: Path, source_keys: set[str], problems: _Problems) -> d
     return found
 
 
-def _check_sources(res: dict[str, Any], where: str, source_keys: set[str], problems: _Problems) -> None:
+def _check_sources(res: dict[str, Any], where: str, source_keys: set[str], problems: Problems) -> None:
     for part in ("include", "exclude"):
         for i, inc in enumerate(res.get("compose", {}).get(part, [])):
             for kind in ("concept", "filter"):
@@ -198,7 +189,7 @@ def _check_sources(res: dict[str, Any], where: str, source_keys: set[str], probl
                             problems.add(where, path, f"source '{key}' is not in terminology-sources.yaml")
 
 
-def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dict[str, Any], problems: _Problems) -> None:
+def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dict[str, Any], problems: Problems) -> None:
     seen = set()
     for i, row in enumerate(table.get("products", [])):
         path = f"$.products[{i}]"  # the schema has checked the row's shape already
@@ -214,125 +205,7 @@ def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dic
                 problems.add("rxnorm-products.json", f"$.name_only_ingredients[{i}]", f"unknown value set '{vid}'")
 
 
-class _Context:
-    """What rule compilation needs, and where it reports problems."""
-
-    def __init__(self, terminology: Terminology, thresholds: dict[str, Any], guidelines: dict[str, Any],
-                 reasons: dict[str, str], problems: _Problems) -> None:
-        self.terminology, self.thresholds, self.guidelines = terminology, thresholds, guidelines
-        self.reasons, self.problems = reasons, problems
-
-    def condition(self, spec: Any, where: str, path: str) -> Predicate:
-        try:
-            return compile_condition(spec, self.terminology, self.thresholds)
-        except (ConditionError, KeyError, TypeError, ValueError) as exc:
-            self.problems.add(where, path, f"condition: {exc}")
-            return Predicate(lambda facts, item: None, frozenset(), frozenset())
-
-    def module(self, file: str, data: dict[str, Any]) -> Module:
-        where = f"modules/{file}"
-        if file != f"{data['module']}.yaml":
-            self.problems.add(where, "$.module", f"module '{data['module']}' must live in {data['module']}.yaml")
-        if data["guideline"] not in self.guidelines:
-            self.problems.add(where, "$.guideline", f"unknown guideline '{data['guideline']}'")
-        gate = self.condition(data["applies_when"], where, "$.applies_when")
-        rules = tuple(self.rule(data["module"], r, where, f"$.rules[{i}]") for i, r in enumerate(data["rules"]))
-        return Module(data["module"], data["title"], gate, rules)
-
-    def rule(self, module: str, data: dict[str, Any], where: str, path: str) -> Rule:
-        if not data["id"].startswith(f"{module}."):
-            self.problems.add(where, f"{path}.id", f"rule ids of this module start with '{module}.'")
-        for_each = data.get("for_each", {})
-        when = self.condition(data["when"], where, f"{path}.when")
-        unless = self.condition(data["unless"], where, f"{path}.unless") if "unless" in data else None
-        indicator_when = tuple(
-            (self.condition(x["when"], where, f"{path}.indicator_when[{i}].when"), x["indicator"])
-            for i, x in enumerate(data.get("indicator_when", []))
-        )
-        notes = tuple(
-            (self.condition(n["when"], where, f"{path}.card.notes[{i}].when"), n["text"])
-            for i, n in enumerate(data["card"].get("notes", []))
-        )
-        selection, suggestions = self.suggestions(data, where, path)
-        self.placeholders(data["card"], where, f"{path}.card")
-        predicates = [when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
-                      *(s.when for s in suggestions)]
-        predicates = [p for p in predicates if p is not None]
-        needs = frozenset().union(*(p.needs for p in predicates))
-        needs |= {ITEM_DATA[k] for h, k in for_each.items() if k in ITEM_DATA}
-        return Rule(
-            id=data["id"], module=module, title=data["title"], hooks=frozenset(data["hooks"]),
-            for_each=dict(for_each), when=when, unless=unless, indicator=data["indicator"],
-            indicator_when=indicator_when, summary=data["card"]["summary"], detail=data["card"]["detail"],
-            notes=notes, selection=selection, suggestions=suggestions,
-            links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
-            reference=self.reference(data["reference"], where, f"{path}.reference"), needs=needs,
-            valuesets=frozenset().union(*(p.valuesets for p in predicates)),
-        )
-
-    def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:
-        texts = [card["summary"], card["detail"], *(n["text"] for n in card.get("notes", []))]
-        for text in texts:
-            try:
-                names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
-            except ValueError as exc:
-                self.problems.add(where, path, f"bad template: {exc}")
-                continue
-            for name in names - PLACEHOLDERS:
-                self.problems.add(where, path, f"unknown placeholder {{{name}}} (known: {sorted(PLACEHOLDERS)})")
-
-    def suggestions(self, data: dict[str, Any], where: str, path: str) -> tuple[str | None, tuple[Suggestion, ...]]:
-        spec = data.get("suggestions")
-        if not spec:
-            return None, ()
-        on_drafts = any(data.get("for_each", {}).get(h) in DRAFT_KINDS for h in data["hooks"])
-        built = []
-        for i, item in enumerate(spec["items"]):
-            where_item = f"{path}.suggestions.items[{i}]"
-            actions = tuple(self.action(a, where, f"{where_item}.actions[{j}]", on_drafts)
-                            for j, a in enumerate(item["actions"]))
-            when = self.condition(item["when"], where, f"{where_item}.when") if "when" in item else None
-            built.append(Suggestion(item["label"], actions, when, item.get("recommended", False)))
-        if spec["selection"] == "at-most-one" and sum(s.recommended for s in built) > 1:
-            self.problems.add(where, f"{path}.suggestions", "at-most-one allows one recommended suggestion")
-        return spec["selection"], tuple(built)
-
-    def action(self, spec: dict[str, Any], where: str, path: str, on_drafts: bool) -> Action:
-        (kind, args), = spec.items()
-        if kind == "delete_item" and not on_drafts:
-            self.problems.add(where, path, "delete_item needs a rule that looks at draft orders")
-        if kind == "create_medication" and args["rxcui"] not in self.terminology.products:
-            self.problems.add(where, path, f"rxcui {args['rxcui']} is not in rxnorm-products.json")
-        if kind == "create_service_request":
-            vs = self.terminology.valuesets.get(args["valueset"])
-            if vs is None or not any(code == args["code"] for (_, code) in vs.exact):
-                self.problems.add(where, path, f"code {args['code']} is not in value set '{args['valueset']}'")
-        return Action(kind, dict(args) if isinstance(args, dict) else {})
-
-    def override_reasons(self, data: dict[str, Any], where: str, path: str) -> tuple[tuple[str, str], ...]:
-        indicators = {data["indicator"], *(x["indicator"] for x in data.get("indicator_when", []))}
-        if indicators & {"warning", "critical"} and not data.get("override_reasons"):
-            self.problems.add(where, path, "a rule that can warn or be critical needs override_reasons")
-        found = []
-        for code in data.get("override_reasons", []):
-            if code not in self.reasons:
-                self.problems.add(where, f"{path}.override_reasons", f"unknown override reason '{code}'")
-            else:
-                found.append((code, self.reasons[code]))
-        return tuple(found)
-
-    def reference(self, ref: dict[str, str], where: str, path: str) -> Reference:
-        guideline = self.guidelines.get(ref["guideline"])
-        rec = (guideline or {}).get("recommendations", {}).get(ref["recommendation"])
-        if rec is None:
-            self.problems.add(where, path, f"unknown recommendation {ref['guideline']}#{ref['recommendation']}")
-            return Reference(ref["guideline"], ref["recommendation"], "unknown", "unknown")
-        return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"], guideline.get("url"))
-
-
-
-
-def _check_unique_rules(modules: dict[str, Module], problems: _Problems) -> None:
+def _check_unique_rules(modules: dict[str, Module], problems: Problems) -> None:
     seen: dict[str, str] = {}
     for module in modules.values():
         for rule in module.rules:
@@ -341,8 +214,7 @@ def _check_unique_rules(modules: dict[str, Module], problems: _Problems) -> None
             seen[rule.id] = module.id
 
 
-def _services(data: dict[str, Any], modules: dict[str, Module], terminology: Terminology,
-              problems: _Problems) -> dict[str, Service]:
+def _services(data: dict[str, Any], modules: dict[str, Module], problems: Problems) -> dict[str, Service]:
     services = {}
     for i, spec in enumerate(data["services"]):
         missing = [m for m in spec["modules"] if m not in modules]
@@ -355,7 +227,7 @@ def _services(data: dict[str, Any], modules: dict[str, Module], terminology: Ter
         services[spec["id"]] = Service(
             id=spec["id"], hook=spec["hook"], title=spec["title"], description=spec["description"],
             usage_requirements=spec.get("usage_requirements"), modules=chosen,
-            prefetch=discovery.prefetch_templates(chosen, spec["hook"], terminology),
+            required_prefetch=frozenset().union(*(m.gate.needs for m in chosen)),
         )
     return services
 

@@ -335,12 +335,12 @@ def _exercise(client, monkeypatch) -> Calls:
         calls.client.post(pv, json=base, headers={"Authorization": f"Basic {replayed}"})
 
     # --- a bug: an exception whose message carries patient data must not reach the log with it
-    import cds_service.api as api
+    import cds_service.decision as decision
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"cannot build cards for mcas-adult born {BIRTH_DATES[0]} token {ACCESS_TOKEN}")
 
-    monkeypatch.setattr(api, "build_cards", explode)
+    monkeypatch.setattr(decision, "build_cards", explode)
     calls.post("/cds-services/back-pain-order-sign",
                request_fixture("order-sign/mcas-adult--three-drafts.json"), expect=500)
     monkeypatch.undo()
