@@ -16,7 +16,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from . import discovery
-from .api import OrjsonProvider, Runtime, bp, register_errors
+from .api import OrjsonProvider, Runtime, cds, ops, register_errors
 from .auth import Verifier
 from .config import DEFAULTS, DEVELOPMENT_OPEN_FHIR_SERVERS, SANDBOX_ISSUER, SANDBOX_JWKS, database_url, knowledge_dir
 from .errors import (
@@ -74,8 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, policy, clock if callable(clock) else utc_now,
-                                     discovery.templates(knowledge))
-    app.extensions["cds_auth"] = Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti)
+                                     discovery.templates(knowledge),
+                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti))
 
     CORS(
         app,
@@ -85,7 +85,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         expose_headers=["X-Request-ID"],
         max_age=86400,
     )
-    app.register_blueprint(bp)
+    app.register_blueprint(cds)
+    app.register_blueprint(ops)
     register_errors(app)
     _warn_if_open(app)
     # The compiled knowledge lives as long as the process: move it out of the garbage

@@ -1,5 +1,11 @@
 """HTTP: discovery, service calls, feedback, health; errors as JSON.
 
+Two blueprints. ``cds`` holds what CDS clients call (discovery, services,
+feedback); its ``before_request`` authenticates every request but CORS
+preflights, so a route added to it is protected without a list to keep.
+``ops`` holds what operators and readers open (health, readiness, rule pages)
+and is never authenticated.
+
 The blueprints are thin: they parse the body, ask ``hooks`` to validate it,
 ``prefetch`` to gather the data, ``decision.decide`` for the cards, and
 ``storage`` to remember what was issued. Every error, including
@@ -24,7 +30,7 @@ from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, discovery, logs
-from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
+from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
 from .decision import decide
 from .hooks import parse_feedback, parse_hook_request
 from .knowledge import Knowledge, Service
@@ -32,31 +38,37 @@ from .prefetch import FetchPolicy, gather
 from .storage import Storage
 
 log = logging.getLogger("cds_service.api")
-bp = Blueprint("cds", __name__)
+cds = Blueprint("cds", __name__)
+ops = Blueprint("ops", __name__)
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """What a worker holds for its whole life: read-only knowledge, storage, fetch policy."""
+    """What a worker holds for its whole life: read-only knowledge, storage, fetch policy, JWT verifier."""
 
     knowledge: Knowledge
     storage: Storage
     fetch_policy: FetchPolicy
     clock: Callable[[], datetime]
     prefetch: dict[str, dict[str, str]]  # service id -> prefetch templates (discovery.templates)
+    verifier: auth.Verifier
 
 
 def runtime() -> Runtime:
     return current_app.extensions["cds"]
 
 
-@bp.before_app_request
+@ops.before_app_request
 def _start() -> None:
     g.request_id = _request_id()
     logs.request_id.set(g.request_id)
     g.started = time.perf_counter()
-    if request.method != "OPTIONS" and request.endpoint in auth.PROTECTED_ENDPOINTS:
-        auth.authenticate(request)
+
+
+@cds.before_request
+def _authenticate() -> None:
+    if request.method != "OPTIONS":  # a CORS preflight carries no credentials, by design
+        auth.authenticate(request, runtime().verifier)
 
 
 def _request_id() -> str:
@@ -64,18 +76,18 @@ def _request_id() -> str:
     return given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else str(uuid.uuid4())
 
 
-@bp.after_app_request
+@ops.after_app_request
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     return response
 
 
-@bp.get("/cds-services")
+@cds.get("/cds-services")
 def discover() -> Any:
     return jsonify(discovery.document(runtime().knowledge, runtime().prefetch))
 
 
-@bp.post("/cds-services/<service_id>")
+@cds.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Any:
     rt = runtime()
     service = _service(rt.knowledge, service_id)
@@ -95,7 +107,7 @@ def call_service(service_id: str) -> Any:
     return jsonify({"cards": decision.cards})
 
 
-@bp.post("/cds-services/<service_id>/feedback")
+@cds.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Any:
     rt = runtime()
     _service(rt.knowledge, service_id)
@@ -106,7 +118,7 @@ def feedback(service_id: str) -> Any:
     return jsonify({})
 
 
-@bp.get("/rules/<rule_id>")
+@ops.get("/rules/<rule_id>")
 def rule_trail(rule_id: str) -> Any:
     """The trail of one rule, the target of every card's ``source.url`` without a guideline URL."""
     for module in runtime().knowledge.modules.values():
@@ -116,15 +128,15 @@ def rule_trail(rule_id: str) -> Any:
                     "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
                     "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
                 })
-    raise UnknownService("no rule with this id")  # the id is not repeated: errors are logged
+    raise UnknownRule("no rule with this id")  # the id is not repeated: errors are logged
 
 
-@bp.get("/healthz")
+@ops.get("/healthz")
 def healthz() -> Any:
     return jsonify({"status": "ok"})
 
 
-@bp.get("/readyz")
+@ops.get("/readyz")
 def readyz() -> Any:
     rt = runtime()
     ready = rt.storage.ping()

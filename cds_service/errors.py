@@ -4,6 +4,7 @@
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
     ├── AuthenticationFailed 401  no detail in the body, ever
     ├── UnknownService       404  no service with that id
+    ├── UnknownRule          404  no rule with that id (the rule pages)
     ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH
     └── PrefetchUnavailable  412  data the rules need could not be had
     KnowledgeError           start-up: a broken knowledge file (names file and path)
@@ -48,6 +49,11 @@ class AuthenticationFailed(CdsError):
 
 
 class UnknownService(CdsError):
+    status = 404
+    issue_code = "not-found"
+
+
+class UnknownRule(CdsError):
     status = 404
     issue_code = "not-found"
 

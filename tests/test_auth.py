@@ -126,6 +126,24 @@ def test_every_endpoint_needs_a_token_bound_to_its_own_url(secure):
                        headers={"Authorization": f"Bearer {token(url + '/feedback')}"}).status_code == 200
 
 
+def test_a_route_added_to_the_cds_blueprint_is_protected_without_any_list(app_config, monkeypatch):
+    from cds_service import api
+
+    # A fresh registration of the module-level blueprint, undone after the test.
+    monkeypatch.setattr(api.cds, "_got_registered_once", False)
+    monkeypatch.setattr(api.cds, "deferred_functions", list(api.cds.deferred_functions))
+    api.cds.add_url_rule("/cds-services/new-route", "new_route", lambda: {"secret": "data"})
+    config = {**app_config, "AUTH_REQUIRED": True, "TRUSTED_ISSUERS": {ISSUER: {"jwks_uri": JWKS_URL, **JWKS}}}
+    client = create_app(config).test_client()
+    assert client.get("/cds-services/new-route").status_code == 401
+    ok = client.get("/cds-services/new-route", headers={"Authorization": f"Bearer {token(BASE + '/cds-services/new-route')}"})
+    assert ok.status_code == 200 and ok.get_json() == {"secret": "data"}
+    preflight = client.options("/cds-services/new-route", headers={
+        "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 200
+    assert client.get("/healthz").status_code == 200  # ops routes stay open
+
+
 def test_public_base_url_sets_the_expected_audience(app_config):
     config = {**app_config, "AUTH_REQUIRED": True, "PUBLIC_BASE_URL": "https://cds.hospital.example/",
               "TRUSTED_ISSUERS": {ISSUER: JWKS}}
