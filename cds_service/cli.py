@@ -1,6 +1,7 @@
 """The ``cds-service`` command: serve, knowledge check, feedback stats."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -26,7 +27,14 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from . import create_app
 
-        return create_app()
+        app = create_app()
+        # The compiled knowledge lives as long as the process: move it out of the garbage
+        # collector's sight, so the collections a large request body triggers stay short (and
+        # forked workers keep sharing those pages instead of touching them). Done here, in the
+        # server's master, not in create_app: a factory must not change the whole process.
+        gc.collect()
+        gc.freeze()
+        return app
 
 
 @click.group()
@@ -61,11 +69,8 @@ def knowledge() -> None:
 @knowledge.command("check")
 def knowledge_check() -> None:
     """Validate knowledge/ as start-up does and print a summary."""
-    from .config import knowledge_dir
-    from .knowledge import load_knowledge
-
     try:
-        loaded = load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))
+        loaded = _knowledge()
     except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -75,10 +80,17 @@ def knowledge_check() -> None:
 @knowledge.command("table")
 def knowledge_table() -> None:
     """Print the Markdown rule table that docs/knowledge.md carries."""
-    from .config import knowledge_dir
-    from .knowledge import load_knowledge, rule_table
+    from .knowledge import rule_table
 
-    click.echo(rule_table(load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))), nl=False)
+    click.echo(rule_table(_knowledge()), nl=False)
+
+
+def _knowledge() -> Any:
+    """The knowledge create_app would load: the same configuration layering, the same loader."""
+    from .config import knowledge_dir, settings
+    from .knowledge import load_knowledge
+
+    return load_knowledge(knowledge_dir(settings()["KNOWLEDGE_DIR"]))
 
 
 @main.group()

@@ -1,16 +1,21 @@
-"""Configuration defaults, in one place.
+"""Configuration: defaults, layering and type conversion, in one place.
 
 Layering (flaskr's): these defaults, then environment variables with the
-prefix ``CDS_`` (``app.config.from_prefixed_env("CDS")``, values parsed as JSON
-where they look like JSON), then the mapping passed to ``create_app``. Nothing
-here reads files or the network.
+prefix ``CDS_`` (``Config.from_prefixed_env("CDS")``, values parsed as JSON
+where they look like JSON), then the mapping passed to ``create_app``, then
+the development defaults when ``DEVELOPMENT`` is on. ``settings`` does that
+for ``create_app`` and the CLI alike. Nothing here reads files or the network.
 """
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from flask import Config
+
+from .prefetch import FetchPolicy
 
 DEFAULTS: dict[str, Any] = {
     # Where the rules, value sets and guideline references live.
@@ -69,3 +74,27 @@ def database_url(configured: str | None, instance_path: str) -> str:
     if configured:
         return configured
     return f"sqlite:///{Path(instance_path) / 'cds.sqlite3'}"
+
+
+def settings(overrides: Mapping[str, Any] | None = None, root_path: str = ".") -> Config:
+    """The layered configuration: defaults, ``CDS_*`` environment, ``overrides``, development defaults."""
+    config = Config(root_path)
+    config.from_mapping(DEFAULTS)
+    config.from_prefixed_env("CDS")
+    if overrides:
+        config.from_mapping(overrides)
+    if config["DEVELOPMENT"]:
+        if not config["OPEN_FHIR_SERVERS"]:
+            config["OPEN_FHIR_SERVERS"] = DEVELOPMENT_OPEN_FHIR_SERVERS
+        config["TRUSTED_ISSUERS"] = {SANDBOX_ISSUER: SANDBOX_JWKS, **config["TRUSTED_ISSUERS"]}
+    return config
+
+
+def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
+    """How FHIR reads are bounded, from the configuration's numbers and server list."""
+    return FetchPolicy(
+        budget_seconds=float(config["CALL_BUDGET_SECONDS"]) * 0.8,  # leave room to evaluate and answer
+        timeout_seconds=float(config["FHIR_TIMEOUT_SECONDS"]),
+        max_pages=int(config["FHIR_MAX_PAGES"]),
+        open_servers=frozenset(str(s).rstrip("/") for s in config["OPEN_FHIR_SERVERS"]),
+    )

@@ -28,3 +28,22 @@ def test_broken_knowledge_makes_check_fail_with_the_file_named(tmp_path):
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1
     assert "missing" in result.stderr and "does not exist" in result.stderr
+
+
+def test_the_factory_leaves_the_garbage_collector_alone_and_the_server_freezes_once(app_config, monkeypatch):
+    import gc
+
+    from cds_service import create_app
+    from cds_service.cli import _Gunicorn
+
+    before = gc.get_freeze_count()
+    create_app(app_config)
+    assert gc.get_freeze_count() == before  # fifteen apps in one test process must not pile up
+    for key, value in app_config.items():
+        if isinstance(value, (str, bool)):
+            monkeypatch.setenv(f"CDS_{key}", str(value).lower() if isinstance(value, bool) else value)
+    try:
+        assert _Gunicorn({"workers": 1}).load() is not None
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
