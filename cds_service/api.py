@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -182,7 +182,7 @@ class OrjsonProvider(JSONProvider):
 
     def response(self, *args: Any, **kwargs: Any) -> Any:
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(orjson.dumps(obj), mimetype="application/json")
+        return Response(orjson.dumps(obj), mimetype="application/json")
 
 
 def register_errors(app: Flask) -> None:

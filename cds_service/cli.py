@@ -13,7 +13,7 @@ from gunicorn.app.base import BaseApplication
 from .errors import KnowledgeError
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     """Gunicorn with the app built once in the master and shared by forked workers."""
 
     def __init__(self, options: dict[str, Any]) -> None:

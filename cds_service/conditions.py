@@ -16,15 +16,9 @@ from datetime import date
 from typing import Any, Callable, Mapping
 
 from .facts import Facts, MedicationFact, ObservationFact, ServiceRequestFact
-from .terminology import Match, Terminology, name_pattern
+from .terminology import CPT, ICD10CM, LOINC, RXNORM, SNOMED, Match, Terminology, name_pattern
 
-SYSTEM_NAMES = {
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://snomed.info/sct": "SNOMED CT",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://loinc.org": "LOINC",
-    "http://www.ama-assn.org/go/cpt": "CPT",
-}
+SYSTEM_NAMES = {ICD10CM: "ICD-10-CM", SNOMED: "SNOMED CT", RXNORM: "RxNorm", LOINC: "LOINC", CPT: "CPT"}
 ABNORMAL_HIGH = {"H", "HH", "HU", "A", "AA"}
 
 
@@ -332,7 +326,7 @@ def _no_reason(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]
 
 def _latest(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
     vs = terminology.valuesets[vid]
-    candidates = [o for code, o in facts.latest_observations.items() if vs.contains("http://loinc.org", code)]
+    candidates = [o for code, o in facts.latest_observations.items() if vs.contains(LOINC, code)]
     return max(candidates, key=lambda o: o.when or date.min, default=None)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .fhir import codings, number, objects, parse_date
+from .fhir import codings, number, obj, objects, parse_date
 from .terminology import Product
 
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
@@ -86,8 +86,8 @@ def _duration(quantity: Any) -> float | None:
 
 
 def _repeat(instruction: dict[str, Any]) -> dict[str, Any]:
-    timing = instruction.get("timing") if isinstance(instruction.get("timing"), dict) else {}
-    return timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    timing = obj(instruction, "timing")
+    return obj(timing, "repeat")
 
 
 def _per_day(instruction: dict[str, Any]) -> float | None:
@@ -97,7 +97,7 @@ def _per_day(instruction: dict[str, Any]) -> float | None:
     period = _days(repeat.get("period"), repeat.get("periodUnit"))
     if frequency and period:
         return frequency / period
-    timing = instruction.get("timing") if isinstance(instruction.get("timing"), dict) else {}
+    timing = obj(instruction, "timing")
     for _, code, _ in codings(timing.get("code")):
         if code.upper() in TIMES_PER_DAY:
             return TIMES_PER_DAY[code.upper()]
@@ -180,7 +180,7 @@ def _units_per_day(instructions: list[dict[str, Any]]) -> float | None:
 
 
 def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]]) -> float | None:
-    dispense = order.get("dispenseRequest") if isinstance(order.get("dispenseRequest"), dict) else {}
+    dispense = obj(order, "dispenseRequest")
     refills = number(dispense.get("numberOfRepeatsAllowed")) or 0
     supply = _duration(dispense.get("expectedSupplyDuration"))
     if supply:
@@ -189,11 +189,11 @@ def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]]) -> 
         repeat = _repeat(instruction)
         if (bounded := _duration(repeat.get("boundsDuration"))) is not None:
             return bounded
-        period = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
+        period = obj(repeat, "boundsPeriod")
         start, end = parse_date(period.get("start")), parse_date(period.get("end"))
         if start and end:
             return float((end - start).days)
-    quantity = number((dispense.get("quantity") or {}).get("value")) if isinstance(dispense.get("quantity"), dict) else None
+    quantity = number(obj(dispense, "quantity").get("value"))
     per_day = _units_per_day(instructions) if instructions else None
     if quantity and per_day:
         return quantity * (1 + refills) / per_day
@@ -201,8 +201,8 @@ def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]]) -> 
 
 
 def _start(order: dict[str, Any], instructions: list[dict[str, Any]]) -> date | None:
-    dispense = order.get("dispenseRequest") if isinstance(order.get("dispenseRequest"), dict) else {}
-    validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), dict) else {}
+    dispense = obj(order, "dispenseRequest")
+    validity = obj(dispense, "validityPeriod")
     if (start := parse_date(validity.get("start"))) is not None:
         return start
     for instruction in instructions:

@@ -12,8 +12,8 @@ from datetime import date, datetime
 from typing import Any
 
 from . import dosing
-from .fhir import codings, concept_text, first_code, number, objects, parse_date, reference_to, resources_in
-from .terminology import Coding, Terminology
+from .fhir import codings, concept_text, first_code, number, obj, objects, string, parse_date, reference_to, resources_in
+from .terminology import LOINC, Coding, Terminology
 
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -143,11 +143,6 @@ def build_facts(
     )
 
 
-def _object(value: Any) -> dict[str, Any]:
-    """A JSON object the sender may have put as anything else (a string, a list): {} then."""
-    return value if isinstance(value, dict) else {}
-
-
 def _among(value: Any, group: set[str]) -> bool:
     """``value in group`` for a string; False for a list or object (unhashable) or anything else."""
     return isinstance(value, str) and value in group
@@ -187,7 +182,7 @@ def _condition(res: dict[str, Any]) -> ConditionFact | None:
         return None  # no status but an end date: resolved
     if clinical is not None and clinical not in ACTIVE_CONDITION:
         return None
-    onset = parse_date(res.get("onsetDateTime")) or parse_date(_object(res.get("onsetPeriod")).get("start"))
+    onset = parse_date(res.get("onsetDateTime")) or parse_date(obj(res, "onsetPeriod").get("start"))
     return ConditionFact(
         codings=codings(res.get("code")),
         text=concept_text(res.get("code")),
@@ -219,9 +214,9 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str) -> Med
         ref=reference_to(res),
         kind=kind,
         codings=coded,
-        text=text if isinstance(text, str) else "",
-        status=res.get("status") if isinstance(res.get("status"), str) else "",
-        route=dosing.route(res, product, text if isinstance(text, str) else ""),
+        text=string(text),
+        status=string(res.get("status")),
+        route=dosing.route(res, product, string(text)),
         start=dose.start or parse_date(res.get("authoredOn")) or parse_date(res.get("dateWritten")),
         planned_days=dose.planned_days,
         single_dose_mg=dose.single_dose_mg,
@@ -236,7 +231,7 @@ def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
         ref=reference_to(res),
         codings=codings(res.get("code")),
         text=concept_text(res.get("code")),
-        status=res.get("status") if isinstance(res.get("status"), str) else "",
+        status=string(res.get("status")),
         reason_codings=codings(res.get("reasonCode")),
     )
 
@@ -250,7 +245,7 @@ def _latest_observations(resources: list[dict[str, Any]], wanted: frozenset[str]
             continue
         if not _mentions(res.get("code"), wanted):
             continue  # the common case, kept cheap: most observations are codes no rule reads
-        coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in ("http://loinc.org", "")]
+        coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in (LOINC, "")]
         for obs in _observation(res, coded):
             current = latest.get(obs.code)
             if current is None or (obs.when or date.min) > (current.when or date.min):
@@ -271,13 +266,13 @@ def _mentions(concept: Any, wanted: frozenset[str]) -> bool:
 def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFact]:
     if not coded:
         return []
-    quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
+    quantity = obj(res, "valueQuantity")
     ranges = objects(res.get("referenceRange"))
-    low = number(_object(ranges[0].get("low")).get("value")) if ranges else None
-    high = number(_object(ranges[0].get("high")).get("value")) if ranges else None
+    low = number(obj(ranges[0], "low").get("value")) if ranges else None
+    high = number(obj(ranges[0], "high").get("value")) if ranges else None
     when = (
         parse_date(res.get("effectiveDateTime"))
-        or parse_date(_object(res.get("effectivePeriod")).get("start"))
+        or parse_date(obj(res, "effectivePeriod").get("start"))
         or parse_date(res.get("issued"))
     )
     unit = quantity.get("code") or quantity.get("unit") or ""

@@ -26,6 +26,17 @@ def as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def obj(value: Any, key: str) -> dict[str, Any]:
+    """``value[key]`` when both are JSON objects, else {}: a sender may put anything anywhere."""
+    child = value.get(key) if isinstance(value, dict) else None
+    return child if isinstance(child, dict) else {}
+
+
+def string(value: Any) -> str:
+    """``value`` when it is a string, else "": the tolerant read of a FHIR string element."""
+    return value if isinstance(value, str) else ""
+
+
 def objects(value: Any) -> list[dict[str, Any]]:
     """The JSON objects of a FHIR array, skipping anything that is not an object."""
     return [item for item in as_list(value) if isinstance(item, dict)]
@@ -62,9 +73,7 @@ def codings(concept: Any) -> tuple[tuple[str, str, str], ...]:
         for coding in objects(cc.get("coding")):
             code = coding.get("code")
             if isinstance(code, str) and code.strip():
-                system = coding.get("system") if isinstance(coding.get("system"), str) else ""
-                display = coding.get("display") if isinstance(coding.get("display"), str) else ""
-                found.append((system, code.strip(), display))
+                found.append((string(coding.get("system")), code.strip(), string(coding.get("display"))))
     return tuple(found)
 
 

@@ -77,7 +77,8 @@ def _step(step: Any) -> str:
 def _problem(error: ValidationError) -> str:
     """What is wrong, in words taken from the schema only: jsonschema's own messages quote the
     offending value (a patient id, a token, a whole resource), and these messages are logged."""
-    kind, expected = error.validator, error.validator_value
+    kind = error.validator
+    expected: Any = error.validator_value  # this keyword's value in our schema
     if kind in ("required", "dependentRequired"):
         return error.message  # names a member from the schema
     if kind == "type":

@@ -124,9 +124,8 @@ class RuleCompiler:
         )
         selection, suggestions = self.suggestions(data, where, path)
         self.placeholders(data["card"], where, f"{path}.card")
-        predicates = [when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
-                      *(s.when for s in suggestions)]
-        predicates = [p for p in predicates if p is not None]
+        predicates = [p for p in (when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
+                                  *(s.when for s in suggestions)) if p is not None]
         needs = frozenset().union(*(p.needs for p in predicates))
         needs |= {ITEMS_NEED[k] for h, k in for_each.items() if k in ITEMS_NEED}
         return Rule(
@@ -191,8 +190,8 @@ class RuleCompiler:
         return tuple(found)
 
     def reference(self, ref: dict[str, str], where: str, path: str) -> Reference:
-        guideline = self.guidelines.get(ref["guideline"])
-        rec = (guideline or {}).get("recommendations", {}).get(ref["recommendation"])
+        guideline = self.guidelines.get(ref["guideline"]) or {}
+        rec = guideline.get("recommendations", {}).get(ref["recommendation"])
         if rec is None:
             self.problems.add(where, path, f"unknown recommendation {ref['guideline']}#{ref['recommendation']}")
             return Reference(ref["guideline"], ref["recommendation"], "unknown", "unknown")
