@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from .engine import Finding
-from .rules import Action, Suggestion
 from .facts import Facts
 from .fhir import validate_resource
+from .rules import Action, Suggestion
 from .terminology import RXNORM, Terminology
 
 SUMMARY_LIMIT = 139

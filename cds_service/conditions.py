@@ -402,4 +402,3 @@ _COMPILERS: dict[str, Callable[[Any, Terminology, Mapping[str, Any]], Predicate]
     "observation_at_most": _observation_at_most,
 }
 
-VOCABULARY = tuple(sorted(_COMPILERS))

@@ -1,14 +1,15 @@
 """Rule evaluation: compiled rules over one call's facts, giving findings.
 
-Sans-IO. ``evaluate`` takes the knowledge, a service and the facts (which
-carry ``now``) and returns findings in the order cards should be shown. A rule
+Sans-IO. ``evaluate(modules, facts)`` takes a service's compiled modules and
+the facts (which carry ``now``) and returns an ``Outcome``: findings in the
+order cards should be shown, and the rule ids skipped or failed. A rule
 whose data could not be had is skipped; a rule that raises is logged by id and
 the other rules still run. Nothing here writes card JSON (``cards.py`` does).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .conditions import Evidence

@@ -52,7 +52,6 @@ class MedicationFact:
     single_dose_mg: float | None
     daily_dose_mg: float | None
     reason_codings: tuple[Coding, ...]
-    has_medication: bool
 
     @property
     def name(self) -> str:
@@ -80,7 +79,6 @@ class ObservationFact:
     unit: str
     when: date | None
     interpretation: tuple[str, ...]
-    range_low: float | None
     range_high: float | None
 
 
@@ -222,7 +220,6 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str) -> Med
         single_dose_mg=dose.single_dose_mg,
         daily_dose_mg=dose.daily_dose_mg,
         reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
-        has_medication=bool(coded or text),
     )
 
 
@@ -268,23 +265,21 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
         return []
     quantity = obj(res, "valueQuantity")
     ranges = objects(res.get("referenceRange"))
-    low = number(obj(ranges[0], "low").get("value")) if ranges else None
     high = number(obj(ranges[0], "high").get("value")) if ranges else None
     when = (
         parse_date(res.get("effectiveDateTime"))
         or parse_date(obj(res, "effectivePeriod").get("start"))
         or parse_date(res.get("issued"))
     )
-    unit = quantity.get("code") or quantity.get("unit") or ""
+    unit = string(quantity.get("code")) or string(quantity.get("unit"))
     return [
         ObservationFact(
             code=code,
             text=concept_text(res.get("code")) or display or code,
             value=number(quantity.get("value")),
-            unit=unit if isinstance(unit, str) else "",
+            unit=unit,
             when=when,
             interpretation=tuple(c for _, c, _ in codings(res.get("interpretation"))),
-            range_low=low,
             range_high=high,
         )
         for system, code, display in coded

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
 
 
 def as_list(value: Any) -> list[Any]:
@@ -110,16 +109,6 @@ def parse_date(value: Any) -> date | None:
         return None
 
 
-def is_instant(value: Any) -> bool:
-    """An RFC 3339 date-time with a zone, as CDS Hooks asks for outcomeTimestamp."""
-    if not isinstance(value, str) or not _INSTANT.match(value):
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -153,7 +142,3 @@ def validate_resource(resource: dict[str, Any]) -> None:
     except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ValueError(f"{resource.get('resourceType')}: {exc}") from exc
 
-
-def validate_all(resources: Iterable[dict[str, Any]]) -> None:
-    for resource in resources:
-        validate_resource(resource)

@@ -37,7 +37,7 @@ _FEEDBACK = Draft202012Validator(_load_schema("feedback.schema.json"))
 
 @dataclass(frozen=True)
 class HookRequest:
-    """A validated service call; ``body`` keeps everything the EHR sent."""
+    """A validated service call: the members of the body the service reads."""
 
     hook: str
     hook_instance: str
@@ -45,10 +45,6 @@ class HookRequest:
     prefetch: dict[str, Any]
     fhir_server: str | None
     access_token: str | None
-
-    @property
-    def patient_id(self) -> str:
-        return self.context["patientId"]
 
 
 def _raise_first(validator: Draft202012Validator, instance: Any, prefix: str = "$") -> None:

@@ -197,9 +197,6 @@ class Storage:
                                    (issuer, jti, expires_at))
             return cursor.rowcount == 1
 
-    def feedback_count(self) -> int:
-        return self._connection().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-
     def stats(self) -> dict[str, Any]:
         conn = self._connection()
         result: dict[str, Any] = {}
