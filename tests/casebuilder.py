@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from conftest import load_fixture
+from helpers import load_fixture
 
 SYSTEMS = {
     "icd10": "http://hl7.org/fhir/sid/icd-10-cm",

@@ -2,11 +2,8 @@
 a client, a CLI runner, the FHIR fixtures, and a pinned clock."""
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +11,13 @@ import pytest
 from hypothesis import settings
 
 from cds_service import create_app
+from helpers import NOW, SERVICES
 
 # CI runs the property-based tests on a fixed seed so that a failure is reproducible;
 # locally each run explores new examples.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fhir_fixtures"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
-SERVICES = {
-    "patient-view": "back-pain-patient-view",
-    "order-select": "back-pain-order-select",
-    "order-sign": "back-pain-order-sign",
-}
-
-
-def load_fixture(relative: str) -> Any:
-    return json.loads((FIXTURES / relative).read_text("utf-8"))
-
-
-def request_fixture(relative: str) -> dict[str, Any]:
-    return copy.deepcopy(load_fixture(f"requests/{relative}"))
 
 
 @pytest.fixture
@@ -84,10 +65,6 @@ class Hooks:
 @pytest.fixture
 def hooks(client) -> Hooks:
     return Hooks(client)
-
-
-def rule_ids(cards: list[dict[str, Any]]) -> list[str]:
-    return [card["source"]["topic"]["code"] for card in cards]
 
 
 class _Collect(logging.Handler):

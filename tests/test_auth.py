@@ -11,7 +11,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_service import create_app
-from conftest import request_fixture
+from helpers import request_fixture
 
 ISSUER = "https://ehr.example.org"
 JWKS_URL = "https://ehr.example.org/.well-known/jwks.json"

@@ -8,7 +8,7 @@ from cds_service.conditions import Predicate
 from cds_service.engine import evaluate
 from cds_service.facts import build_facts
 from casebuilder import build_request
-from conftest import NOW
+from helpers import NOW
 
 
 def _explode(facts, item):

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from conftest import load_fixture, request_fixture, rule_ids
+from helpers import load_fixture, persona, request_fixture, rule_ids, searchset
 
 BUDGET_SECONDS = 1.0
 BOUND_SECONDS = 1.5  # a bound on hanging, not a performance target
@@ -50,11 +50,6 @@ FAULTS = {
 }
 
 
-def _persona(name: str, resource_type: str) -> list[dict[str, Any]]:
-    bundle = load_fixture(f"patients/{name}.json")
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type]
-
-
 class _FaultHandler(BaseHTTPRequestHandler):
     server: "_FaultServer"
     protocol_version = "HTTP/1.1"
@@ -70,7 +65,7 @@ class _FaultHandler(BaseHTTPRequestHandler):
         if mode == "slow":
             if self.server.stop.wait(SLOW_SECONDS):
                 return
-            self._json(200, self._searchset([]))
+            self._json(200, searchset([]))
         elif mode == "trickle":
             self.send_response(200)
             self.send_header("Content-Type", "application/fhir+json")
@@ -95,7 +90,7 @@ class _FaultHandler(BaseHTTPRequestHandler):
             self._json(200, {"resourceType": "OperationOutcome", "issue": [{"severity": "information",
                                                                              "code": "informational"}]})
         elif mode == "endless-pages":
-            bundle = self._searchset(self._matches())
+            bundle = searchset(self._matches())
             bundle["link"] = [{"relation": "self", "url": base + self.path},
                               {"relation": "next", "url": base + self.path}]
             self._json(200, bundle)
@@ -103,25 +98,20 @@ class _FaultHandler(BaseHTTPRequestHandler):
             if self.server.stop.wait(0.05):
                 return
             page = self.server.pages = self.server.pages + 1
-            bundle = self._searchset(self._matches())
+            bundle = searchset(self._matches())
             bundle["link"] = [{"relation": "next", "url": f"{base}/{self.path.split('?')[0].strip('/')}?page={page}"}]
             self._json(200, bundle)
         elif mode == "healthy":
-            self._json(200, self._searchset(self._matches()))
+            self._json(200, searchset(self._matches()))
         elif mode == "wrong-type":
-            self._json(200, self._searchset(_persona("mcas-ms-older-adult", "Patient")))
+            self._json(200, searchset(persona("mcas-ms-older-adult", "Patient")))
         else:  # pragma: no cover - a typo in a test
             self._json(500, {"resourceType": "OperationOutcome"})
 
     def _matches(self) -> list[dict[str, Any]]:
         """What a sane server would answer, so only the paging is at fault."""
         kind = self.path.split("?")[0].strip("/").split("/")[-1]
-        return _persona("mcas-ms-older-adult", kind)
-
-    @staticmethod
-    def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"resourceType": "Bundle", "type": "searchset",
-                "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources]}
+        return persona("mcas-ms-older-adult", kind)
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._raw(status, json.dumps(body).encode(), headers)

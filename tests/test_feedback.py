@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import request_fixture
+from helpers import request_fixture
 
 FEEDBACK = "/cds-services/back-pain-order-select/feedback"
 WHEN = "2026-11-23T12:01:02.345Z"

@@ -8,7 +8,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 PATIENTS = sorted((FIXTURES / "patients").glob("*.json"))
 REQUESTS = sorted((FIXTURES / "requests").glob("*/*.json"))

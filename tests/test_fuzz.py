@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service import create_app
-from conftest import FIXTURES, NOW, SERVICES, request_fixture
+from helpers import FIXTURES, NOW, SERVICES, request_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "docs" / "openapi.yaml"

@@ -25,7 +25,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service import create_app
-from conftest import FIXTURES, SERVICES, request_fixture
+from helpers import FIXTURES, SERVICES, persona, request_fixture, searchset
 
 FHIR = "https://ehr.example.org/fhir"
 ACCESS_TOKEN = "at-SECRET-8c1f0e5a-41b2-4d0e-9d7a-7a4f0c3b9e21"
@@ -135,15 +135,6 @@ def secure_app(app_config):
                        "TRUSTED_ISSUERS": {ISSUER: {"keys": [_jwk()]}}})
 
 
-def _persona(name: str, resource_type: str) -> list[dict[str, Any]]:
-    bundle = json.loads((FIXTURES / "patients" / f"{name}.json").read_text("utf-8"))
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type]
-
-
-def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
-
-
 class Calls:
     """Sends calls with fresh client JWTs and remembers what must, and must not, be in the log."""
 
@@ -206,10 +197,10 @@ def _mock_fhir(rsps: responses.RequestsMock) -> None:
     def search(resource_type: str):
         def answer(request):
             patient = re.search(r"patient=([^&]+)", request.url)
-            persona = patient.group(1) if patient else "no-condition-adult"
-            if persona not in PATIENT_IDS:
+            name = patient.group(1) if patient else "no-condition-adult"
+            if name not in PATIENT_IDS:
                 return 404, {}, json.dumps({"resourceType": "OperationOutcome", "issue": []})
-            bundle = _searchset(_persona(persona, resource_type))
+            bundle = searchset(persona(name, resource_type))
             return 200, {"Content-Type": "application/fhir+json"}, json.dumps(bundle)
         return answer
 
@@ -217,7 +208,7 @@ def _mock_fhir(rsps: responses.RequestsMock) -> None:
         rsps.add_callback(responses.GET, re.compile(rf"{re.escape(FHIR)}/{rtype}\b.*"), callback=search(rtype))
 
     def read_patient(request):
-        return 200, {}, json.dumps(_persona(request.url.rsplit("/", 1)[1], "Patient")[0])
+        return 200, {}, json.dumps(persona(request.url.rsplit("/", 1)[1], "Patient")[0])
 
     rsps.add_callback(responses.GET, re.compile(rf"{re.escape(FHIR)}/Patient/.*"), callback=read_patient)
 

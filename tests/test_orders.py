@@ -2,7 +2,7 @@
 (protocol.md §6 items 32-34)."""
 from __future__ import annotations
 
-from conftest import request_fixture, rule_ids
+from helpers import request_fixture, rule_ids
 from conformance import assert_conformant
 
 

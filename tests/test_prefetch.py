@@ -9,20 +9,10 @@ import pytest
 import responses
 
 from cds_service import create_app
-from conftest import load_fixture, request_fixture, rule_ids
+from helpers import load_fixture, persona, request_fixture, rule_ids, searchset
 
 FHIR = "https://ehr.example.org/fhir"
 TOKEN = "secret-access-token-123"
-
-
-def _searchset(resources):
-    return {"resourceType": "Bundle", "type": "searchset",
-            "entry": [{"resource": r} for r in resources]}
-
-
-def _persona(name: str, resource_type: str):
-    bundle = load_fixture(f"patients/{name}.json")
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type]
 
 
 def _with_authorization(body):
@@ -32,14 +22,14 @@ def _with_authorization(body):
     return body
 
 
-def _mock_conditions(rsps, persona="mcas-adult"):
-    return rsps.get(f"{FHIR}/Condition", json=_searchset(_persona(persona, "Condition")))
+def _mock_conditions(rsps, name="mcas-adult"):
+    return rsps.get(f"{FHIR}/Condition", json=searchset(persona(name, "Condition")))
 
 
 OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
 
 
-@pytest.mark.parametrize("sent", ["missing", None, OUTCOME, _searchset([OUTCOME])])
+@pytest.mark.parametrize("sent", ["missing", None, OUTCOME, searchset([OUTCOME])])
 @responses.activate
 def test_unusable_prefetch_is_fetched_with_the_bearer_token(hooks, sent):
     body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
@@ -65,11 +55,11 @@ def test_complete_prefetch_needs_no_fhir_call(hooks):
 @responses.activate
 def test_paginated_prefetch_bundle_is_followed_on_the_same_server(hooks):
     body = _with_authorization(request_fixture("order-select/mcas-adult--succinylcholine.json"))
-    conditions = _persona("mcas-adult", "Condition")
+    conditions = persona("mcas-adult", "Condition")
     body["prefetch"]["conditions"] = {"resourceType": "Bundle", "type": "searchset",
                                       "link": [{"relation": "next", "url": f"{FHIR}/Condition?page=2"}],
                                       "entry": []}
-    responses.get(f"{FHIR}/Condition", json=_searchset(conditions))
+    responses.get(f"{FHIR}/Condition", json=searchset(conditions))
     cards = hooks.cards(body)
     assert "mcas.neuromuscular-blocker" in rule_ids(cards)
     assert "page=2" in responses.calls[0].request.url

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import request_fixture
+from helpers import request_fixture
 
 
 def _problem(response) -> str:

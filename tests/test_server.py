@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import request_fixture
+from helpers import request_fixture
 
 pytestmark = pytest.mark.slow
 
