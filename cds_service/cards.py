@@ -103,7 +103,7 @@ def _detail(finding: Finding, facts: Facts) -> str:
     parts += [note.strip().format_map(values) for note in finding.notes]
     why = "\n".join(f"- {escape(e.text)}" for e in finding.evidence)
     parts.append(f"**Why this card**\n\n{why}")
-    if any("matched by name" in e.text for e in finding.evidence):
+    if any(e.by_name for e in finding.evidence):
         parts.append("_The order carries no code we know, so it was recognised by its name: check the order._")
     ref = finding.rule.reference
     parts.append(f"**Evidence:** {ref.statement.strip()} ({ref.label})")

@@ -8,6 +8,9 @@ service request) the rule is looking at, or None for patient-level rules.
 Each compiled predicate also carries the data keys it reads, so rules whose
 data could not be had are skipped rather than guessed. The vocabulary is
 documented in docs/knowledge.md; adding a word means adding a compiler here.
+Every compiler takes the condition's argument and one ``CompileContext``
+(terminology and observation thresholds), as jsonschema's keyword functions
+take their validator.
 """
 from __future__ import annotations
 
@@ -23,9 +26,20 @@ ABNORMAL_HIGH = {"H", "HH", "HU", "A", "AA"}
 
 
 @dataclass(frozen=True)
+class CompileContext:
+    """What compiling a condition may read, passed to every condition compiler."""
+
+    terminology: Terminology
+    thresholds: Mapping[str, Any]  # observation limits by value set (observation-thresholds.yaml)
+
+
+@dataclass(frozen=True)
 class Evidence:
+    """One line of a card's "why": what was found, its optional label, and how it matched."""
+
     text: str
     label: str | None = None
+    by_name: bool = False  # recognised by its name, not by a code: the card asks to check the order
 
 
 Check = Callable[[Facts, Any], "list[Evidence] | None"]
@@ -56,14 +70,15 @@ def _date(value: date | None) -> str:
     return value.isoformat() if value else "date not recorded"
 
 
-def compile_condition(spec: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
+    """The predicate for one condition of the rule language (one key: its word, and its argument)."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConditionError(f"a condition is a mapping with exactly one key, not {spec!r}")
     (word, arg), = spec.items()
     compiler = _COMPILERS.get(word)
     if compiler is None:
         raise ConditionError(f"unknown condition '{word}' (known: {', '.join(sorted(_COMPILERS))})")
-    return compiler(arg, terminology, thresholds)
+    return compiler(arg, ctx)
 
 
 def _valueset(arg: Any, terminology: Terminology) -> tuple[str, str | None]:
@@ -73,8 +88,8 @@ def _valueset(arg: Any, terminology: Terminology) -> tuple[str, str | None]:
     return vid, label
 
 
-def _all(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    parts = [compile_condition(c, terminology, thresholds) for c in arg]
+def _all(arg: Any, ctx: CompileContext) -> Predicate:
+    parts = [compile_condition(c, ctx) for c in arg]
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         evidence: list[Evidence] = []
@@ -88,8 +103,8 @@ def _all(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> P
     return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
 
 
-def _any(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    parts = [compile_condition(c, terminology, thresholds) for c in arg]
+def _any(arg: Any, ctx: CompileContext) -> Predicate:
+    parts = [compile_condition(c, ctx) for c in arg]
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         matched = [found for part in parts if (found := part(facts, item)) is not None]
@@ -98,13 +113,13 @@ def _any(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> P
     return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
 
 
-def _not(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    inner = compile_condition(arg, terminology, thresholds)
+def _not(arg: Any, ctx: CompileContext) -> Predicate:
+    inner = compile_condition(arg, ctx)
     (word, inner_arg), = arg.items()
     absent_note = None
     if word in ("condition", "allergy", "active_medication"):
-        vid, _ = _valueset(inner_arg, terminology)
-        absent_note = f"None recorded: {terminology.valuesets[vid].title.lower()}"
+        vid, _ = _valueset(inner_arg, ctx.terminology)
+        absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title.lower()}"
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if inner(facts, item) is not None:
@@ -114,11 +129,11 @@ def _not(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> P
     return Predicate(check, inner.needs, inner.valuesets)
 
 
-def _condition(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _condition(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        found = _remember(facts, ("condition", vid), lambda: _conditions_in(facts, terminology, vid))
+        found = _remember(facts, ("condition", vid), lambda: _conditions_in(facts, ctx.terminology, vid))
         return [Evidence(text, label) for text in found] or None
 
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
@@ -140,27 +155,27 @@ def _conditions_in(facts: Facts, terminology: Terminology, vid: str) -> list[str
     return found
 
 
-def _condition_in_relapse(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _condition_in_relapse(arg: Any, ctx: CompileContext) -> Predicate:
     """A condition of the set recorded with clinicalStatus "relapse" (ICD-10-CM has no MS relapse code)."""
-    vid, label = _valueset(arg, terminology)
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for cond in facts.conditions:
-            if cond.relapsing and (match := terminology.match_codes(cond.codings, vid)) is not None:
+            if cond.relapsing and (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
                 return [Evidence(f"Condition in relapse: {cond.text or match.display}, {describe(match)}", label)]
         return None
 
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
 
 
-def _condition_for_days(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _condition_for_days(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
     at_least = int(arg["at_least_days"])
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for cond in facts.conditions:
             if cond.onset and (facts.today - cond.onset).days >= at_least:
-                if (match := terminology.match_codes(cond.codings, vid)) is not None:
+                if (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
                     days = (facts.today - cond.onset).days
                     return [Evidence(f"{cond.text or match.display} recorded since {_date(cond.onset)} ({days} days)", label)]
         return None
@@ -168,40 +183,41 @@ def _condition_for_days(arg: Any, terminology: Terminology, thresholds: Mapping[
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
 
 
-def _allergy(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for allergy in facts.allergies:
-            if (match := terminology.match_codes(allergy, vid)) is not None:
+            if (match := ctx.terminology.match_codes(allergy, vid)) is not None:
                 return [Evidence(f"Allergy or intolerance recorded: {match.display}, {describe(match)}", label)]
         return None
 
     return Predicate(check, frozenset({"allergies"}), frozenset({vid}))
 
 
-def _active_medication(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _active_medication(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
     routes = frozenset(arg.get("routes", [])) if isinstance(arg, dict) else frozenset()
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         key = ("active_medication", vid, routes)
-        text = _remember(facts, key, lambda: _active_in(facts, terminology, vid, routes))
-        return [Evidence(text, label)] if text else None
+        found = _remember(facts, key, lambda: _active_in(facts, ctx.terminology, vid, routes))
+        return [Evidence(found[0], label, found[1])] if found else None
 
     return Predicate(check, frozenset({"medications"}), frozenset({vid}))
 
 
-def _active_in(facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str]) -> str | None:
+def _active_in(facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str]) -> tuple[str, bool] | None:
+    """The first active medication in the value set: its evidence text, and whether it matched by name."""
     for med in facts.active_medications:
         if routes and med.route is not None and med.route not in routes:
             continue  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
         if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
-            return f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}"
+            return f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}", match.by_name
     return None
 
 
-def _age_at_least(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _age_at_least(arg: Any, ctx: CompileContext) -> Predicate:
     years = int(arg)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
@@ -212,16 +228,16 @@ def _age_at_least(arg: Any, terminology: Terminology, thresholds: Mapping[str, A
     return Predicate(check, frozenset({"patient"}), frozenset())
 
 
-def _medication(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _medication(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, MedicationFact):
             return None
-        match = terminology.match_medication(item.codings, item.text, vid)
+        match = ctx.terminology.match_medication(item.codings, item.text, vid)
         if match is None:
             return None
-        return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label)]
+        return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label, match.by_name)]
 
     return Predicate(check, frozenset(), frozenset({vid}))
 
@@ -230,13 +246,13 @@ def _order_word(item: MedicationFact) -> str:
     return "Draft order" if item.kind == "draft" else "Active order"
 
 
-def _procedure(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _procedure(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, ServiceRequestFact):
             return None
-        match = terminology.match_codes(item.codings, vid)
+        match = ctx.terminology.match_codes(item.codings, vid)
         if match is None:
             return None
         return [Evidence(f"Draft order: {item.name} ({describe(match)})", label)]
@@ -244,7 +260,7 @@ def _procedure(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]
     return Predicate(check, frozenset(), frozenset({vid}))
 
 
-def _procedure_named(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _procedure_named(arg: Any, ctx: CompileContext) -> Predicate:
     """For orders no code system names (e.g. bed rest): whole-phrase match on the order's text."""
     patterns = [(phrase, name_pattern(phrase)) for phrase in arg]
 
@@ -254,13 +270,14 @@ def _procedure_named(arg: Any, terminology: Terminology, thresholds: Mapping[str
         words = " ".join([item.text] + [display for _, _, display in item.codings])
         for phrase, pattern in patterns:
             if pattern.search(words):
-                return [Evidence(f"Draft order: {item.name} (matched by name '{phrase}'; no code is used for it)")]
+                return [Evidence(f"Draft order: {item.name} (matched by name '{phrase}'; no code is used for it)",
+                                 by_name=True)]
         return None
 
     return Predicate(check, frozenset(), frozenset())
 
 
-def _route(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _route(arg: Any, ctx: CompileContext) -> Predicate:
     routes = frozenset(arg)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
@@ -273,7 +290,7 @@ def _route(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) ->
     return Predicate(check, frozenset(), frozenset())
 
 
-def _course_days_over(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _course_days_over(arg: Any, ctx: CompileContext) -> Predicate:
     limit = float(arg)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
@@ -291,7 +308,7 @@ def _course_days_over(arg: Any, terminology: Terminology, thresholds: Mapping[st
 
 
 def _dose_over(attribute: str, words: str) -> Callable[..., Predicate]:
-    def compiler(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+    def compiler(arg: Any, ctx: CompileContext) -> Predicate:
         limit = float(arg)
 
         def check(facts: Facts, item: Any) -> list[Evidence] | None:
@@ -305,19 +322,19 @@ def _dose_over(attribute: str, words: str) -> Callable[..., Predicate]:
     return compiler
 
 
-def _reason(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _reason(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         reasons = getattr(item, "reason_codings", ())
-        if (match := terminology.match_codes(reasons, vid)) is None:
+        if (match := ctx.terminology.match_codes(reasons, vid)) is None:
             return None
         return [Evidence(f"Reason on the order: {match.display} ({describe(match)})", label)]
 
     return Predicate(check, frozenset(), frozenset({vid}))
 
 
-def _no_reason(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
+def _no_reason(arg: Any, ctx: CompileContext) -> Predicate:
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         return [Evidence("No reason given on the order")] if not getattr(item, "reason_codings", ()) else None
 
@@ -330,12 +347,12 @@ def _latest(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact
     return max(candidates, key=lambda o: o.when or date.min, default=None)
 
 
-def _observation_high(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
-    limit = thresholds.get(vid) or {}
+def _observation_high(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
+    limit = ctx.thresholds.get(vid) or {}
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        obs = _latest(facts, terminology, vid)
+        obs = _latest(facts, ctx.terminology, vid)
         if obs is None or not _is_high(obs, limit):
             return None
         value = f"{obs.value:g} {obs.unit}".strip() if obs.value is not None else "abnormal"
@@ -356,13 +373,13 @@ def _is_high(obs: ObservationFact, limit: Mapping[str, Any]) -> bool:
     return upper is not None and obs.unit == unit and obs.value > float(upper)
 
 
-def _observation_at_most(arg: Any, terminology: Terminology, thresholds: Mapping[str, Any]) -> Predicate:
-    vid, label = _valueset(arg, terminology)
+def _observation_at_most(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = _valueset(arg, ctx.terminology)
     limit = float(arg["value"])
     units = frozenset(arg.get("units", []))
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        obs = _latest(facts, terminology, vid)
+        obs = _latest(facts, ctx.terminology, vid)
         if obs is None or obs.value is None or obs.value > limit:
             return None
         if units and obs.unit not in units:
@@ -379,7 +396,7 @@ def _union(sets: Any) -> frozenset[str]:
     return frozenset(result)
 
 
-_COMPILERS: dict[str, Callable[[Any, Terminology, Mapping[str, Any]], Predicate]] = {
+_COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "all": _all,
     "any": _any,
     "not": _not,

@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conditions import ConditionError, Predicate, compile_condition
+from .conditions import CompileContext, ConditionError, Predicate, compile_condition
 from .terminology import Terminology
 
 PLACEHOLDERS = {"item", "age", "findings"}
@@ -88,12 +88,13 @@ class RuleCompiler:
 
     def __init__(self, terminology: Terminology, thresholds: dict[str, Any], guidelines: dict[str, Any],
                  reasons: dict[str, str], problems: Problems) -> None:
-        self.terminology, self.thresholds, self.guidelines = terminology, thresholds, guidelines
+        self.terminology, self.guidelines = terminology, guidelines
+        self.conditions = CompileContext(terminology, thresholds)
         self.reasons, self.problems = reasons, problems
 
     def condition(self, spec: Any, where: str, path: str) -> Predicate:
         try:
-            return compile_condition(spec, self.terminology, self.thresholds)
+            return compile_condition(spec, self.conditions)
         except (ConditionError, KeyError, TypeError, ValueError) as exc:
             self.problems.add(where, path, f"condition: {exc}")
             return Predicate(lambda facts, item: None, frozenset(), frozenset())
