@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Protocol
 
 import orjson
 import requests
@@ -43,28 +43,54 @@ class FetchPolicy:
     open_servers: frozenset[str]
 
 
+@dataclass(frozen=True)
+class NextPages:
+    """Fetch the pages after those of a prefetch Bundle the EHR sent (its ``link[next]``)."""
+
+    url: str
+
+
+class Transport(Protocol):
+    """How FHIR reads go out: ``get`` returns a response-like context manager with
+    ``status_code`` and an unread ``raw`` stream (a requests streamed response is one)."""
+
+    def get(self, url: str, headers: Mapping[str, str], timeout: float) -> Any: ...
+
+
+class SessionTransport:
+    """requests, one session per thread: connection reuse without sharing a Session across threads."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, url: str, headers: Mapping[str, str], timeout: float) -> Any:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session.get(url, headers=dict(headers), timeout=timeout, allow_redirects=False, stream=True)
+
+
 class FetchFailed(Exception):
     """One key could not be fetched; the message is safe to log (no token, no data)."""
 
 
-def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy) -> dict[str, Any]:
+def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy,
+           transport: Transport | None = None) -> dict[str, Any]:
     """The data for each template key that could be had; raises PrefetchUnavailable for a required one."""
-    deadline = time.monotonic() + policy.budget_seconds
     data: dict[str, Any] = {}
-    pending: dict[str, str] = {}
+    pending: dict[str, str | NextPages] = {}
     for key, template in templates.items():
         value = request.prefetch.get(key, _MISSING)
         if isinstance(value, dict) and not holds_outcome(value):
             data[key] = value
-            if next_link(value):
-                pending[key] = "next"
+            if url := next_link(value):
+                pending[key] = NextPages(url)
         else:
             pending[key] = template
-    kinds = {key: _resource_type(template) for key, template in templates.items()}
-    fetched = _fetch_all(request, pending, kinds, policy, deadline)
-    for key, template in pending.items():
+    fetch = Fetch(request, policy, time.monotonic() + policy.budget_seconds, transport or _TRANSPORT)
+    fetched = fetch.all(pending, {key: _resource_type(template) for key, template in templates.items()})
+    for key, what in pending.items():
         if key in fetched:
-            data[key] = _merge(data.get(key), fetched[key]) if template == "next" else fetched[key]
+            data[key] = _merge(data.get(key), fetched[key]) if isinstance(what, NextPages) else fetched[key]
         elif request.prefetch.get(key, _MISSING) is None:
             data[key] = None  # the EHR said there is no data, and we could not look again
     missing = sorted(k for k in required if k in templates and k not in data)
@@ -76,48 +102,102 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
     return data
 
 
-def _fetch_all(request: HookRequest, pending: dict[str, str], kinds: dict[str, str], policy: FetchPolicy,
-               deadline: float) -> dict[str, Any]:
-    if not pending or not _may_fetch(request, policy):
-        return {}
-    futures = {
-        # each fetch runs in a copy of this context, so its log lines carry the request id
-        _executor().submit(contextvars.copy_context().run, _fetch_key, request, key, template, kinds[key],
-                           policy, deadline): key
-        for key, template in pending.items()
-    }
-    done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-    results = {}
-    for future in futures:
-        key = futures[future]
-        if future not in done:
-            log.warning("prefetch fetch timed out", extra={"prefetch_key": key})
-            continue
-        try:
-            results[key] = future.result()
-        except FetchFailed as exc:
-            log.warning("prefetch fetch failed", extra={"prefetch_key": key, "error": str(exc)})
-    return results
+@dataclass(frozen=True)
+class Fetch:
+    """One call's FHIR reads: its request (server, token, context), policy, deadline and transport."""
 
+    request: HookRequest
+    policy: FetchPolicy
+    deadline: float
+    transport: Transport
 
-def _may_fetch(request: HookRequest, policy: FetchPolicy) -> bool:
-    if not request.fhir_server:
-        return False
-    return bool(request.access_token) or request.fhir_server in policy.open_servers
+    def all(self, pending: dict[str, str | NextPages], kinds: dict[str, str]) -> dict[str, Any]:
+        """Every pending key fetched in parallel until the deadline; keys that failed are left out."""
+        if not pending or not self.allowed():
+            return {}
+        futures = {
+            # each fetch runs in a copy of this context, so its log lines carry the request id
+            _executor().submit(contextvars.copy_context().run, self.key, what, kinds[key]): key
+            for key, what in pending.items()
+        }
+        done, _ = wait(futures, timeout=max(0.0, self.deadline - time.monotonic()))
+        results = {}
+        for future in futures:
+            key = futures[future]
+            if future not in done:
+                log.warning("prefetch fetch timed out", extra={"prefetch_key": key})
+                continue
+            try:
+                results[key] = future.result()
+            except FetchFailed as exc:
+                log.warning("prefetch fetch failed", extra={"prefetch_key": key, "error": str(exc)})
+        return results
 
+    def allowed(self) -> bool:
+        if not self.request.fhir_server:
+            return False
+        return bool(self.request.access_token) or self.request.fhir_server in self.policy.open_servers
 
-def _fetch_key(request: HookRequest, key: str, template: str, kind: str, policy: FetchPolicy, deadline: float) -> Any:
-    server = request.fhir_server or ""
-    if template == "next":
-        url = next_link(request.prefetch[key])
-        return _search(request, url or "", kind, policy, deadline)
-    path = render(template, request.context)
-    if "?" not in path:
-        found = _get(request, f"{server}/{path}", policy, deadline, allow_404=True)
+    def key(self, what: str | NextPages, kind: str) -> Any:
+        """One key: the further pages of a sent Bundle, a read, or a search."""
+        if isinstance(what, NextPages):
+            return self.search(what.url, kind)
+        path = render(what, self.request.context)
+        url = f"{self.request.fhir_server or ''}/{path}"
+        if "?" in path:
+            return self.search(url, kind)
+        found = self.get(url, allow_404=True)
         if found is not None and (not isinstance(found, dict) or found.get("resourceType") != kind):
             raise FetchFailed(f"a {kind} read did not return a {kind}")
         return found
-    return _search(request, f"{server}/{path}", kind, policy, deadline)
+
+    def search(self, url: str, kind: str) -> dict[str, Any]:
+        """All pages of a search, or FetchFailed: a partial or foreign result is never used as if complete."""
+        entries: list[Any] = []
+        seen: set[str] = set()
+        while url:
+            if not _same_server(url, self.request.fhir_server or ""):
+                raise FetchFailed("a next link points away from fhirServer; not followed")
+            if url in seen:
+                raise FetchFailed("a next link points back to a page already read")
+            if len(seen) >= self.policy.max_pages:
+                raise FetchFailed(f"a search has more than {self.policy.max_pages} pages")
+            seen.add(url)
+            page = self.get(url)
+            if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+                raise FetchFailed("a search did not return a Bundle")
+            for entry in objects(page.get("entry")):
+                mode = (entry.get("search") or {}).get("mode")
+                resource = entry.get("resource")
+                found = resource.get("resourceType") if isinstance(resource, dict) else None
+                if mode == "outcome":
+                    continue
+                if mode != "include" and found not in (kind, "OperationOutcome"):
+                    raise FetchFailed(f"a {kind} search returned a {found or 'non-resource'} entry")
+                entries.append(entry)
+            url = next_link(page) or ""
+        return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+    def get(self, url: str, allow_404: bool = False) -> Any:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchFailed("no time left in the call budget")
+        headers = {"Accept": "application/fhir+json"}
+        if self.request.access_token:
+            headers["Authorization"] = f"Bearer {self.request.access_token}"
+        try:
+            with self.transport.get(url, headers, min(self.policy.timeout_seconds, remaining)) as response:
+                if allow_404 and response.status_code in (404, 410):
+                    return None
+                if response.status_code != 200:
+                    raise FetchFailed(f"the FHIR server answered {response.status_code}")
+                body = _read_body(response, self.deadline)
+        except requests.RequestException as exc:
+            raise FetchFailed(f"{type(exc).__name__} talking to the FHIR server") from exc
+        try:
+            return orjson.loads(body)  # as strict as for request bodies: bad UTF-8, NaN, deep nesting refused
+        except orjson.JSONDecodeError as exc:
+            raise FetchFailed("the FHIR server answered with invalid JSON") from exc
 
 
 def _resource_type(template: str) -> str:
@@ -143,62 +223,11 @@ def render(template: str, context: dict[str, Any]) -> str:
     return _TOKEN.sub(value, template)
 
 
-def _search(request: HookRequest, url: str, kind: str, policy: FetchPolicy, deadline: float) -> dict[str, Any]:
-    """All pages of a search, or FetchFailed: a partial or foreign result is never used as if complete."""
-    entries: list[Any] = []
-    seen: set[str] = set()
-    while url:
-        if not _same_server(url, request.fhir_server or ""):
-            raise FetchFailed("a next link points away from fhirServer; not followed")
-        if url in seen:
-            raise FetchFailed("a next link points back to a page already read")
-        if len(seen) >= policy.max_pages:
-            raise FetchFailed(f"a search has more than {policy.max_pages} pages")
-        seen.add(url)
-        page = _get(request, url, policy, deadline)
-        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
-            raise FetchFailed("a search did not return a Bundle")
-        for entry in objects(page.get("entry")):
-            mode = (entry.get("search") or {}).get("mode")
-            resource = entry.get("resource")
-            found = resource.get("resourceType") if isinstance(resource, dict) else None
-            if mode == "outcome":
-                continue
-            if mode != "include" and found not in (kind, "OperationOutcome"):
-                raise FetchFailed(f"a {kind} search returned a {found or 'non-resource'} entry")
-            entries.append(entry)
-        url = next_link(page) or ""
-    return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
-
-
 def _same_server(url: str, server: str) -> bool:
     return url == server or url.startswith(server.rstrip("/") + "/")
 
 
-def _get(request: HookRequest, url: str, policy: FetchPolicy, deadline: float, allow_404: bool = False) -> Any:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise FetchFailed("no time left in the call budget")
-    headers = {"Accept": "application/fhir+json"}
-    if request.access_token:
-        headers["Authorization"] = f"Bearer {request.access_token}"
-    try:
-        with _session().get(url, headers=headers, timeout=min(policy.timeout_seconds, remaining),
-                            allow_redirects=False, stream=True) as response:
-            if allow_404 and response.status_code in (404, 410):
-                return None
-            if response.status_code != 200:
-                raise FetchFailed(f"the FHIR server answered {response.status_code}")
-            body = _read_body(response, deadline)
-    except requests.RequestException as exc:
-        raise FetchFailed(f"{type(exc).__name__} talking to the FHIR server") from exc
-    try:
-        return orjson.loads(body)  # as strict as for request bodies: bad UTF-8, NaN, deep nesting refused
-    except orjson.JSONDecodeError as exc:
-        raise FetchFailed("the FHIR server answered with invalid JSON") from exc
-
-
-def _read_body(response: requests.Response, deadline: float) -> bytes:
+def _read_body(response: Any, deadline: float) -> bytes:
     """The body, read as it arrives and given up at the deadline: a server that trickles
     bytes (each read within the socket timeout) must not hold a fetch thread past its call."""
     raw = response.raw
@@ -219,15 +248,8 @@ def _merge(first: Any, rest: Any) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
 
 
-_local = threading.local()
+_TRANSPORT = SessionTransport()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _session() -> requests.Session:
-    """One HTTP session per thread: connection reuse without sharing a Session across threads."""
-    if not hasattr(_local, "session"):
-        _local.session = requests.Session()
-    return _local.session
 
 
 def _executor() -> ThreadPoolExecutor:

@@ -5,6 +5,8 @@ own functions are never patched.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import responses
 
@@ -129,3 +131,50 @@ def test_null_prefetch_without_fhir_access_means_no_data(hooks):
     body = request_fixture("order-select/mcas-adult--succinylcholine.json")
     body["prefetch"]["conditions"] = None
     assert hooks.cards(body) == []  # the EHR says: no conditions, so no mast cell disorder
+
+
+class _Answer:
+    """A response as a Transport returns it: a status and an unread body stream."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        import io
+
+        self.status_code, self._body = status, io.BytesIO(json.dumps(body).encode())
+        self.raw = self
+
+    def read(self, size: int, decode_content: bool = True) -> bytes:
+        return self._body.read(size)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _RecordingTransport:
+    """A FHIR server in memory: answers Condition searches with a persona, remembers the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict, float]] = []
+
+    def get(self, url, headers, timeout):
+        self.calls.append((url, dict(headers), timeout))
+        return _Answer(200, searchset(persona("mcas-adult", "Condition")))
+
+
+def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app):
+    from cds_service.hooks import parse_hook_request
+    from cds_service.prefetch import gather
+
+    rt = app.extensions["cds"]
+    service = rt.knowledge.services["back-pain-patient-view"]
+    body = _with_authorization(request_fixture("patient-view/mcas-adult--chart-open.json"))
+    body["prefetch"].pop("conditions")
+    transport = _RecordingTransport()
+    data = gather(parse_hook_request(body, service.hook), rt.prefetch[service.id], service.required_prefetch,
+                  rt.fetch_policy, transport)
+    assert [c["resource"]["id"] for c in data["conditions"]["entry"]] == [c["id"] for c in persona("mcas-adult", "Condition")]
+    (url, headers, timeout), = transport.calls
+    assert url.startswith(f"{FHIR}/Condition?patient=") and headers["Authorization"] == f"Bearer {TOKEN}"
+    assert 0 < timeout <= rt.fetch_policy.timeout_seconds
