@@ -8,7 +8,7 @@ from cds_service.conditions import Predicate
 from cds_service.engine import evaluate
 from cds_service.facts import build_facts
 from casebuilder import build_request
-from helpers import NOW
+from helpers import NOW, request_fixture, rule_ids
 
 
 def _explode(facts, item):
@@ -54,3 +54,17 @@ def test_patient_view_puts_warnings_first_and_one_info_card_per_module(app):
     assert indicators == sorted(indicators, key=["critical", "warning", "info"].index)
     for module in ("mcas", "ms-lbp"):
         assert sum(1 for f in findings if f.indicator == "info" and f.rule.module == module) <= 1
+
+
+def test_decide_gives_from_a_fixture_the_cards_the_endpoint_gives(app, hooks):
+    from cds_service.decision import decide
+    from cds_service.hooks import parse_hook_request
+
+    knowledge = app.extensions["cds"].knowledge
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    service = knowledge.services["back-pain-order-select"]
+    request = parse_hook_request(body, service.hook)
+    decision = decide(service, request, request.prefetch, knowledge, NOW, rules_url="https://cds.example/rules")
+    assert rule_ids(decision.cards) == rule_ids(hooks.cards(body)) != []
+    assert [c.rule_id for c in decision.issued] == rule_ids(decision.cards)
+    assert decision.skipped == [] and decision.failed == []
