@@ -17,7 +17,15 @@ from flask_cors import CORS
 
 from .api import OrjsonProvider, Runtime, bp, register_errors
 from .auth import Verifier
-from .config import DEFAULTS, DEVELOPMENT_OPEN_FHIR_SERVERS, SANDBOX_ISSUER, SANDBOX_JWKS, database_url, knowledge_dir
+from .config import (
+    DEFAULTS,
+    DEVELOPMENT_OPEN_FHIR_SERVERS,
+    SANDBOX_ISSUER,
+    SANDBOX_JWKS,
+    database_url,
+    knowledge_dir,
+    public_base_urls,
+)
 from .errors import (
     AuthenticationFailed,
     CdsError,
@@ -32,6 +40,7 @@ from .knowledge import load_knowledge
 from .logs import configure_logging
 from .prefetch import FetchPolicy
 from .storage import Storage
+from .wsgi import CollapseSlashes
 
 __all__ = [
     "create_app",
@@ -60,7 +69,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app.config["OPEN_FHIR_SERVERS"] = DEVELOPMENT_OPEN_FHIR_SERVERS
         app.config["TRUSTED_ISSUERS"] = {SANDBOX_ISSUER: SANDBOX_JWKS, **app.config["TRUSTED_ISSUERS"]}
     app.url_map.strict_slashes = False
-    app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights
+    app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights: see wsgi.py
+    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
+    app.config["PUBLIC_BASE_URLS"] = public_base_urls(app.config["PUBLIC_BASE_URL"])
+    app.config["PUBLIC_BASE_URL"] = next(iter(app.config["PUBLIC_BASE_URLS"]), None)  # card links
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
     storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path))

@@ -24,10 +24,11 @@ from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, discovery, logs
-from .cards import build_cards
+from .cards import build_cards, fhir_version_card
 from .engine import evaluate
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
 from .facts import build_facts
+from .fhir import pre_r4_sign
 from .hooks import parse_feedback, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
@@ -84,6 +85,9 @@ def call_service(service_id: str) -> Any:
     t0 = time.perf_counter()
     data = gather(hook_request, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
     t1 = time.perf_counter()
+    if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
+        log.info("pre-R4 data", extra={"request_id": g.request_id, "service": service.id})
+        return jsonify({"cards": [fhir_version_card(sign, rt.knowledge.override_reason_system)]})
     facts = build_facts(hook_request.hook, hook_request.context, data, rt.knowledge.terminology, rt.clock())
     outcome = evaluate(list(service.modules), facts)
     cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
@@ -185,7 +189,7 @@ def register_errors(app: Flask) -> None:
         else:
             log.info("request refused", extra={"request_id": g.get("request_id"), "status": error.status,
                                                "problem": error.message})
-        return jsonify(error.to_json()), error.status
+        return jsonify(error.to_json()), error.status, error.headers()
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Any:

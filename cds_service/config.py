@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # Client JWTs (CDS Hooks 2.0 "Trusting CDS Clients"): on unless switched off.
     "AUTH_REQUIRED": True,
     "TRUSTED_ISSUERS": {},
+    # The URL clients call this service at, for the JWT ``aud`` and card links. Several may be
+    # given (a JSON list, or separated by commas or spaces) when clients reach the service by more
+    # than one name (localhost and 127.0.0.1): the first is used in card links.
     "PUBLIC_BASE_URL": None,
     # Browser clients such as the CDS Hooks sandbox call from another origin.
     "CORS_ORIGINS": "*",
@@ -69,3 +72,12 @@ def database_url(configured: str | None, instance_path: str) -> str:
     if configured:
         return configured
     return f"sqlite:///{Path(instance_path) / 'cds.sqlite3'}"
+
+
+def public_base_urls(configured: Any) -> tuple[str, ...]:
+    """PUBLIC_BASE_URL as a tuple of base URLs without a trailing slash: one URL, a list, or a
+    string of URLs separated by commas or spaces (as an environment variable gives it)."""
+    if not configured:
+        return ()
+    items = configured.replace(",", " ").split() if isinstance(configured, str) else configured
+    return tuple(str(url).strip().rstrip("/") for url in items if str(url).strip())
