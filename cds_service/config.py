@@ -38,6 +38,13 @@ DEFAULTS: dict[str, Any] = {
     # Development mode (make run): loud banner, sandbox-friendly defaults.
     "DEVELOPMENT": False,
     "LOG_LEVEL": "INFO",
+    # Staff who may see per-rule counts on the rule pages and use the preview console: user name
+    # -> werkzeug password hash (`cds-service staff hash`). Empty: nobody is staff.
+    "STAFF_USERS": {},
+    # The preview console (/preview): off unless switched on; staff only when STAFF_USERS is set.
+    "PREVIEW_ENABLED": False,
+    # Positive and negative cases shown on the rule pages: resolved by cases_dir() when unset.
+    "RULE_CASES_DIR": None,
 }
 
 DEVELOPMENT_OPEN_FHIR_SERVERS = ["http://127.0.0.1:8081", "http://localhost:8081"]
@@ -65,6 +72,15 @@ def knowledge_dir(configured: str | os.PathLike[str] | None) -> Path:
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "cds-service" / "knowledge"
+
+
+def cases_dir(configured: str | os.PathLike[str] | None) -> Path | None:
+    """The rule cases folder: the configured one, else the checkout's tests/cases, else none
+    (an installed service has no tests; its rule pages then show no cases)."""
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parent.parent / "tests" / "cases"
+    return checkout if checkout.is_dir() else None
 
 
 def database_url(configured: str | None, instance_path: str) -> str:

@@ -63,6 +63,7 @@ class Rule:
     reference: Reference
     needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
     valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
+    remarks: str = ""  # the author's why (indicator, thresholds): shown on the rule page
 
 
 @dataclass(frozen=True)

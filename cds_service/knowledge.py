@@ -268,6 +268,7 @@ class _Context:
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
             reference=self.reference(data["reference"], where, f"{path}.reference"), needs=needs,
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
+            remarks=data.get("remarks", "").strip(),
         )
 
     def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:
