@@ -24,7 +24,7 @@ from .config import (
     SANDBOX_JWKS,
     database_url,
     knowledge_dir,
-    cases_dir,
+    checkout_folder,
     public_base_urls,
 )
 from .errors import (
@@ -41,6 +41,7 @@ from .knowledge import load_knowledge
 from .logs import configure_logging
 from .prefetch import FetchPolicy
 from .pages import bp as pages_bp
+from .preview import bp as preview_bp
 from .storage import Storage
 from .wsgi import CollapseSlashes
 
@@ -75,7 +76,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     app.config["PUBLIC_BASE_URLS"] = public_base_urls(app.config["PUBLIC_BASE_URL"])
     app.config["PUBLIC_BASE_URL"] = next(iter(app.config["PUBLIC_BASE_URLS"]), None)  # card links
-    app.config["RULE_CASES_DIR"] = cases_dir(app.config["RULE_CASES_DIR"])
+    app.config["RULE_CASES_DIR"] = checkout_folder(app.config["RULE_CASES_DIR"], "tests/cases")
+    app.config["PREVIEW_FIXTURES_DIR"] = checkout_folder(app.config["PREVIEW_FIXTURES_DIR"], "fhir_fixtures")
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
     storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path))
@@ -100,6 +102,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.register_blueprint(bp)
     app.register_blueprint(pages_bp)
+    app.register_blueprint(preview_bp)
     register_errors(app)
     _warn_if_open(app)
     # The compiled knowledge lives as long as the process: move it out of the garbage

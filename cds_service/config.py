@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "PREVIEW_ENABLED": False,
     # Positive and negative cases shown on the rule pages: resolved by cases_dir() when unset.
     "RULE_CASES_DIR": None,
+    # Personas and draft orders the preview console offers: the checkout's fhir_fixtures when unset.
+    "PREVIEW_FIXTURES_DIR": None,
 }
 
 DEVELOPMENT_OPEN_FHIR_SERVERS = ["http://127.0.0.1:8081", "http://localhost:8081"]
@@ -74,12 +76,13 @@ def knowledge_dir(configured: str | os.PathLike[str] | None) -> Path:
     return Path(sys.prefix) / "share" / "cds-service" / "knowledge"
 
 
-def cases_dir(configured: str | os.PathLike[str] | None) -> Path | None:
-    """The rule cases folder: the configured one, else the checkout's tests/cases, else none
-    (an installed service has no tests; its rule pages then show no cases)."""
+def checkout_folder(configured: str | os.PathLike[str] | None, relative: str) -> Path | None:
+    """An optional folder of the source checkout: the configured one, else the checkout's (when the
+    service runs from one), else none. An installed service has no tests/cases or fhir_fixtures:
+    its rule pages then show no cases, and its preview console offers no personas."""
     if configured:
         return Path(configured)
-    checkout = Path(__file__).resolve().parent.parent / "tests" / "cases"
+    checkout = Path(__file__).resolve().parent.parent / relative
     return checkout if checkout.is_dir() else None
 
 

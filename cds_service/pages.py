@@ -173,6 +173,11 @@ def _load_cases(directory: str) -> tuple[dict[str, Any], ...]:
     return tuple(found)
 
 
+def rules_base_url() -> str:
+    """Where card source links point: the first public base URL, else as this request came in."""
+    return (current_app.config.get("PUBLIC_BASE_URL") or request.url_root).rstrip("/") + "/rules"
+
+
 @bp.app_template_global()
 def rule_href(rule_id: str) -> str:
     """The page of a rule, whichever blueprint serves /rules/<id>."""

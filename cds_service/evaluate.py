@@ -1,0 +1,123 @@
+"""Evaluate one hook request offline: the knowledge author's inner loop and the preview console.
+
+``evaluate_request`` runs a CDS Hooks request through the same steps as a
+service call (validation, prefetch, facts, rules, cards) and returns the
+cards together with what a reader needs to judge them: which rule fired, at
+which indicator, and on what evidence. It never calls a FHIR server: the data
+is the request's prefetch and nothing else (a key that is not there counts as
+unavailable, exactly as when an EHR's FHIR server cannot be reached).
+
+``request_from_bundle`` builds such a request from a patient's record (a FHIR
+Bundle, e.g. ``fhir_fixtures/patients/*.json``), a hook and draft orders,
+shaped as the CDS Hooks sandbox sends it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import discovery
+from .cards import build_cards, fhir_version_card
+from .engine import evaluate as run_rules
+from .errors import InvalidRequest, UnknownService
+from .facts import build_facts
+from .fhir import pre_r4_sign, resources_in
+from .hooks import SUPPORTED_HOOKS, parse_hook_request
+from .knowledge import Knowledge, Service
+from .prefetch import FetchPolicy, gather
+
+# Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
+PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
+               "AllergyIntolerance": "allergies", "Observation": "observations"}
+OFFLINE = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One card's why: the rule, its indicator and the evidence lines the rule matched."""
+
+    rule_id: str
+    title: str
+    indicator: str
+    evidence: tuple[str, ...]
+
+
+@dataclass
+class Evaluation:
+    service: str
+    request: dict[str, Any]
+    cards: list[dict[str, Any]]
+    fired: list[Fired] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def response(self) -> dict[str, Any]:
+        """The body the service would answer."""
+        return {"cards": self.cards}
+
+
+def service_for_hook(knowledge: Knowledge, hook: str) -> Service:
+    for service in knowledge.services.values():
+        if service.hook == hook:
+            return service
+    raise UnknownService(f"no service here answers the hook '{hook}'")
+
+
+def evaluate_request(knowledge: Knowledge, body: Any, now: datetime, rules_url: str) -> Evaluation:
+    """Cards and reasons for one hook request; InvalidRequest/PrefetchUnavailable as the service raises them."""
+    if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
+        raise InvalidRequest("$.hook: a hook request names its hook", location="$.hook")
+    service = service_for_hook(knowledge, body["hook"])
+    hook_request = parse_hook_request(body, service.hook)
+    offline = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
+    data = gather(offline, service.prefetch, discovery.REQUIRED, OFFLINE)
+    if sign := pre_r4_sign(hook_request.context, data):
+        return Evaluation(service.id, body, [fhir_version_card(sign, knowledge.override_reason_system)])
+    facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
+    outcome = run_rules(list(service.modules), facts)
+    cards, _ = build_cards(outcome.findings, facts, knowledge.terminology, knowledge.override_reason_system, rules_url)
+    fired = [Fired(f.rule.id, f.rule.title, f.indicator, tuple(e.text for e in f.evidence)) for f in outcome.findings]
+    return Evaluation(service.id, body, cards, fired, outcome.skipped, outcome.failed)
+
+
+def request_from_bundle(bundle: Any, hook: str, drafts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A hook request for the patient whose record ``bundle`` holds, with ``drafts`` as the
+    draft orders (all of them selected on order-select; ignored on patient-view)."""
+    if hook not in SUPPORTED_HOOKS:
+        raise InvalidRequest(f"hook must be one of {', '.join(SUPPORTED_HOOKS)}", location="hook")
+    resources = resources_in(bundle)
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+    if patient is None or not isinstance(patient.get("id"), str):
+        raise InvalidRequest("the Bundle holds no Patient with an id", location="bundle")
+    pid = patient["id"]
+    prefetch: dict[str, Any] = {"patient": patient}
+    for key in PREFETCH_OF.values():
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for res in resources:
+        if res.get("resourceType") in PREFETCH_OF:
+            prefetch[PREFETCH_OF[res["resourceType"]]]["entry"].append({"resource": res})
+    context: dict[str, Any] = {"userId": "Practitioner/preview", "patientId": pid}
+    if hook != "patient-view":
+        orders = [_as_draft(d, pid, i) for i, d in enumerate(drafts)]
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in orders]}
+        if hook == "order-select":
+            context["selections"] = [f"{d['resourceType']}/{d['id']}" for d in orders]
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
+
+
+def _as_draft(resource: dict[str, Any], patient_id: str, n: int) -> dict[str, Any]:
+    """A draft order for this patient (its own id, subject and status), the rest as given."""
+    draft = {**resource, "status": "draft", "id": resource.get("id") or f"draft-{n + 1}"}
+    if draft.get("resourceType") in ("MedicationRequest", "ServiceRequest"):
+        draft["subject"] = {"reference": f"Patient/{patient_id}"}
+    return draft
+
+
+def drafts_in(document: Any) -> list[dict[str, Any]]:
+    """Draft orders from a file: one resource, a Bundle of them, or a hook request's draftOrders."""
+    if isinstance(document, dict) and isinstance(document.get("context"), dict):
+        return resources_in(document["context"].get("draftOrders"))
+    return resources_in(document)
