@@ -81,6 +81,27 @@ def knowledge_table() -> None:
     click.echo(rule_table(load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))), nl=False)
 
 
+@main.command("evaluate")
+@click.argument("request_file", required=False, type=click.File("rb"))
+@click.option("--bundle", type=click.File("rb"), help="A FHIR Bundle with the patient's record (instead of a request file).")
+@click.option("--hook", type=click.Choice(["patient-view", "order-select", "order-sign"]), help="With --bundle.")
+@click.option("--draft", "drafts", multiple=True, type=click.File("rb"),
+              help="A draft order: a resource, a Bundle of them, or a hook request (its draftOrders). Repeatable.")
+@click.option("--now", "now_text", metavar="DATETIME", help="Evaluate as of this date or time (ISO 8601; default: now, UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the cards, the rules that fired and their evidence.")
+def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: tuple[Any, ...], now_text: str | None,
+                     as_json: bool) -> None:
+    """Run one hook request through the rules, offline, and print the cards.
+
+    Give a CDS Hooks request file, or --bundle with --hook (and --draft files). No FHIR server is
+    called: the data is the request's prefetch. Exit status: 0 no card, 1 at least one card,
+    2 bad input (like diff and linters: non-zero means "look at this").
+    """
+    from .evaluate import evaluate_from_files
+
+    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo))
+
+
 @main.group()
 def feedback() -> None:
     """Feedback commands."""

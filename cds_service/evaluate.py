@@ -14,17 +14,22 @@ shaped as the CDS Hooks sandbox sends it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import textwrap
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import orjson
 
 from . import discovery
 from .cards import build_cards, fhir_version_card
 from .engine import evaluate as run_rules
-from .errors import InvalidRequest, UnknownService
+from .errors import CdsError, InvalidRequest, UnknownService
 from .facts import build_facts
-from .fhir import pre_r4_sign, resources_in
+from .fhir import pre_r4_sign, resources_in, utc_now
 from .hooks import SUPPORTED_HOOKS, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
@@ -121,3 +126,89 @@ def drafts_in(document: Any) -> list[dict[str, Any]]:
     if isinstance(document, dict) and isinstance(document.get("context"), dict):
         return resources_in(document["context"].get("draftOrders"))
     return resources_in(document)
+
+
+def as_json(evaluation: Evaluation) -> dict[str, Any]:
+    return {
+        "service": evaluation.service,
+        "cards": evaluation.cards,
+        "fired": [{"rule": f.rule_id, "title": f.title, "indicator": f.indicator, "evidence": list(f.evidence)}
+                  for f in evaluation.fired],
+        "skipped": evaluation.skipped,
+        "failed": evaluation.failed,
+    }
+
+
+def as_text(evaluation: Evaluation, width: int = 100) -> str:
+    """The cards as a clinician reads them, each followed by the rule that fired and why."""
+    hook = evaluation.request.get("hook", "")
+    count = len(evaluation.cards)
+    lines = [f"{evaluation.service} ({hook}): {count} card{'' if count == 1 else 's'}"]
+    reasons = {f.rule_id: f for f in evaluation.fired}
+    for card in evaluation.cards:
+        rule_id = card["source"].get("topic", {}).get("code", "")
+        lines += ["", f"[{card['indicator'].upper()}] {card['summary']}"]
+        fired = reasons.get(rule_id)
+        lines.append(f"  rule: {rule_id}" + (f" ({fired.title})" if fired else ""))
+        if fired:
+            lines += ["  why:"] + [f"    - {e}" for e in fired.evidence]
+        lines.append("  detail:")
+        for line in card.get("detail", "").splitlines():  # Markdown as written: lists stay lists
+            hanging = "      " if line.startswith("- ") else "    "
+            lines += textwrap.wrap(line, width, initial_indent="    ", subsequent_indent=hanging) or [""]
+        for suggestion in card.get("suggestions", []):
+            recommended = " (recommended)" if suggestion.get("isRecommended") else ""
+            lines.append(f"  suggestion: {suggestion['label']}{recommended}")
+            lines += [f"    {a['type']}: {a['description']}" for a in suggestion["actions"]]
+        if card.get("overrideReasons"):
+            lines.append("  override reasons: " + "; ".join(r["display"] for r in card["overrideReasons"]))
+        lines.append(f"  source: {card['source']['label']} <{card['source'].get('url', '')}>")
+    if evaluation.skipped:
+        lines += ["", "skipped for want of data: " + ", ".join(evaluation.skipped)]
+    if evaluation.failed:
+        lines += ["", "FAILED (see the log): " + ", ".join(evaluation.failed)]
+    return "\n".join(lines)
+
+
+def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, draft_files: Iterable[Any],
+                        now_text: str | None, want_json: bool, echo: Callable[..., Any]) -> int:
+    """The ``cds-service evaluate`` command: 0 no card, 1 a card was issued, 2 bad input."""
+    from .config import knowledge_dir, public_base_urls
+    from .knowledge import load_knowledge
+
+    try:
+        if (request_file is None) == (bundle_file is None):
+            raise InvalidRequest("give a hook request file, or --bundle with --hook")
+        now = _parse_now(now_text)
+        if request_file is not None:
+            body = _read_json(request_file)
+        else:
+            if not hook:
+                raise InvalidRequest("--bundle needs --hook")
+            drafts = [d for f in draft_files for d in drafts_in(_read_json(f))]
+            body = request_from_bundle(_read_json(bundle_file), hook, drafts)
+        knowledge = load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))
+        base = next(iter(public_base_urls(os.environ.get("CDS_PUBLIC_BASE_URL"))), "http://127.0.0.1:8080")
+        evaluation = evaluate_request(knowledge, body, now, f"{base}/rules")
+    except CdsError as exc:
+        echo(f"error: {exc.message}", err=True)
+        return 2
+    echo(json.dumps(as_json(evaluation), indent=2) if want_json else as_text(evaluation))
+    return 1 if evaluation.cards else 0
+
+
+def _read_json(file: Any) -> Any:
+    try:
+        return orjson.loads(file.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{getattr(file, 'name', 'input')} is not valid JSON ({str(exc).split(':')[0]})") from exc
+
+
+def _parse_now(text: str | None) -> datetime:
+    if not text:
+        return utc_now()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"--now {text!r} is not an ISO 8601 date or time") from exc
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
