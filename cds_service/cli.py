@@ -147,3 +147,17 @@ def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_fee
             draw_chart(report, chart)
         except ImportError as exc:
             raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
+
+
+@main.group()
+def staff() -> None:
+    """Staff sign-in for the rule pages' use counts and the preview console."""
+
+
+@staff.command("hash")
+@click.password_option(prompt="Staff password", help="Read from the terminal when not given.")
+def staff_hash(password: str) -> None:
+    """Print a password hash for CDS_STAFF_USERS ('{"name": "<hash>"}')."""
+    from werkzeug.security import generate_password_hash
+
+    click.echo(generate_password_hash(password))

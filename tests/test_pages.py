@@ -115,3 +115,16 @@ def test_no_staff_configured_means_no_counts_for_anyone(client):
     response = client.get(RULE, headers=_basic("ines", "correct horse"))
     assert "Overridden" not in _text(response.get_data(as_text=True))
     assert client.get(RULE + "?staff=1", headers=BROWSER).status_code == 404
+
+
+def test_staff_hash_command_makes_a_hash_that_signs_in(app_config):
+    from click.testing import CliRunner
+
+    from cds_service.cli import main
+
+    result = CliRunner().invoke(main, ["staff", "hash"], input="s3cret pass\ns3cret pass\n")
+    assert result.exit_code == 0, result.output
+    digest = result.output.strip().splitlines()[-1]
+    client = create_app({**app_config, "STAFF_USERS": {"ines": digest}}).test_client()
+    assert client.get(RULE + "?staff=1", headers=_basic("ines", "s3cret pass")).status_code == 200
+    assert client.get(RULE + "?staff=1", headers=_basic("ines", "s3cret")).status_code == 401
