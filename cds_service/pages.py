@@ -116,9 +116,9 @@ def find_rule(rule_id: str) -> tuple[Module, Rule]:
 
 def rule_page(rule_id: str) -> Any:
     module, rule = find_rule(rule_id)
-    if request.args.get("staff") and staff_user() is None:
-        return staff_challenge()
     staff = staff_user()
+    if request.args.get("staff") and staff is None:
+        return staff_challenge()
     stats = current_app.extensions["cds"].storage.stats().get(rule.id) if staff else None
     valuesets = _knowledge().terminology.valuesets
     return render_template(

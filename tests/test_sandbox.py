@@ -47,12 +47,14 @@ def test_each_public_base_url_is_an_accepted_audience(aliased):
     assert other.status_code == 401
 
 
+def _signed_call(app, fixture: str, path: str, audience: str):
+    return app.test_client().post(path, json=request_fixture(fixture),
+                                  headers={"Authorization": f"Bearer {token(audience)}"})
+
+
 def test_card_links_use_the_first_public_base_url(aliased):
-    client = aliased.test_client()
-    body = request_fixture("order-select/mcas-adult--morphine.json")
-    url = "http://127.0.0.1:8080/cds-services/back-pain-order-select"
-    response = client.post("/cds-services/back-pain-order-select", json=body,
-                           headers={"Authorization": f"Bearer {token(url)}"})
+    response = _signed_call(aliased, "order-select/mcas-adult--morphine.json", "/cds-services/back-pain-order-select",
+                            "http://127.0.0.1:8080/cds-services/back-pain-order-select")
     assert response.status_code == 200
     (card,) = response.get_json()["cards"]
     assert card["source"]["url"] == "http://127.0.0.1:8080/rules/mcas.histamine-releasing-opioid"
@@ -65,11 +67,8 @@ def test_public_base_url_as_a_json_list_from_the_environment(app_config, monkeyp
 
 
 def test_the_audience_may_name_the_path_as_the_sandbox_sent_it(aliased):
-    client = aliased.test_client()
-    body = request_fixture("patient-view/mcas-adult--chart-open.json")
-    sent = "http://localhost:8080/cds-services//back-pain-patient-view"
-    response = client.post("/cds-services//back-pain-patient-view", json=body,
-                           headers={"Authorization": f"Bearer {token(sent)}"})
+    response = _signed_call(aliased, "patient-view/mcas-adult--chart-open.json", "/cds-services//back-pain-patient-view",
+                            "http://localhost:8080/cds-services//back-pain-patient-view")
     assert response.status_code == 200
 
 
