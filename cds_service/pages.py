@@ -86,7 +86,7 @@ def staff_challenge() -> Any:
 @bp.before_app_request
 def _rule_page_for_browsers() -> Any:
     """The HTML side of ``/rules/<id>``; the JSON side is the view registered for that URL."""
-    if request.method == "GET" and request.url_rule is not None and request.url_rule.rule == RULE_URL \
+    if request.method in ("GET", "HEAD") and request.url_rule is not None and request.url_rule.rule == RULE_URL \
             and wants_html():
         return rule_page((request.view_args or {}).get("rule_id", ""))
     return None

@@ -36,6 +36,11 @@ def test_a_browser_gets_a_page_about_the_rule(client):
     assert 'href="/valuesets/mcas-histamine-releasing-opioids"' in response.get_data(as_text=True)
 
 
+def test_head_answers_as_get_would(client):
+    assert client.head(RULE, headers=BROWSER).mimetype == "text/html"
+    assert client.head(RULE).mimetype == "application/json"
+
+
 def test_the_page_lists_positive_and_negative_cases(client):
     text = _text(client.get(RULE, headers=BROWSER).get_data(as_text=True))
     assert re.search(r"Cards expected \(\d+\) .*morphine drafted for a patient with MCAS", text)
