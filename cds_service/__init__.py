@@ -30,7 +30,10 @@ from .errors import (
 from .fhir import utc_now
 from .knowledge import load_knowledge
 from .logs import configure_logging
+from .pages import bp as pages_bp
+from .preview import bp as preview_bp
 from .storage import Storage
+from .wsgi import CollapseSlashes
 
 __all__ = [
     "create_app",
@@ -52,7 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings(config, app.root_path))
     configure_logging(app.config["LOG_LEVEL"])
     app.url_map.strict_slashes = False
-    app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights
+    app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights: see wsgi.py
+    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
     storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path))
@@ -72,6 +76,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.register_blueprint(cds)
     app.register_blueprint(ops)
+    app.register_blueprint(pages_bp)
+    app.register_blueprint(preview_bp)
     register_errors(app)
     _warn_if_open(app)
     return app

@@ -193,7 +193,7 @@ def register_errors(app: Flask) -> None:
         else:
             log.info("request refused", extra={"request_id": g.get("request_id"), "status": error.status,
                                                "problem": error.message})
-        return jsonify(error.to_json()), error.status
+        return jsonify(error.to_json()), error.status, error.headers()
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Any:

@@ -22,6 +22,7 @@ import requests
 from flask import Request, current_app
 
 from .errors import AuthenticationFailed
+from .wsgi import PATH_AS_SENT
 
 ALGORITHMS = ("ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384")
 LEEWAY_SECONDS = 60
@@ -47,7 +48,7 @@ class Verifier:
         self._remember_jti = remember_jti
         self._lock = threading.Lock()
 
-    def verify(self, token: str, audience: str) -> dict[str, Any]:
+    def verify(self, token: str, audience: str | list[str]) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -133,13 +134,15 @@ def authenticate(request: Request, verifier: Verifier) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("no bearer token")
-    verifier.verify(token.strip(), audience=endpoint_url(request))
+        raise AuthenticationFailed("no bearer token", token_given=False)
+    verifier.verify(token.strip(), audience=audiences(request))
 
 
-def endpoint_url(request: Request) -> str:
-    """The exact URL the client must name in ``aud``: from PUBLIC_BASE_URL when set."""
-    base = current_app.config.get("PUBLIC_BASE_URL")
-    if base:
-        return base.rstrip("/") + request.path
-    return request.base_url
+def audiences(request: Request) -> list[str]:
+    """The URLs a client may name in ``aud``: this endpoint under each configured public base URL
+    (PUBLIC_BASE_URL, one or several) or, when none is set, as the request reached us. The path
+    is taken as the client sent it too (with a doubled slash, see wsgi.py), since that is the
+    URL it called."""
+    paths = dict.fromkeys([request.path, request.environ.get(PATH_AS_SENT, request.path)])
+    bases = current_app.config.get("PUBLIC_BASE_URLS") or (request.root_url.rstrip("/"),)
+    return [base + path for base in bases for path in paths]

@@ -198,3 +198,26 @@ def _service_request(args: dict[str, Any], facts: Facts, terminology: Terminolog
     if args.get("note"):
         resource["note"] = [{"text": args["note"]}]
     return _validated(resource)
+
+
+FHIR_VERSION_TOPIC = "service.fhir-r4-required"
+
+
+def fhir_version_card(sign: str, reason_system: str) -> dict[str, Any]:
+    """The one card for a call whose data is FHIR DSTU2 or STU3 (``fhir.pre_r4_sign``): no rule
+    was run, and the clinician must not read the absence of cards as "all clear"."""
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": "Not checked: this service needs FHIR R4 data; the EHR sent DSTU2 or STU3",
+        "indicator": "warning",
+        "detail": (
+            f"The request carried {escape(sign)}, which belong to FHIR DSTU2 or STU3. This service reads "
+            "FHIR R4 only, so **none of its checks ran for this patient**: no other card does not mean "
+            "all clear.\n\nIn the CDS Hooks sandbox, switch to an R4 FHIR server (the gear menu, "
+            "*Change FHIR Server*) and try again."
+        ),
+        "source": {"label": "FHIR R4", "url": "https://hl7.org/fhir/R4/",
+                   "topic": {"system": RULE_SYSTEM, "code": FHIR_VERSION_TOPIC, "display": "FHIR version check"}},
+        "overrideReasons": [{"system": reason_system, "code": "already-addressed",
+                             "display": "Already addressed or not applicable"}],
+    }

@@ -93,6 +93,27 @@ def _knowledge() -> Any:
     return load_knowledge(knowledge_dir(settings()["KNOWLEDGE_DIR"]))
 
 
+@main.command("evaluate")
+@click.argument("request_file", required=False, type=click.File("rb"))
+@click.option("--bundle", type=click.File("rb"), help="A FHIR Bundle with the patient's record (instead of a request file).")
+@click.option("--hook", type=click.Choice(["patient-view", "order-select", "order-sign"]), help="With --bundle.")
+@click.option("--draft", "drafts", multiple=True, type=click.File("rb"),
+              help="A draft order: a resource, a Bundle of them, or a hook request (its draftOrders). Repeatable.")
+@click.option("--now", "now_text", metavar="DATETIME", help="Evaluate as of this date or time (ISO 8601; default: now, UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the cards, the rules that fired and their evidence.")
+def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: tuple[Any, ...], now_text: str | None,
+                     as_json: bool) -> None:
+    """Run one hook request through the rules, offline, and print the cards.
+
+    Give a CDS Hooks request file, or --bundle with --hook (and --draft files). No FHIR server is
+    called: the data is the request's prefetch. Exit status: 0 no card, 1 at least one card,
+    2 bad input (like diff and linters: non-zero means "look at this").
+    """
+    from .evaluate import evaluate_from_files
+
+    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo))
+
+
 @main.group()
 def feedback() -> None:
     """Feedback commands."""
@@ -105,3 +126,50 @@ def feedback_stats() -> None:
 
     app = create_app({"LOG_LEVEL": "ERROR"})
     click.echo(json.dumps(app.extensions["cds"].storage.stats(), indent=2, sort_keys=True))
+
+
+@feedback.command("report")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="From this date (UTC), inclusive.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="To this date (UTC), exclusive.")
+@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", show_default=True)
+@click.option("--flag-above", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Flag a rule for review when its override rate is above this.")
+@click.option("--min-feedback", type=click.IntRange(1), default=5, show_default=True,
+              help="...and at least this many of its cards were accepted or overridden.")
+@click.option("--chart", type=click.Path(dir_okay=False, writable=True),
+              help="Also draw the report to this .svg or .png file (needs the 'report' extra: matplotlib).")
+def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_feedback: int, chart: str | None) -> None:
+    """Per rule over a period: issued, accepted, overridden, override rate, top override reasons,
+    trend by ISO week, and the rules flagged for review."""
+    from datetime import timezone
+
+    from . import create_app
+    from .report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
+
+    if chart and not chart.endswith((".svg", ".png")):
+        raise click.UsageError("--chart must name a .svg or .png file")
+    since = since.replace(tzinfo=timezone.utc) if since else None
+    until = until.replace(tzinfo=timezone.utc) if until else None
+    storage = create_app({"LOG_LEVEL": "ERROR"}).extensions["cds"].storage
+    history = storage.card_history(utc_stamp(since), utc_stamp(until))
+    report = build_report(history, since, until, flag_above, min_feedback)
+    click.echo({"text": as_text, "csv": as_csv, "json": as_json}[fmt](report), nl=fmt != "csv")
+    if chart:
+        try:
+            draw_chart(report, chart)
+        except ImportError as exc:
+            raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
+
+
+@main.group()
+def staff() -> None:
+    """Staff sign-in for the rule pages' use counts and the preview console."""
+
+
+@staff.command("hash")
+@click.password_option(prompt="Staff password", help="Read from the terminal when not given.")
+def staff_hash(password: str) -> None:
+    """Print a password hash for CDS_STAFF_USERS ('{"name": "<hash>"}')."""
+    from werkzeug.security import generate_password_hash
+
+    click.echo(generate_password_hash(password))

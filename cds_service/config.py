@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     # Client JWTs (CDS Hooks 2.0 "Trusting CDS Clients"): on unless switched off.
     "AUTH_REQUIRED": True,
     "TRUSTED_ISSUERS": {},
+    # The URL clients call this service at, for the JWT ``aud`` and card links. Several may be
+    # given (a JSON list, or separated by commas or spaces) when clients reach the service by more
+    # than one name (localhost and 127.0.0.1): the first is used in card links.
     "PUBLIC_BASE_URL": None,
     # Browser clients such as the CDS Hooks sandbox call from another origin.
     "CORS_ORIGINS": "*",
@@ -40,6 +43,15 @@ DEFAULTS: dict[str, Any] = {
     # Development mode (make run): loud banner, sandbox-friendly defaults.
     "DEVELOPMENT": False,
     "LOG_LEVEL": "INFO",
+    # Staff who may see per-rule counts on the rule pages and use the preview console: user name
+    # -> werkzeug password hash (`cds-service staff hash`). Empty: nobody is staff.
+    "STAFF_USERS": {},
+    # The preview console (/preview): off unless switched on; staff only when STAFF_USERS is set.
+    "PREVIEW_ENABLED": False,
+    # Positive and negative cases shown on the rule pages: resolved by cases_dir() when unset.
+    "RULE_CASES_DIR": None,
+    # Personas and draft orders the preview console offers: the checkout's fhir_fixtures when unset.
+    "PREVIEW_FIXTURES_DIR": None,
 }
 
 DEVELOPMENT_OPEN_FHIR_SERVERS = ["http://127.0.0.1:8081", "http://localhost:8081"]
@@ -69,6 +81,16 @@ def knowledge_dir(configured: str | os.PathLike[str] | None) -> Path:
     return Path(sys.prefix) / "share" / "cds-service" / "knowledge"
 
 
+def checkout_folder(configured: str | os.PathLike[str] | None, relative: str) -> Path | None:
+    """An optional folder of the source checkout: the configured one, else the checkout's (when the
+    service runs from one), else none. An installed service has no tests/cases or fhir_fixtures:
+    its rule pages then show no cases, and its preview console offers no personas."""
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parent.parent / relative
+    return checkout if checkout.is_dir() else None
+
+
 def database_url(configured: str | None, instance_path: str) -> str:
     """The storage URL: the configured one, else a SQLite file in the instance folder."""
     if configured:
@@ -87,6 +109,10 @@ def settings(overrides: Mapping[str, Any] | None = None, root_path: str = ".") -
         if not config["OPEN_FHIR_SERVERS"]:
             config["OPEN_FHIR_SERVERS"] = DEVELOPMENT_OPEN_FHIR_SERVERS
         config["TRUSTED_ISSUERS"] = {SANDBOX_ISSUER: SANDBOX_JWKS, **config["TRUSTED_ISSUERS"]}
+    config["PUBLIC_BASE_URLS"] = public_base_urls(config["PUBLIC_BASE_URL"])
+    config["PUBLIC_BASE_URL"] = next(iter(config["PUBLIC_BASE_URLS"]), None)  # card links use the first
+    config["RULE_CASES_DIR"] = checkout_folder(config["RULE_CASES_DIR"], "tests/cases")
+    config["PREVIEW_FIXTURES_DIR"] = checkout_folder(config["PREVIEW_FIXTURES_DIR"], "fhir_fixtures")
     return config
 
 
@@ -98,3 +124,12 @@ def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
         max_pages=int(config["FHIR_MAX_PAGES"]),
         open_servers=frozenset(str(s).rstrip("/") for s in config["OPEN_FHIR_SERVERS"]),
     )
+
+
+def public_base_urls(configured: Any) -> tuple[str, ...]:
+    """PUBLIC_BASE_URL as a tuple of base URLs without a trailing slash: one URL, a list, or a
+    string of URLs separated by commas or spaces (as an environment variable gives it)."""
+    if not configured:
+        return ()
+    items = configured.replace(",", " ").split() if isinstance(configured, str) else configured
+    return tuple(str(url).strip().rstrip("/") for url in items if str(url).strip())

@@ -26,6 +26,10 @@ class CdsError(Exception):
         self.message = message
         self.location = location
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer must carry besides the JSON body."""
+        return {}
+
     def to_json(self) -> dict[str, Any]:
         issue: dict[str, Any] = {"severity": "error", "code": self.issue_code, "diagnostics": self.message}
         if self.location:
@@ -42,10 +46,16 @@ class AuthenticationFailed(CdsError):
     status = 401
     issue_code = "login"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, token_given: bool = True) -> None:
         # The reason is for the log only; the client learns nothing from the body.
         super().__init__("Authentication required")
         self.reason = reason
+        self.token_given = token_given
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 section 3: a challenge on every 401; the error code only when a token was sent.
+        challenge = 'Bearer realm="cds-service"'
+        return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
 
 
 class UnknownService(CdsError):

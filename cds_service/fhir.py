@@ -142,3 +142,32 @@ def validate_resource(resource: dict[str, Any]) -> None:
     except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ValueError(f"{resource.get('resourceType')}: {exc}") from exc
 
+
+# Resource types that exist only before R4 (DSTU2 and STU3), and what replaced them.
+_PRE_R4_TYPES = {"MedicationOrder": "MedicationRequest", "ProcedureRequest": "ServiceRequest",
+                 "DiagnosticOrder": "ServiceRequest", "ReferralRequest": "ServiceRequest",
+                 "DeviceUseRequest": "DeviceRequest"}
+
+
+def pre_r4_sign(context: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """What shows that a call's draft orders or record are FHIR DSTU2 or STU3, or None.
+
+    The CDS Hooks sandbox's default FHIR server is DSTU2. Read as R4, such data
+    loses what the rules need without any error (the prefetch searches name R4
+    types, an allergy's DSTU2 ``substance`` and ``status`` go unread), so a
+    call that shows these signs is answered with one card that says so rather
+    than with cards, or silence, computed from half the record.
+    """
+    found = resources_in(context.get("draftOrders")) + [r for v in data.values() for r in resources_in(v)]
+    for res in found:
+        kind = res.get("resourceType")
+        if not isinstance(kind, str):
+            continue
+        if kind in _PRE_R4_TYPES:
+            return f"{kind} resources (R4 has {_PRE_R4_TYPES[kind]})"
+        if kind in ("Condition", "AllergyIntolerance") and any(
+                isinstance(res.get(f), str) for f in ("clinicalStatus", "verificationStatus")):
+            return f"{kind} statuses as plain codes (R4 has CodeableConcepts)"
+        if kind == "AllergyIntolerance" and ("substance" in res or "status" in res):
+            return "AllergyIntolerance.substance or .status (R4 has code and clinicalStatus)"
+    return None

@@ -73,6 +73,7 @@ class Rule:
     reference: Reference
     needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
     valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
+    remarks: str = ""  # the author's why (indicator, thresholds): shown on the rule page
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class RuleCompiler:
             notes=notes, selection=selection, suggestions=suggestions,
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
             reference=self.reference(data["reference"], where, f"{path}.reference"), needs=needs,
+            remarks=data.get("remarks", "").strip(),
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
         )
 

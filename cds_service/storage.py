@@ -215,6 +215,21 @@ class Storage:
                 entry["override_reasons"][reason] = entry["override_reasons"].get(reason, 0) + count
         return result
 
+    def card_history(self, issued_since: str | None = None, issued_until: str | None = None) -> dict[str, list[Any]]:
+        """Read-only, for reports: every issued card as (rule_id, issued_at) within the optional
+        bounds (ISO 8601 UTC, as issued_at is stored), and every feedback item as (rule_id,
+        card_uuid, outcome, outcome_timestamp, override_code, override_display). Feedback is
+        not filtered here: its timestamps are the EHR's, with any offset, so the caller parses them."""
+        conn = self._connection()
+        issued = self._execute(
+            conn, "SELECT rule_id, issued_at FROM issued_card WHERE issued_at >= ? AND issued_at < ? ORDER BY issued_at",
+            (issued_since or "", issued_until or "\uffff")).fetchall()
+        feedback = conn.execute(
+            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
+            "f.override_code, f.override_display FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
+            "ORDER BY f.outcome_timestamp").fetchall()
+        return {"issued": [tuple(row) for row in issued], "feedback": [tuple(row) for row in feedback]}
+
 
 def _entry(issued: int) -> dict[str, Any]:
     return {"issued": issued, "accepted": 0, "overridden": 0, "override_reasons": {}}

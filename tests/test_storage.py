@@ -259,3 +259,15 @@ def test_stats_attribute_feedback_to_rules(storage):
                                   "override_reasons": {"patient-declined": 1}},
         "(unknown card)": {"issued": 0, "accepted": 0, "overridden": 1, "override_reasons": {}},
     }
+
+
+def test_card_history_reads_issued_cards_within_bounds_and_all_feedback(storage):
+    blocker = _card("mcas.neuromuscular-blocker")
+    storage.record_cards("back-pain-order-select", "hook-1", [blocker])
+    storage.record_feedback("back-pain-order-select", [_overridden(blocker, "patient-declined"), _accepted(_card("x"))])
+    history = storage.card_history()
+    assert [rule for rule, _ in history["issued"]] == ["mcas.neuromuscular-blocker"]
+    assert sorted((row[0], row[2], row[4]) for row in history["feedback"]) == [
+        ("(unknown card)", "accepted", None), ("mcas.neuromuscular-blocker", "overridden", "patient-declined")]
+    assert storage.card_history(issued_since="2999-01-01T00:00:00.000Z")["issued"] == []
+    assert storage.card_history(issued_until="2000-01-01T00:00:00.000Z")["issued"] == []

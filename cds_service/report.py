@@ -1,0 +1,237 @@
+"""The feedback report: how clinicians answer each rule's cards, over a period.
+
+Per rule: cards issued, accepted and overridden, the override rate, the most
+frequent override reasons, the trend by ISO week, and a flag for review when
+the override rate passes a threshold on enough feedback. Printed as text,
+CSV or JSON, and drawn as an SVG (or PNG) chart with matplotlib (the optional
+``report`` extra).
+
+The override rate is overridden / (accepted + overridden): cards that got no
+feedback are left out, since an EHR need not send feedback for every card
+and silence is neither acceptance nor override. ``issued`` shows how many
+cards the rate rests on. A card counts once per outcome, however many times
+its feedback was sent.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .fhir import parse_date
+
+
+@dataclass
+class Week:
+    issued: int = 0
+    accepted: int = 0
+    overridden: int = 0
+
+
+@dataclass
+class RuleReport:
+    rule: str
+    issued: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    override_rate: float | None = None
+    top_reasons: list[dict[str, Any]] = field(default_factory=list)
+    weeks: dict[str, Week] = field(default_factory=dict)
+    flagged: bool = False
+
+
+@dataclass
+class Report:
+    since: str | None
+    until: str | None
+    flag_above: float
+    min_feedback: int
+    rules: list[RuleReport]
+
+    @property
+    def flagged(self) -> list[RuleReport]:
+        return [r for r in self.rules if r.flagged]
+
+
+def iso_week(when: datetime) -> str:
+    year, week, _ = when.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _instant(text: Any) -> datetime | None:
+    """An ISO 8601 timestamp as an aware UTC datetime (a bare date is taken as midnight UTC)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        day = parse_date(text)
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) if day else None
+    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def utc_stamp(when: datetime | None) -> str | None:
+    """As storage writes instants: ISO 8601 UTC with milliseconds and Z."""
+    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if when else None
+
+
+def build_report(history: dict[str, list[Any]], since: datetime | None = None, until: datetime | None = None,
+                 flag_above: float = 0.5, min_feedback: int = 5, top: int = 3) -> Report:
+    """The report over [since, until) from ``Storage.card_history`` (fetched with the same bounds)."""
+    rules: dict[str, RuleReport] = {}
+
+    def rule(rule_id: str) -> RuleReport:
+        return rules.setdefault(rule_id, RuleReport(rule_id))
+
+    for rule_id, issued_at in history["issued"]:
+        when = _instant(issued_at)
+        if when is None or not _inside(when, since, until):
+            continue
+        entry = rule(rule_id)
+        entry.issued += 1
+        entry.weeks.setdefault(iso_week(when), Week()).issued += 1
+    seen: set[tuple[str, str]] = set()
+    reasons: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    for rule_id, card, outcome, at, code, display in history["feedback"]:
+        when = _instant(at)
+        if when is None or not _inside(when, since, until) or (card, outcome) in seen:
+            continue
+        seen.add((card, outcome))
+        entry = rule(rule_id)
+        week = entry.weeks.setdefault(iso_week(when), Week())
+        if outcome == "accepted":
+            entry.accepted += 1
+            week.accepted += 1
+        elif outcome == "overridden":
+            entry.overridden += 1
+            week.overridden += 1
+            reasons[rule_id][(code or "(none given)", display or code or "no reason given")] += 1
+    for entry in rules.values():
+        answered = entry.accepted + entry.overridden
+        entry.override_rate = round(entry.overridden / answered, 3) if answered else None
+        entry.top_reasons = [{"code": code, "display": display, "count": n}
+                             for (code, display), n in reasons[entry.rule].most_common(top)]
+        entry.weeks = dict(sorted(entry.weeks.items()))
+        entry.flagged = answered >= min_feedback and entry.override_rate is not None and entry.override_rate > flag_above
+    ordered = sorted(rules.values(), key=lambda r: (not r.flagged, -(r.override_rate or 0), r.rule))
+    return Report(utc_stamp(since), utc_stamp(until), flag_above, min_feedback, ordered)
+
+
+def _every_week(weeks: set[str]) -> list[str]:
+    """The ISO weeks from the first to the last given, quiet weeks included (a gap is news too)."""
+    if not weeks:
+        return []
+    first, last = (datetime.strptime(f"{w}-1", "%G-W%V-%u") for w in (min(weeks), max(weeks)))
+    return [iso_week(first + timedelta(weeks=n)) for n in range((last - first).days // 7 + 1)]
+
+
+def _inside(when: datetime, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or when >= since) and (until is None or when < until)
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def as_text(report: Report) -> str:
+    period = f"{report.since or 'the beginning'} to {report.until or 'now'}"
+    lines = [f"Feedback report, {period}",
+             f"Flagged for review: override rate above {report.flag_above:.0%} on at least "
+             f"{report.min_feedback} answered cards", ""]
+    if not report.rules:
+        return "\n".join(lines + ["No card was issued and no feedback was received in this period."])
+    width = max(len(r.rule) for r in report.rules)
+    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate")
+    for r in report.rules:
+        mark = "  << REVIEW" if r.flagged else ""
+        lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  {_rate(r.override_rate):>13}{mark}")
+    for r in report.rules:
+        if not (r.top_reasons or r.weeks):
+            continue
+        lines += ["", f"{r.rule}{' (flagged for review)' if r.flagged else ''}"]
+        if r.top_reasons:
+            lines.append("  top override reasons: " + "; ".join(f"{x['display']} ({x['count']})" for x in r.top_reasons))
+        lines.append("  by week: " + ", ".join(
+            f"{week} {w.issued} issued/{w.accepted} accepted/{w.overridden} overridden" for week, w in r.weeks.items()))
+    return "\n".join(lines)
+
+
+def as_json(report: Report) -> str:
+    body = asdict(report)
+    body["flagged"] = [r.rule for r in report.flagged]
+    return json.dumps(body, indent=2)
+
+
+CSV_COLUMNS = ["rule", "week", "issued", "accepted", "overridden", "override_rate", "flagged", "top_override_reasons"]
+
+
+def as_csv(report: Report) -> str:
+    """One row per rule (week "all") and one per rule and ISO week."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in report.rules:
+        reasons = "; ".join(f"{x['code']} ({x['count']})" for x in r.top_reasons)
+        writer.writerow([r.rule, "all", r.issued, r.accepted, r.overridden,
+                         "" if r.override_rate is None else r.override_rate, r.flagged, reasons])
+        for week, w in r.weeks.items():
+            answered = w.accepted + w.overridden
+            writer.writerow([r.rule, week, w.issued, w.accepted, w.overridden,
+                             round(w.overridden / answered, 3) if answered else "", "", ""])
+    return out.getvalue()
+
+
+def draw_chart(report: Report, path: str) -> None:
+    """Two panels: per rule, accepted/overridden/no-feedback bars with the override rate (flagged
+    rules in red beside the threshold); and all rules by ISO week, issued against overridden.
+    The format follows the file name (.svg or .png). Needs matplotlib (the ``report`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, smaller
+        _draw(plt, report, path)
+
+
+def _draw(plt: Any, report: Report, path: str) -> None:
+    rules = list(reversed(report.rules)) or [RuleReport("(no data)")]
+    weeks = _every_week({week for r in report.rules for week in r.weeks})
+    fig, (bars, trend) = plt.subplots(2, 1, figsize=(11, 3 + 0.42 * len(rules) + 3.2),
+                                      gridspec_kw={"height_ratios": [max(2, 0.42 * len(rules)), 3]})
+    names = [r.rule for r in rules]
+    accepted = [r.accepted for r in rules]
+    overridden = [r.overridden for r in rules]
+    silent = [max(0, r.issued - r.accepted - r.overridden) for r in rules]
+    bars.barh(names, accepted, color="#2e8b57", label="accepted")
+    bars.barh(names, overridden, left=accepted, color="#d9822b", label="overridden")
+    bars.barh(names, silent, left=[a + o for a, o in zip(accepted, overridden)], color="#c9ced6", label="no feedback")
+    for i, r in enumerate(rules):
+        total = max(r.issued, r.accepted + r.overridden)
+        said = f"{_rate(r.override_rate)} overridden" if r.override_rate is not None else "no feedback"
+        label = f"  {said}" + ("  - REVIEW" if r.flagged else "")
+        bars.text(total, i, label, va="center", fontsize=8, color="#c0262d" if r.flagged else "#333333",
+                  fontweight="bold" if r.flagged else "normal")
+    for tick, r in zip(bars.get_yticklabels(), rules):
+        if r.flagged:
+            tick.set_color("#c0262d")
+    bars.set_xlabel("cards")
+    bars.set_title(f"Cards per rule, {report.since or 'start'} to {report.until or 'now'} "
+                   f"(review: override rate > {report.flag_above:.0%} on >= {report.min_feedback} answered)", fontsize=10)
+    bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=3, fontsize=8, frameon=False)
+    bars.margins(x=0.3)
+    issued = [sum(r.weeks[w].issued for r in report.rules if w in r.weeks) for w in weeks]
+    over = [sum(r.weeks[w].overridden for r in report.rules if w in r.weeks) for w in weeks]
+    trend.plot(weeks, issued, marker="o", color="#1f6fb2", label="issued")
+    trend.plot(weeks, over, marker="o", color="#d9822b", label="overridden")
+    trend.set_title("All rules by ISO week", fontsize=10)
+    trend.set_ylabel("cards")
+    trend.legend(fontsize=8)
+    trend.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None} if path.endswith(".svg") else None)
+    plt.close(fig)
