@@ -1,24 +1,32 @@
-"""``make bench``: the service against a bare Flask baseline, under the same gunicorn.
+"""``make bench``: the service against three references, under the same load, on real chart shapes.
 
 One run, on this machine, on loopback only:
 
 1. start-up: a fresh ``python -c`` that imports the service and calls ``create_app`` (median of 3);
 2. micro-benchmarks of the stages in-process (``micro.py``);
-3. the service (``cds-service serve``, production settings, auth off, a temp SQLite) and the
-   baseline (``baseline.py``: the same ``serve`` command with a bare app that returns the
-   service's response bytes for the same request), each on a free port;
-4. for patient-view (complete prefetch), order-select (one selected draft) and order-sign
-   (five drafts) at ≈20 KB / ≈300 KB / ≈1 MB: a warm-up, then a bounded load with 8
-   connections (req/s, p50, p99) and then one connection (p50, p99), the service and the
-   baseline in turn, never at the same time;
+3. the servers, each on a free port: the service (``cds-service serve``, production settings,
+   auth off, a temp SQLite); the bare Flask floor (``baseline.py``: the same ``serve`` command
+   with a bare app that returns the service's response bytes for the same request); the orjson
+   floor (the same, also parsing the body); the Node/Express reference (``node/server.js``:
+   parses the body, answers one card, as the official example services do; ``npm ci`` installs
+   express from the committed lock when missing);
+4. the records of ``payloads.py``: patient-view, order-select (one selected draft) and order-sign
+   (five drafts) on the chart-shaped records of ≈18 KB / ≈300 KB / ≈1 MB, and patient-view on
+   four Synthea patients; for each: a warm-up, then a bounded load with 8 connections (req/s,
+   p50, p99, server CPU per call) and one connection (p50, p99; service and bare floor), the
+   servers in turn, never at the same time;
 5. worker RSS after the load;
 6. the FHIR fallback: no prefetch, a local FHIR server answering every query in 50 ms;
-7. ``results.json``, ``results.md``, and the table in the README between the bench markers.
+7. authentication on (a second service requiring a client JWT per call) against off;
+8. the first call of a fresh one-worker service against its warm calls;
+9. ``results.json``, ``results.md`` (with issue #10's targets, met or missed), and the table in
+   the README between the bench markers.
 
 Every process it starts is stopped at the end, also on failure or Ctrl-C.
-Load generator: wrk (installed with apt-get when missing and possible), else ``pyload.py``.
+Load generator: wrk (installed with apt-get when missing and possible), else ``pyload.py``
+(then authentication on is not measured: it needs wrk).
 
-    python bench/run.py [--quick] [--duration 3] [--no-readme]
+    python bench/run.py [--quick] [--duration 2] [--rounds 2] [--no-readme]
 """
 from __future__ import annotations
 
@@ -428,7 +436,7 @@ def versions(load: Load) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}
-    for dist in ("cds-service", "Flask", "Werkzeug", "gunicorn", "jsonschema", "fhir.resources", "requests"):
+    for dist in ("cds-service", "Flask", "Werkzeug", "gunicorn", "jsonschema", "fhir.resources", "requests", "orjson"):
         try:
             found[dist] = version(dist)
         except PackageNotFoundError:
@@ -521,7 +529,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Rounds, the servers in turn within each; the best round of each measurement is kept: a
         # busy machine only ever makes a server look slower, never faster.
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {"load": [], "single": []} for name, *_ in servers}
-        for _ in range(args.rounds):
+        rounds = 1 if case["size"].startswith("synthea:") else args.rounds  # keeps make bench under 8 minutes
+        for _ in range(rounds):
             for name, port, master, single in servers:
                 runs[name]["load"].append(load.run(port, case["path"], case["body_file"], case["id"], CONNECTIONS,
                                                    seconds, master))
@@ -609,9 +618,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "node": f"bench/node/server.js ({node_note}): express.json() with a 16 MB limit parses the body, one card "
                     f"naming the patient is answered, as the official example services do; node:cluster with "
                     f"{WORKERS} workers (as many as the service's); 8 connections only",
-            "load": f"warm-up {args.warmup} s; then {args.rounds} rounds of: {CONNECTIONS} connections for {seconds} s "
-                    f"and 1 connection for {seconds} s, each server in turn, never two at the same time; the best round "
-                    "is reported (highest req/s; lowest one-connection p50, with that round's p99)",
+            "load": f"warm-up {args.warmup} s; then {args.rounds} rounds (Synthea records: 1) of: {CONNECTIONS} "
+                    f"connections for {seconds} s and 1 connection for {seconds} s, each server in turn, never two at "
+                    "the same time; the best round is reported (highest req/s; lowest one-connection p50, with that "
+                    "round's p99)",
             "workers": os.cpu_count() * 2 if os.cpu_count() else None,
         },
         "loadavg_before": load_before, "loadavg_after": loadavg(),
