@@ -6,7 +6,7 @@ the service's prefetch templates make (``Patient/{id}``, ``Condition?patient=``,
 ``Observation?patient=``), each after ``--delay-ms`` (default 50), HTTP/1.1
 keep-alive, one thread per connection. Responses are serialised once at start.
 
-    python bench/fakefhir.py --port 9002 --observations 250 --delay-ms 50
+    python bench/fakefhir.py --port 9002 --chart 300KB --delay-ms 50
 """
 from __future__ import annotations
 
@@ -21,21 +21,18 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import payloads  # noqa: E402
 
-KEY_OF = {"Condition": "conditions", "MedicationRequest": "medications", "AllergyIntolerance": "allergies",
-          "Observation": "observations"}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--observations", type=int, default=250)
+    parser.add_argument("--chart", default="300KB", choices=payloads.CHARTS)
     parser.add_argument("--delay-ms", type=float, default=50.0)
     args = parser.parse_args()
-    data = payloads.record(args.observations)
+    data = payloads.record(args.chart)
     patient = data["patient"]
     answers = {f"Patient/{patient['id']}": json.dumps(patient, separators=(",", ":")).encode()}
-    for kind, key in KEY_OF.items():
+    for kind, key in payloads.KEY_OF.items():
         answers[kind] = json.dumps(data[key], separators=(",", ":")).encode()
     delay = args.delay_ms / 1000.0
 

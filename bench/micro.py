@@ -82,9 +82,8 @@ def main() -> None:
     parser = "orjson" if orjson is not None else "json"
     results: list[dict[str, Any]] = []
     for size in args.sizes:
-        n = payloads.SIZES[size]
         for hook in args.hooks:
-            raw = payloads.body_bytes(hook, n)
+            raw = payloads.body_bytes(hook, size)
             service = rt.knowledge.services[payloads.SERVICE_OF[hook]]
             body = json.loads(raw)
             req = parse_hook_request(body, service.hook)
@@ -122,7 +121,7 @@ def main() -> None:
                                 "note": "record_cards alone (decide subtracted)"}
             status = client.post(f"/cds-services/{service.id}", data=raw, content_type="application/json").status_code
             results.append({
-                "hook": hook, "size": size, "observations": n, "body_bytes": len(raw), "status": status,
+                "hook": hook, "size": size, "resources": payloads.counts(size)["resources"], "body_bytes": len(raw), "status": status,
                 "cards": [c["source"]["topic"]["code"] for c in cards],
                 "suggestions": sum(len(c.get("suggestions", [])) for c in cards),
                 "rules_skipped": decision.skipped, "rules_failed": decision.failed,

@@ -1,30 +1,41 @@
-"""Benchmark requests: sandbox-shaped CDS Hooks calls with a big, realistic prefetch.
+"""Benchmark requests: sandbox-shaped CDS Hooks calls with the records of real-world charts.
 
-The patient is the fixture persona ``mcas-ms-older-adult`` (MCAS + MS + low back
-pain + osteoporosis, on diphenhydramine), so both modules' gates open and many
-rules run. Its record is padded with ``n`` generated Observations: LOINC-coded
-vital signs and labs (valueQuantity, effectiveDateTime, referenceRange,
-interpretation), and every tenth one a result the rules read (urine LTE4
-33343-5, DXA T-score 38267-1, ...), so that "latest result" selection works
-over a real series; the newest LTE4 is high (interpretation H) and the newest
-lumbar DXA T-score is -2.7.
+Two kinds of record (``CHARTS``):
 
-Complete prefetch: every key the service advertises in discovery is sent. The
-observations are sent under ``observations`` for every hook (order-select and
-order-sign do not ask for them with the current knowledge: they are parsed
-and carried, not read). Deterministic: the same arguments give the same bytes.
+* **Chart-shaped records** (``18KB``, ``300KB``, ``1MB``): the fixture persona
+  ``mcas-ms-older-adult`` (MCAS + MS + low back pain + osteoporosis, on diphenhydramine; both
+  modules' gates open, so every rule runs) with the shape of a long real chart: many small
+  Observations of many LOINC codes (vital signs, labs, surveys: 64 codes), a few large ones (a
+  long clinician note with its narrative, a panel of 40 components), and long Condition
+  (SNOMED CT) and MedicationRequest (RxNorm) lists. The padding is drawn, re-identified to the
+  persona, from the Synthea patients below, so every code is one a real generator wrote. Among
+  the Observations is a dated series of the results the rules read (urine LTE4 33343-5, newest
+  high; DXA lumbar T-score 38267-1, newest -2.7), so "latest result" selection works over a
+  series. The 300 KB record has the 43 Conditions and 50 medications of the chart in issue #10;
+  Synthea's Observations are larger (≈0.9 KB) than that chart's, so 245 of them make 300 KB.
+* **Synthea patients** (``synthea:<name>``): four synthetic patients' own records, as published
+  (``bench/data/synthea/``, Apache-2.0): ordinary charts where the MCAS and MS gates stay shut.
+
+Complete prefetch: every key the service advertises in discovery is sent. The Observations
+are sent under ``observations`` for every hook (order-select and order-sign do not ask for them
+with the current knowledge: they are parsed and carried, not read). Deterministic: the same
+arguments give the same bytes.
 """
 from __future__ import annotations
 
 import copy
+import functools
+import gzip
 import json
 import random
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSONA = ROOT / "fhir_fixtures" / "patients" / "mcas-ms-older-adult.json"
+SYNTHEA_DIR = ROOT / "bench" / "data" / "synthea"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -33,7 +44,25 @@ INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 HOOK_INSTANCE = "5b1c1b56-0e2a-4bb6-9c35-2f6b7e1c9a10"
 USER = "Practitioner/COREPRACTITIONER1"
-SIZES = {"20KB": 10, "300KB": 250, "1MB": 850}  # label -> generated Observations (≈1.2 KB each, compact JSON)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """How much a chart-shaped record adds to the persona's own resources."""
+    observations: int  # small Observations drawn from the Synthea pool (many codes)
+    rule_read: int  # the series of results the rules read, among the Observations
+    large: int  # large Observations: a long note with narrative, or a 40-component panel (alternating)
+    conditions: int
+    medications: int
+
+
+SIZES = {  # label -> the chart-shaped record of about that many bytes of request body
+    "18KB": Chart(observations=6, rule_read=2, large=0, conditions=3, medications=3),
+    "300KB": Chart(observations=240, rule_read=20, large=3, conditions=39, medications=49),
+    "1MB": Chart(observations=880, rule_read=40, large=8, conditions=110, medications=150),
+}
+SYNTHEA = ("Meg_Toy", "Fletcher_Hyatt", "Don_Moore", "Vito_Feeney")  # smallest to largest record
+CHARTS = (*SIZES, *(f"synthea:{name}" for name in SYNTHEA))
 HOOKS = ("patient-view", "order-select", "order-sign")
 SERVICE_OF = {
     "patient-view": "back-pain-patient-view",
@@ -46,25 +75,9 @@ PREFETCH_KEYS = {
     "order-select": ("patient", "conditions", "medications", "allergies", "observations"),
     "order-sign": ("patient", "conditions", "medications", "allergies", "observations"),
 }
+KEY_OF = {"Condition": "conditions", "MedicationRequest": "medications", "AllergyIntolerance": "allergies",
+          "Observation": "observations"}
 
-# (LOINC, display, text, category, UCUM unit, mean, spread, low, high, decimals)
-VITALS_AND_LABS = [
-    ("8867-4", "Heart rate", "Heart rate", "vital-signs", "/min", 74, 9, 60, 100, 0),
-    ("9279-1", "Respiratory rate", "Respiratory rate", "vital-signs", "/min", 15, 2, 12, 20, 0),
-    ("8310-5", "Body temperature", "Body temperature", "vital-signs", "Cel", 36.8, 0.3, 36.1, 37.2, 1),
-    ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "SpO2", "vital-signs", "%", 97, 1.5, 95, 100, 0),
-    ("29463-7", "Body weight", "Body weight", "vital-signs", "kg", 68, 1.2, None, None, 1),
-    ("39156-5", "Body mass index (BMI) [Ratio]", "BMI", "vital-signs", "kg/m2", 25.1, 0.5, 18.5, 25, 1),
-    ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "Glucose", "laboratory", "mg/dL", 96, 12, 70, 99, 0),
-    ("718-7", "Hemoglobin [Mass/volume] in Blood", "Hemoglobin", "laboratory", "g/dL", 13.2, 0.8, 12, 15.5, 1),
-    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "Creatinine", "laboratory", "mg/dL", 0.9, 0.12, 0.6, 1.1, 2),
-    ("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "WBC", "laboratory", "10*3/uL", 6.8, 1.5, 4.5, 11, 1),
-    ("777-3", "Platelets [#/volume] in Blood by Automated count", "Platelets", "laboratory", "10*3/uL", 250, 40, 150, 400, 0),
-    ("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "Sodium", "laboratory", "mmol/L", 140, 2, 136, 145, 0),
-    ("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "Potassium", "laboratory", "mmol/L", 4.2, 0.3, 3.5, 5.1, 1),
-    ("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "ALT", "laboratory", "U/L", 24, 7, 7, 35, 0),
-    ("1989-3", "25-Hydroxyvitamin D3 [Mass/volume] in Serum or Plasma", "Vitamin D 25-OH", "laboratory", "ng/mL", 28, 6, 30, 100, 0),
-]
 # Results the rules read: (LOINC, display, text, category, unit, value(s) for the series)
 RULE_READ = [
     ("33343-5", "Leukotriene E4 (LTE4/creatinine)", "Leukotriene E4, random urine, per creatinine", "laboratory",
@@ -89,48 +102,75 @@ def _interpretation(code: str) -> list[dict[str, Any]]:
     return [{"coding": [{"system": INTERP, "code": code, "display": display}]}]
 
 
-def observations(n: int, patient_id: str) -> list[dict[str, Any]]:
-    """``n`` Observations, newest first, dated back from 2026-10-01; every tenth one is rule-read."""
-    rng = random.Random(20261123 + n)
+def rule_read_series(n: int, patient_id: str) -> list[dict[str, Any]]:
+    """``n`` results the rules read, alternating LTE4 and DXA, newest first, every 30 days back from 2026-10-01."""
     found = []
-    rule_read_seen = {code: 0 for code, *_ in RULE_READ}
     for i in range(n):
-        when = LAST_DATE - timedelta(days=3 * i + rng.randint(0, 2))
-        stamp = f"{when.isoformat()}T{8 + rng.randint(0, 9):02d}:{rng.randint(0, 59):02d}:00-05:00"
+        code, display, text, category, unit, series = RULE_READ[i % len(RULE_READ)]
+        k = i // len(RULE_READ)
+        value = series[-1 - k] if k < len(series) else series[0]  # newest first: the newest is the last of the series
+        when = LAST_DATE - timedelta(days=30 * k)
         res: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": f"bench-obs-{n}-{i}",
+            "resourceType": "Observation", "id": f"bench-rule-read-{i}",
             "meta": {"versionId": "1", "lastUpdated": f"{when.isoformat()}T18:00:00Z"},
-            "status": "final",
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "encounter": {"reference": f"Encounter/bench-enc-{i // 5}"},
-            "effectiveDateTime": stamp,
+            "status": "final", "category": _category(category), "code": _concept(LOINC, code, display, text),
+            "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": f"{when.isoformat()}T09:30:00-05:00",
             "issued": f"{when.isoformat()}T18:00:00Z",
-            "performer": [{"reference": "Organization/bench-lab", "display": "Bench Reference Laboratory"}],
+            "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
         }
-        if i % 10 == 0:
-            code, display, text, category, unit, series = RULE_READ[(i // 10) % len(RULE_READ)]
-            k = rule_read_seen[code]
-            rule_read_seen[code] += 1
-            value = series[-1 - k] if k < len(series) else series[0]  # newest first: the newest is the last of the series
-            res["category"] = _category(category)
-            res["code"] = _concept(LOINC, code, display, text)
-            res["valueQuantity"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
-            if code == "33343-5":
-                res["interpretation"] = _interpretation("H" if value > 104 else "N")
-                res["referenceRange"] = [{"high": {"value": 104, "unit": unit, "system": UCUM, "code": unit},
-                                          "text": "<=104 pg/mg creatinine"}]
+        if code == "33343-5":
+            res["interpretation"] = _interpretation("H" if value > 104 else "N")
+            res["referenceRange"] = [{"high": {"value": 104, "unit": unit, "system": UCUM, "code": unit},
+                                      "text": "<=104 pg/mg creatinine"}]
+        found.append(res)
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def synthea_resources(name: str) -> tuple[dict[str, Any], ...]:
+    bundle = json.loads(gzip.decompress((SYNTHEA_DIR / f"{name}.json.gz").read_bytes()))
+    return tuple(e["resource"] for e in bundle["entry"])
+
+
+def _pool(kind: str) -> list[dict[str, Any]]:
+    return [r for name in SYNTHEA for r in synthea_resources(name) if r["resourceType"] == kind]
+
+
+def _drawn(kind: str, n: int, patient_id: str, prefix: str, rng: random.Random) -> list[dict[str, Any]]:
+    """``n`` resources of ``kind`` from the Synthea pool (cycling if needed), re-identified to the patient."""
+    pool = _pool(kind)
+    rng.shuffle(pool)
+    found = []
+    for i in range(n):
+        res = copy.deepcopy(pool[i % len(pool)])
+        res["id"] = f"{prefix}-{i}"
+        res["subject"] = {"reference": f"Patient/{patient_id}"}
+        res.pop("encounter", None)  # an encounter of another (synthetic) patient
+        found.append(res)
+    return found
+
+
+def _note(i: int, lines: int) -> str:
+    return " ".join(f"Visit note {i}, paragraph {k}: symptoms, examination and plan reviewed with the patient; "
+                    f"measurements recorded in the flowsheet; follow-up in {k % 6 + 2} weeks." for k in range(lines))
+
+
+def large_observations(n: int, patient_id: str, rng: random.Random) -> list[dict[str, Any]]:
+    """Large Observations: a long clinician note with its XHTML narrative, or a 40-component panel."""
+    small = _drawn("Observation", 40 * n, patient_id, "bench-large-part", rng)
+    found = []
+    for i in range(n):
+        res = small[40 * i]
+        res["id"] = f"bench-large-{i}"
+        if i % 2 == 0:
+            text = _note(i, 60)
+            res["note"] = [{"authorString": "Bench Clinician", "time": res.get("issued", ""), "text": text}]
+            res["text"] = {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{text}</p></div>'}
         else:
-            code, display, text, category, unit, mean, spread, low, high, decimals = VITALS_AND_LABS[i % len(VITALS_AND_LABS)]
-            value = round(rng.gauss(mean, spread), decimals)
-            value = int(value) if decimals == 0 else value
-            res["category"] = _category(category)
-            res["code"] = _concept(LOINC, code, display, text)
-            res["valueQuantity"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
-            if low is not None:
-                res["referenceRange"] = [{"low": {"value": low, "unit": unit, "system": UCUM, "code": unit},
-                                          "high": {"value": high, "unit": unit, "system": UCUM, "code": unit}}]
-                res["interpretation"] = _interpretation("H" if value > high else "L" if value < low else "N")
+            res["component"] = [
+                {"code": part["code"], **{k: v for k, v in part.items() if k.startswith("value")}}
+                for part in small[40 * i: 40 * i + 40]
+            ]
         found.append(res)
     return found
 
@@ -146,19 +186,37 @@ def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
                        "resource": r, "search": {"mode": "match"}} for r in resources]}
 
 
-def record(n_observations: int) -> dict[str, Any]:
-    """The patient's data per prefetch key (patient, conditions, medications, allergies, observations)."""
-    resources = _persona()
+def _by_key(resources: list[dict[str, Any]]) -> dict[str, Any]:
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    pid = patient["id"]
-    of = lambda kind: [r for r in resources if r["resourceType"] == kind]  # noqa: E731
-    return {
-        "patient": patient,
-        "conditions": _searchset(of("Condition")),
-        "medications": _searchset(of("MedicationRequest")),
-        "allergies": _searchset(of("AllergyIntolerance")),
-        "observations": _searchset(of("Observation") + observations(n_observations, pid)),
-    }
+    data: dict[str, Any] = {"patient": patient}
+    for kind, key in KEY_OF.items():
+        data[key] = _searchset([r for r in resources if r["resourceType"] == kind])
+    return data
+
+
+def record(chart: str) -> dict[str, Any]:
+    """The patient's data per prefetch key (patient, conditions, medications, allergies, observations)."""
+    if chart.startswith("synthea:"):
+        return _by_key(copy.deepcopy(list(synthea_resources(chart.split(":", 1)[1]))))
+    shape = SIZES[chart]
+    rng = random.Random(f"bench-{chart}")
+    resources = _persona()
+    pid = next(r for r in resources if r["resourceType"] == "Patient")["id"]
+    observations = (rule_read_series(shape.rule_read, pid)
+                    + _drawn("Observation", shape.observations - shape.rule_read, pid, "bench-obs", rng)
+                    + large_observations(shape.large, pid, rng))
+    rng.shuffle(observations)  # a server's order, not ours
+    resources += (observations + _drawn("Condition", shape.conditions, pid, "bench-cond", rng)
+                  + _drawn("MedicationRequest", shape.medications, pid, "bench-med", rng))
+    return _by_key(resources)
+
+
+def counts(chart: str) -> dict[str, int]:
+    """Resources per prefetch key of a record, and in all."""
+    data = record(chart)
+    found = {key: len(data[key]["entry"]) for key in KEY_OF.values()}
+    found["resources"] = 1 + sum(found.values())
+    return found
 
 
 def _medication_draft(rid: str, pid: str, rxcui: str, name: str, dose: tuple[float, str], per_day: int,
@@ -194,9 +252,9 @@ def drafts(pid: str) -> list[dict[str, Any]]:
     ]
 
 
-def hook_request(hook: str, n_observations: int, prefetch: bool = True, fhir_server: str = "http://127.0.0.1:8081",
+def hook_request(hook: str, chart: str, prefetch: bool = True, fhir_server: str = "http://127.0.0.1:8081",
                  token: str | None = None) -> dict[str, Any]:
-    data = record(n_observations)
+    data = record(chart)
     pid = data["patient"]["id"]
     context: dict[str, Any] = {"userId": USER, "patientId": pid}
     if hook == "order-select":
@@ -214,12 +272,12 @@ def hook_request(hook: str, n_observations: int, prefetch: bool = True, fhir_ser
     return body
 
 
-def body_bytes(hook: str, n_observations: int, **kwargs: Any) -> bytes:
+def body_bytes(hook: str, chart: str, **kwargs: Any) -> bytes:
     # The sandbox sends pretty-printed JSON; EHRs usually send compact JSON. Compact here.
-    return json.dumps(hook_request(hook, n_observations, **kwargs), separators=(",", ":")).encode("utf-8")
+    return json.dumps(hook_request(hook, chart, **kwargs), separators=(",", ":")).encode("utf-8")
 
 
 if __name__ == "__main__":
-    for label, n in SIZES.items():
+    for chart in CHARTS:
         for hook in HOOKS:
-            print(label, hook, len(body_bytes(hook, n)))
+            print(chart, hook, len(body_bytes(hook, chart)), counts(chart))
