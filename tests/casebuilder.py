@@ -87,8 +87,11 @@ def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, Any]:
-    return {"resourceType": "ServiceRequest", "id": rid, "status": spec.get("status", "draft"), "intent": "order",
-            "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
+    res: dict[str, Any] = {"resourceType": "ServiceRequest", "id": rid, "status": spec.get("status", "draft"),
+                           "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
+    if spec.get("reason"):
+        res["reasonCode"] = [_concept(spec["reason"])]
+    return res
 
 
 def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
