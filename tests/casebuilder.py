@@ -61,6 +61,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         if spec.get("rxcui"):
             concept["coding"] = [{"system": SYSTEMS["rxnorm"], "code": spec["rxcui"], "display": concept["text"]}]
         res["medicationCodeableConcept"] = concept
+    if spec.get("reference"):  # the drug named through medicationReference (pending cases, R1)
+        _refer_to_medication(res, spec["reference"])
     dosage = _dosage(spec)
     if dosage:
         res["dosageInstruction"] = [dosage]
@@ -75,6 +77,21 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
     return res
 
 
+def _refer_to_medication(res: dict[str, Any], where: str) -> None:
+    """Moves the drug into a Medication: contained (#med-<id>), a separate draftOrders entry
+    (Medication/med-<id>, added by build_request), or a reference that resolves nowhere."""
+    concept = res.pop("medicationCodeableConcept", None)
+    mid = f"med-{res['id']}"
+    if where == "contained":
+        res["contained"] = [{"resourceType": "Medication", "id": mid, "code": concept}]
+        res["medicationReference"] = {"reference": f"#{mid}"}
+    elif where == "bundle":
+        res["_bundle_medication"] = {"resourceType": "Medication", "id": mid, "code": concept}
+        res["medicationReference"] = {"reference": f"Medication/{mid}"}
+    else:
+        res["medicationReference"] = {"reference": "Medication/does-not-exist"}
+
+
 def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
     if "dose" not in spec:
         return None
@@ -87,8 +104,11 @@ def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, Any]:
-    return {"resourceType": "ServiceRequest", "id": rid, "status": spec.get("status", "draft"), "intent": "order",
-            "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
+    res: dict[str, Any] = {"resourceType": "ServiceRequest", "id": rid, "status": spec.get("status", "draft"),
+                           "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
+    if spec.get("reason"):
+        res["reasonCode"] = [_concept(spec["reason"])]
+    return res
 
 
 def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
@@ -137,6 +157,7 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
             drafts.append(service_request(draft["procedure"], pid, rid))
         else:
             drafts.append(medication(draft["medication"], pid, rid, "draft"))
+    drafts += [d.pop("_bundle_medication") for d in list(drafts) if "_bundle_medication" in d]
     context: dict[str, Any] = {"patientId": pid, "userId": "Practitioner/COREPRACTITIONER1"}
     if case["hook"] != "patient-view":
         context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}

@@ -38,7 +38,9 @@ def test_observation_prefetch_asks_only_for_the_loinc_codes_the_rules_read(clien
     observations = services["back-pain-patient-view"]["prefetch"]["observations"]
     assert "http://loinc.org|33343-5" in observations  # urine leukotriene E4 (mcas.leukotriene-modifier)
     assert "http://loinc.org|38267-1" in observations  # DXA lumbar T-score (mcas.bone-health)
-    assert "21582-2" not in observations  # tryptase: no rule reads it
+    assert "http://loinc.org|21582-2" in observations  # serum tryptase (mcas.baseline-tryptase)
+    assert "http://loinc.org|29463-7" in observations  # body weight (mcas.epinephrine-autoinjector)
+    assert "1742-6" not in observations  # ALT: no rule reads it
     assert "observations" not in services["back-pain-order-select"]["prefetch"]
 
 
