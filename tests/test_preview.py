@@ -18,7 +18,7 @@ from test_pages import BROWSER, _basic, _text
 CHROMIUM = os.environ.get("CDS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-MORPHINE = "morphine sulfate 15 MG Oral Tablet"
+MORPHINE = "1 ML morphine sulfate 4 MG/ML Injection"  # a parenteral order: the one-click swap is offered
 
 
 @pytest.fixture
@@ -122,10 +122,10 @@ def test_in_a_real_browser_an_mcas_patient_gets_the_opioid_warning_with_its_acti
     assert "morphine" in card.locator(".summary").inner_text()
     # the stylesheet loaded under the CSP: a warning card has the warning colour
     assert card.evaluate("el => getComputedStyle(el).borderLeftColor") == "rgb(199, 106, 0)"
-    suggestion = card.locator(".suggestion", has_text="Replace with fentanyl")
+    suggestion = card.locator(".suggestion", has_text="Replace with fentanyl injection")
     actions = suggestion.locator(".actions li").all_inner_texts()
     assert any(a.startswith("create: Add a draft order for") and "fentanyl" in a for a in actions), actions
-    assert any(a.startswith("delete: Remove the draft order for morphine") for a in actions), actions
+    assert any(a.startswith("delete: Remove the draft order for 1 ML morphine") for a in actions), actions
     assert "Tolerated this before without a reaction" in card.locator(".overrides").inner_text()
     assert card.locator(".detail strong", has_text="Do not leave the pain untreated").count() == 1
     assert "mcas.histamine-releasing-opioid" in page.locator("#raw-response").inner_text()

@@ -69,7 +69,7 @@ def database(app_config, monkeypatch):
     """A service database with real cards and feedback, made over HTTP; the CLI reads it."""
     app = create_app(app_config)
     client = app.test_client()
-    body = request_fixture("order-select/mcas-adult--morphine.json")
+    body = request_fixture("order-select/mcas-adult--morphine-injection.json")
     for i in range(6):
         (card,) = client.post("/cds-services/back-pain-order-select", json=body).get_json()["cards"]
         outcome = {"outcome": "accepted", "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]} if i == 0 else {
