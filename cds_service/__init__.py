@@ -2,8 +2,9 @@
 
 ``create_app(config=None)`` builds the Flask app: configuration (defaults, then
 ``CDS_*`` environment variables, then ``config``), the knowledge compiled once
-(a broken knowledge folder stops start-up), storage migrated, CORS, JSON
-errors, JSON logs.
+(a broken knowledge folder stops start-up), storage migrated and shown to
+take writes (an unwritable database stops start-up), CORS, JSON errors, JSON
+logs, Prometheus metrics.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
+from . import metrics
 from .api import OrjsonProvider, Runtime, bp, register_errors
 from .auth import Verifier
 from .config import DEFAULTS, DEVELOPMENT_OPEN_FHIR_SERVERS, SANDBOX_ISSUER, SANDBOX_JWKS, database_url, knowledge_dir
@@ -31,7 +33,7 @@ from .fhir import utc_now
 from .knowledge import load_knowledge
 from .logs import configure_logging
 from .prefetch import FetchPolicy
-from .storage import Storage
+from .storage import Retention, Storage
 
 __all__ = [
     "create_app",
@@ -63,8 +65,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
-    storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path))
-    storage.migrate()
+    retention = Retention(issued_card_days=float(app.config["ISSUED_CARD_RETENTION_DAYS"]),
+                          feedback_days=float(app.config["FEEDBACK_RETENTION_DAYS"]),
+                          interval_seconds=float(app.config["PRUNE_INTERVAL_SECONDS"]))
+    storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path), retention,
+                      replay_fail_closed=bool(app.config["REPLAY_FAIL_CLOSED"]))
+    storage.open_for_service()  # migrated and writable, or StorageUnusable: the service must not start
     policy = FetchPolicy(
         budget_seconds=float(app.config["CALL_BUDGET_SECONDS"]) * 0.8,  # leave room to evaluate and answer
         timeout_seconds=float(app.config["FHIR_TIMEOUT_SECONDS"]),
@@ -84,6 +90,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_age=86400,
     )
     app.register_blueprint(bp)
+    metrics.init_app(app)
     register_errors(app)
     _warn_if_open(app)
     # The compiled knowledge lives as long as the process: move it out of the garbage

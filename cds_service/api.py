@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery, logs
+from . import auth, discovery, logs, metrics
 from .cards import build_cards
 from .engine import evaluate
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
@@ -68,6 +68,7 @@ def _request_id() -> str:
 @bp.after_app_request
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.call_on_close(runtime().storage.maybe_prune)  # once the answer is sent: off the call's path
     return response
 
 
@@ -88,13 +89,17 @@ def call_service(service_id: str) -> Any:
     outcome = evaluate(list(service.modules), facts)
     cards, issued = build_cards(outcome.findings, facts, rt.knowledge.terminology,
                                 rt.knowledge.override_reason_system, _rules_url())
-    rt.storage.record_cards(service.id, hook_request.hook_instance, issued)
     t2 = time.perf_counter()
+    rt.storage.record_cards(service.id, hook_request.hook_instance, issued)  # best effort: never fails the call
+    t3 = time.perf_counter()
+    metrics.call_stages(service.id, prefetch=t1 - t0, evaluate=t2 - t1, store=t3 - t2)
+    metrics.cards_returned(cards)
     log.info("service call", extra={
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in issued],
         "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
         "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
+        "store_ms": round((t3 - t2) * 1000, 2),
     })
     return jsonify({"cards": cards})
 
@@ -104,7 +109,7 @@ def feedback(service_id: str) -> Any:
     rt = runtime()
     _service(rt.knowledge, service_id)
     items = parse_feedback(_json_body())
-    rt.storage.record_feedback(service_id, items)
+    metrics.feedback_stored(rt.storage.record_feedback(service_id, items))  # 503 when it cannot be stored
     log.info("feedback", extra={"request_id": g.request_id, "service": service_id, "items": len(items),
                                 "outcomes": sorted({i["outcome"] for i in items})})
     return jsonify({})
@@ -131,8 +136,8 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     rt = runtime()
-    ready = rt.storage.ping()
-    body = {"status": "ready" if ready else "storage unreachable", "knowledge": rt.knowledge.summary()["rules"]}
+    ready = rt.storage.writable()
+    body = {"status": "ready" if ready else "storage not writable", "knowledge": rt.knowledge.summary()["rules"]}
     return jsonify(body), 200 if ready else 503
 
 
@@ -185,7 +190,7 @@ def register_errors(app: Flask) -> None:
         else:
             log.info("request refused", extra={"request_id": g.get("request_id"), "status": error.status,
                                                "problem": error.message})
-        return jsonify(error.to_json()), error.status
+        return jsonify(error.to_json()), error.status, error.headers()
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Any:

@@ -1,4 +1,4 @@
-"""The ``cds-service`` command: serve, knowledge check, feedback stats."""
+"""The ``cds-service`` command: serve, knowledge check, feedback stats, storage prune."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from .errors import KnowledgeError
+from .errors import KnowledgeError, StorageUnusable
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -26,7 +26,10 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from . import create_app
 
-        return create_app()
+        try:
+            return create_app()
+        except (KnowledgeError, StorageUnusable) as exc:
+            raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
 
 
 @click.group()
@@ -40,6 +43,9 @@ def main() -> None:
 @click.option("--workers", default=lambda: (os.cpu_count() or 1) * 2, show_default="2 x cores", type=int)
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the CDS service under gunicorn."""
+    from .metrics import child_exit, prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()  # before the app (and prometheus_client) is loaded in this master
     _Gunicorn({
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -50,6 +56,7 @@ def serve(host: str, port: int, workers: int) -> None:
         "accesslog": None,  # access lines carry full URLs; the service logs what is safe
         "errorlog": "-",
         "loglevel": "warning",
+        "child_exit": child_exit,
     }).run()
 
 
@@ -91,5 +98,27 @@ def feedback_stats() -> None:
     """Per rule id: cards issued, accepted, overridden, and the override reasons, as JSON."""
     from . import create_app
 
-    app = create_app({"LOG_LEVEL": "ERROR"})
-    click.echo(json.dumps(app.extensions["cds"].storage.stats(), indent=2, sort_keys=True))
+    click.echo(json.dumps(_storage().stats(), indent=2, sort_keys=True))
+
+
+@main.group()
+def storage() -> None:
+    """Storage commands."""
+
+
+@storage.command("prune")
+def storage_prune() -> None:
+    """Delete issued cards, feedback and JWT ids past their retention now; rows deleted per table, as JSON."""
+    click.echo(json.dumps(_storage().prune(), indent=2, sort_keys=True))
+
+
+def _storage() -> Any:
+    """The storage the service would use, configured as ``serve`` configures it."""
+    from . import create_app
+
+    try:
+        app = create_app({"LOG_LEVEL": "ERROR", "PRUNE_INTERVAL_SECONDS": 0})
+    except (KnowledgeError, StorageUnusable) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    return app.extensions["cds"].storage

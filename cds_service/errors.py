@@ -3,10 +3,13 @@
     CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
     ├── AuthenticationFailed 401  no detail in the body, ever
+    ├── Forbidden            403  /metrics from an address not allowed
     ├── UnknownService       404  no service with that id
     ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH
-    └── PrefetchUnavailable  412  data the rules need could not be had
+    ├── PrefetchUnavailable  412  data the rules need could not be had
+    └── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
     KnowledgeError           start-up: a broken knowledge file (names file and path)
+    StorageUnusable          start-up: the database cannot be written (names the database and why)
 
 Every error body is JSON; the messages never contain request data beyond a
 JSON path, so they are safe to log.
@@ -24,6 +27,10 @@ class CdsError(Exception):
         super().__init__(message)
         self.message = message
         self.location = location
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body."""
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         issue: dict[str, Any] = {"severity": "error", "code": self.issue_code, "diagnostics": self.message}
@@ -47,6 +54,11 @@ class AuthenticationFailed(CdsError):
         self.reason = reason
 
 
+class Forbidden(CdsError):
+    status = 403
+    issue_code = "forbidden"
+
+
 class UnknownService(CdsError):
     status = 404
     issue_code = "not-found"
@@ -62,9 +74,25 @@ class PrefetchUnavailable(CdsError):
     issue_code = "processing"
 
 
+class StorageUnavailable(CdsError):
+    status = 503
+    issue_code = "transient"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class KnowledgeError(Exception):
     """A knowledge file is missing, malformed or inconsistent; the service must not start."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("Knowledge is invalid:\n  " + "\n  ".join(problems))
         self.problems = problems
+
+
+class StorageUnusable(Exception):
+    """The database cannot be written at start-up; the service must not start on it."""

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import orjson
 import requests
 
+from . import metrics
 from .errors import PrefetchUnavailable
 from .fhir import holds_outcome, next_link, objects
 from .hooks import HookRequest
@@ -92,11 +93,13 @@ def _fetch_all(request: HookRequest, pending: dict[str, str], kinds: dict[str, s
         key = futures[future]
         if future not in done:
             log.warning("prefetch fetch timed out", extra={"prefetch_key": key})
+            metrics.fhir_fetch_failed(key, "timeout")
             continue
         try:
             results[key] = future.result()
         except FetchFailed as exc:
             log.warning("prefetch fetch failed", extra={"prefetch_key": key, "error": str(exc)})
+            metrics.fhir_fetch_failed(key, "error")
     return results
 
 
