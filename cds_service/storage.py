@@ -219,6 +219,14 @@ class Storage:
             except Exception:  # noqa: BLE001 - it is being thrown away
                 pass
 
+    def _configured(self, write: _Write) -> Any:
+        """This thread's connection, set up for ``write``'s lock wait and durability."""
+        conn = self._connection(write.wait_ms)
+        if getattr(self._local, "settings", None) != write.settings:  # one round trip saved per call
+            self.backend.configure(conn, write)
+            self._local.settings = write.settings
+        return conn
+
     @contextmanager
     def _transaction(self, write: _Write, commit: bool = True) -> Iterator[Any]:
         """A write transaction that waits at most ``write.wait_ms`` for a lock; any database error
@@ -226,10 +234,7 @@ class Storage:
         failure, never on a process crash; feedback is always durable. ``commit=False`` rolls
         the transaction back at the end (the readiness probe)."""
         try:
-            conn = self._connection(write.wait_ms)
-            if getattr(self._local, "settings", None) != write.settings:  # one round trip saved per call
-                self.backend.configure(conn, write)
-                self._local.settings = write.settings
+            conn = self._configured(write)
             conn.execute(self.backend.begin)
         except self._errors:
             self._drop_connection()
@@ -383,7 +388,7 @@ class Storage:
     def _jti_stored(self, issuer: str, jti: str, now: float) -> bool:
         """Whether the database holds a live entry (reading works while writes are locked out)."""
         try:
-            conn = self._connection(REPLAY.wait_ms)
+            conn = self._configured(REPLAY)  # a read may wait on a lock too (PostgreSQL): bounded as well
             return self._execute(conn, "SELECT 1 FROM jwt_replay WHERE issuer = ? AND jti = ? AND expires_at >= ?",
                                  (issuer, jti, now)).fetchone() is not None
         except self._errors:
