@@ -71,7 +71,7 @@ CARDS = _Write("record_cards", durable=False, wait_ms=200)
 REPLAY = _Write("replay", durable=False, wait_ms=200)
 PROBE = _Write("probe", durable=False, wait_ms=200)
 PRUNE = _Write("prune", durable=False, wait_ms=200)
-FEEDBACK = _Write("feedback", durable=True, wait_ms=1000)  # 503 after a second: the EHR retries
+FEEDBACK = _Write("feedback", durable=True, wait_ms=500)  # then 503: the EHR sends it again later
 MIGRATE = _Write("migrate", durable=True, wait_ms=10_000)  # start-ups queue behind each other
 
 

@@ -75,7 +75,8 @@ def test_calls_cards_stages_and_feedback_are_counted(client):
     assert moved("cds_call_stage_seconds_sum", service=ORDER_SELECT, stage="total") > 0
 
 
-def _closed_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (until someone binds it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -84,7 +85,7 @@ def _closed_port() -> int:
 def test_fhir_fetch_failures_are_counted_by_key(client):
     body = request_fixture("patient-view/mcas-ms-older-adult--chart-open.json")
     del body["prefetch"]["medications"]
-    body["fhirServer"] = f"http://127.0.0.1:{_closed_port()}/fhir"  # connection refused
+    body["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"  # connection refused
     body["fhirAuthorization"] = {"access_token": "dummy", "token_type": "Bearer", "expires_in": 300,
                                  "scope": "patient/*.read", "subject": "cds-back-pain"}
     before = metric_value(client, "cds_fhir_fetch_failures_total", prefetch_key="medications", kind="error")
@@ -115,19 +116,13 @@ def test_metrics_allow_list_is_configurable(app_config):
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 403
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_served_metrics_add_up_every_worker_and_forget_a_former_run(tmp_path: Path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     stale = metrics_dir / "counter_999999.db"
     stale.write_bytes(b"left by a former run")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
     env = {**os.environ, "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",

@@ -39,7 +39,7 @@ from cds_service.errors import StorageUnavailable, StorageUnusable
 from cds_service.storage import Storage
 from conftest import request_fixture
 from test_auth import ISSUER, JWKS, JWKS_URL, token
-from test_metrics import metric_value
+from test_metrics import free_port, metric_value
 from test_storage import _card, _close, _overridden, database_url  # noqa: F401 - database_url is a fixture
 
 ORDER_SELECT = "back-pain-order-select"
@@ -213,16 +213,8 @@ def test_hook_calls_answer_with_cards_while_the_database_is_locked(secure_app, a
 
 # --------------------------------------------------------------------------- the real server
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(tmp_path: Path, database: Path, name: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = _free_port()
+    port = free_port()
     command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
     env = {**os.environ, "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{database}",
            "CDS_LOG_LEVEL": "WARNING"}
