@@ -226,19 +226,38 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, connections: int = 4
                     with lock:
                         done.append(result)
 
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), _workers_cpu(server.process.pid)
             threads = [threading.Thread(target=load) for _ in range(connections)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, _workers_cpu(server.process.pid) - cpu_before
             ok = sum(1 for c in done if c[0] == 200)
-            results[f"{mode}-{len(results)}"] = {"req_per_s": round(ok / elapsed, 1), **summary(done)}
+            results[f"{mode}-{len(results)}"] = {"req_per_s": round(ok / elapsed, 1),
+                                                 "worker_cpu_ms_per_req": round(cpu * 1000 / max(ok, 1), 2),
+                                                 **summary(done)}
         finally:
             server.stop()
     best = {mode: max(v["req_per_s"] for k, v in results.items() if k.startswith(mode)) for mode in ("on", "off")}
-    return {"rounds": results, "best_req_per_s": best, "ratio_on_off": round(best["on"] / best["off"], 3)}
+    cpu = {mode: min(v["worker_cpu_ms_per_req"] for k, v in results.items() if k.startswith(mode))
+           for mode in ("on", "off")}
+    return {"rounds": results, "best_req_per_s": best, "ratio_on_off": round(best["on"] / best["off"], 3),
+            "least_worker_cpu_ms_per_req": cpu}
+
+
+def _workers_cpu(master: int) -> float:
+    """CPU seconds (user + system) used so far by the gunicorn workers of ``master``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def main() -> None:
