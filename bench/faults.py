@@ -9,7 +9,7 @@ tests (tests/test_storage_faults.py) assert the behaviour.
     python bench/faults.py lock [--seconds 15]   # another process holds BEGIN EXCLUSIVE
     python bench/faults.py readonly              # the file made immutable (chattr +i; root)
     python bench/faults.py startup-readonly      # started on an immutable file
-    python bench/faults.py auth [--seconds 8]    # hook calls/s with client JWTs vs without
+    python bench/faults.py auth [--seconds 8] [--size 300KB]  # hook calls/s with client JWTs vs without
 
 Every process it starts is stopped at the end.
 """
@@ -77,11 +77,11 @@ class Server:
                 self.process.wait()
 
 
-def hook_call(base: str, headers: dict[str, str] | None = None) -> tuple[int, float, int]:
+def hook_call(base: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, float, int]:
     """(status, seconds, cards) of one order-select call; status 0 when the connection failed."""
     started = time.perf_counter()
     try:
-        response = requests.post(f"{base}/cds-services/{SERVICE}", data=FIXTURE.read_bytes(), timeout=30,
+        response = requests.post(f"{base}/cds-services/{SERVICE}", data=body or FIXTURE.read_bytes(), timeout=30,
                                  headers={"Content-Type": "application/json", **(headers or {})})
     except requests.RequestException:
         return 0, time.perf_counter() - started, 0
@@ -188,13 +188,22 @@ def scenario_startup_readonly(tree: Path, folder: Path) -> dict[str, Any]:
         _immutable(database, False)
 
 
-def scenario_auth(tree: Path, folder: Path, seconds: float, connections: int = 4) -> dict[str, Any]:
+def scenario_auth(tree: Path, folder: Path, seconds: float, size: str | None, connections: int = 4) -> dict[str, Any]:
+    """Alternating rounds with and without client JWTs (ES384, pre-minted, each used once).
+
+    ``size``: a bench payload (``payloads.SIZES``: 20KB, 300KB, 1MB) instead of the small fixture."""
     import jwt
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP384R1())
     public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     issuers = {ISSUER: {"keys": [{**public, "kid": "bench", "alg": "ES384", "use": "sig"}]}}
+    body = None
+    if size:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import payloads
+
+        body = payloads.body_bytes("order-select", payloads.SIZES[size])
     results = {}
     for mode in ("off", "on", "off", "on"):  # alternated: a busy machine hurts both alike
         database = folder / f"auth-{mode}-{len(results)}.sqlite3"
@@ -211,7 +220,7 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, connections: int = 4
                                  key, algorithm="ES384", headers={"kid": "bench", "typ": "JWT"})
                       for _ in range(int(seconds * 400))] if mode == "on" else []
             for _ in range(20):  # warm-up
-                hook_call(base, {"Authorization": f"Bearer {tokens.pop()}"} if tokens else None)
+                hook_call(base, {"Authorization": f"Bearer {tokens.pop()}"} if tokens else None, body)
             done: list[tuple[int, float, int]] = []
             lock = threading.Lock()
             stop_at = time.monotonic() + seconds
@@ -222,7 +231,7 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, connections: int = 4
                         token = tokens.pop() if tokens else None
                     if mode == "on" and token is None:
                         return
-                    result = hook_call(base, {"Authorization": f"Bearer {token}"} if token else None)
+                    result = hook_call(base, {"Authorization": f"Bearer {token}"} if token else None, body)
                     with lock:
                         done.append(result)
 
@@ -242,7 +251,7 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, connections: int = 4
     best = {mode: max(v["req_per_s"] for k, v in results.items() if k.startswith(mode)) for mode in ("on", "off")}
     cpu = {mode: min(v["worker_cpu_ms_per_req"] for k, v in results.items() if k.startswith(mode))
            for mode in ("on", "off")}
-    return {"rounds": results, "best_req_per_s": best, "ratio_on_off": round(best["on"] / best["off"], 3),
+    return {"payload": size or FIXTURE.name, "rounds": results, "best_req_per_s": best, "ratio_on_off": round(best["on"] / best["off"], 3),
             "least_worker_cpu_ms_per_req": cpu}
 
 
@@ -265,6 +274,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=["lock", "readonly", "startup-readonly", "auth"])
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree to serve (default: this checkout)")
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--size", choices=["20KB", "300KB", "1MB"], help="auth: a bench payload instead of the fixture")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cds-faults-") as folder:
         if args.scenario == "lock":
@@ -274,7 +284,7 @@ def main() -> None:
         elif args.scenario == "startup-readonly":
             result = scenario_startup_readonly(args.tree, Path(folder))
         else:
-            result = scenario_auth(args.tree, Path(folder), args.seconds or 8)
+            result = scenario_auth(args.tree, Path(folder), args.seconds or 8, args.size)
     print(json.dumps({"scenario": args.scenario, "tree": str(args.tree), **result}, indent=2))
 
 
