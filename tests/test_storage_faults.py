@@ -13,6 +13,9 @@
   good, which is what kept the service failing after the file was writable
   again. The real server (``cds-service serve``, gunicorn, 2 workers) is
   used, since its workers open their connections after the fault.
+- **A full disk.** The database lives on its own small tmpfs (mounted for the
+  test; root only) that a filler file fills to the last byte; removing the
+  filler clears the fault.
 - **A broken connection** (SQLite: opened while the file was immutable;
   PostgreSQL: the server ends the session with ``pg_terminate_backend``) heals:
   the 60 writes after the fault is cleared all succeed.
@@ -94,6 +97,38 @@ def unwritable(path: Path) -> Iterator[None]:
         path.chmod(0o644)
 
 
+@contextmanager
+def small_disk(folder: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` for the block."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"FULL DISK NOT TESTED: a tmpfs cannot be mounted here ({mounted.stderr.strip()}; needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the file system ``folder`` is on; remove the file to give them back."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:  # ENOSPC: full; then the last partial block
+        try:
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
+    return filler
+
+
 def _storage(url: str) -> Storage:
     store = Storage(url)
     store.migrate()
@@ -163,6 +198,24 @@ def test_a_broken_connection_heals(database_url, tmp_path):  # noqa: F811
         _close(store)
 
 
+def test_opening_refuses_a_database_that_takes_no_writes(database_url):  # noqa: F811
+    """SQLite: an immutable file; PostgreSQL: sessions that are read-only (as on a standby)."""
+    _close(_storage(database_url))  # made and migrated while writable
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url[len("sqlite:///"):])
+        with unwritable(path), pytest.raises(StorageUnusable) as refused:
+            Storage(database_url).open_for_service()
+        assert f"SQLite file {path} cannot be written (SQLITE_READONLY" in str(refused.value)
+    else:
+        read_only = database_url + "%20-cdefault_transaction_read_only%3Don"  # appended to options=
+        store = Storage(read_only)
+        with pytest.raises(StorageUnusable) as refused:
+            store.open_for_service()
+        _close(store)
+        assert "cannot be written (ReadOnlySqlTransaction (SQLSTATE 25006)" in str(refused.value)
+        assert "cds_test:" not in str(refused.value)  # no password in the message
+
+
 def test_start_up_refuses_an_unwritable_database_naming_it(tmp_path, app_config):
     path = tmp_path / "test.sqlite3"
     create_app(app_config)  # creates and migrates the file
@@ -209,6 +262,27 @@ def test_hook_calls_answer_with_cards_while_the_database_is_locked(secure_app, a
     assert metric_value(client, "cds_storage_failures_total", operation="record_cards") >= failures_before + 4
     assert client.post(feedback, json={"feedback": [item]}, headers=_bearer(feedback)).status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_full_disk_costs_no_decision_and_the_service_heals(tmp_path, app_config):
+    with small_disk(tmp_path / "small") as disk:
+        app = create_app({**app_config, "DATABASE_URL": f"sqlite:///{disk / 'cds.sqlite3'}"})
+        client = app.test_client()
+        call, feedback = f"/cds-services/{ORDER_SELECT}", f"/cds-services/{ORDER_SELECT}/feedback"
+        item = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-23T12:00:00Z"}
+        failures_before = metric_value(client, "cds_storage_failures_total", operation="record_cards")
+        filler = fill(disk)
+        during = [client.post(call, json=request_fixture(FIXTURE)) for _ in range(10)]
+        assert [(r.status_code, len(r.get_json()["cards"])) for r in during] == [(200, 1)] * 10
+        refused = client.post(feedback, json={"feedback": [item]})
+        assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
+        assert metric_value(client, "cds_storage_failures_total", operation="record_cards") >= failures_before + 10
+        filler.unlink()
+        healed = [client.post(call, json=request_fixture(FIXTURE)).status_code for _ in range(60)]
+        assert healed == [200] * 60
+        assert client.post(feedback, json={"feedback": [item]}).status_code == 200
+        assert app.extensions["cds"].storage.row_counts()["issued_card"] == 60  # only those after the fault
+        _close(app.extensions["cds"].storage)
 
 
 # --------------------------------------------------------------------------- the real server
