@@ -96,8 +96,6 @@ def feedback() -> None:
 @feedback.command("stats")
 def feedback_stats() -> None:
     """Per rule id: cards issued, accepted, overridden, and the override reasons, as JSON."""
-    from . import create_app
-
     click.echo(json.dumps(_storage().stats(), indent=2, sort_keys=True))
 
 

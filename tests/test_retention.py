@@ -19,7 +19,7 @@ from pathlib import Path
 from cds_service import create_app
 from cds_service.cards import IssuedCard
 from cds_service.storage import Retention, Storage
-from test_storage import _close, _overridden, database_url  # noqa: F401 - database_url is a fixture
+from test_storage import _close, _overridden
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SERVICE = "back-pain-order-select"
@@ -44,7 +44,7 @@ def _size(store: Storage) -> int:
     return conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
 
 
-def test_soak_row_counts_and_size_level_off(database_url):  # noqa: F811
+def test_soak_row_counts_and_size_level_off(database_url):
     store = Storage(database_url, RETENTION)
     store.migrate()
     daily: list[dict[str, int]] = []
@@ -83,7 +83,7 @@ def test_soak_row_counts_and_size_level_off(database_url):  # noqa: F811
         assert daily[-1]["bytes"] < 1.2 * daily[2]["bytes"]  # 16 days written, about 3 days' worth kept
 
 
-def test_a_card_with_feedback_is_kept_as_long_as_its_feedback(database_url):  # noqa: F811
+def test_a_card_with_feedback_is_kept_as_long_as_its_feedback(database_url):
     store = Storage(database_url, RETENTION)
     store.migrate()
     try:
@@ -100,7 +100,7 @@ def test_a_card_with_feedback_is_kept_as_long_as_its_feedback(database_url):  # 
         _close(store)
 
 
-def test_replay_entries_go_when_their_token_expires_not_before(database_url):  # noqa: F811
+def test_replay_entries_go_when_their_token_expires_not_before(database_url):
     store = Storage(database_url, RETENTION)
     store.migrate()
     try:

@@ -43,7 +43,7 @@ from cds_service.storage import Storage
 from conftest import request_fixture
 from test_auth import ISSUER, JWKS, JWKS_URL, token
 from test_metrics import free_port, metric_value
-from test_storage import _card, _close, _overridden, database_url  # noqa: F401 - database_url is a fixture
+from test_storage import _card, _close, _overridden
 
 ORDER_SELECT = "back-pain-order-select"
 FIXTURE = "order-select/mcas-adult--succinylcholine.json"
@@ -137,7 +137,7 @@ def _storage(url: str) -> Storage:
 
 # --------------------------------------------------------------------------- storage, both backends
 
-def test_a_held_write_lock_costs_no_card_and_refuses_feedback_with_503(database_url):  # noqa: F811
+def test_a_held_write_lock_costs_no_card_and_refuses_feedback_with_503(database_url):
     store = _storage(database_url)
     try:
         assert store.remember_jti(ISSUER, "before-the-lock", time.time() + 300)
@@ -163,7 +163,7 @@ def test_a_held_write_lock_costs_no_card_and_refuses_feedback_with_503(database_
         _close(store)
 
 
-def test_replay_check_can_fail_closed(database_url):  # noqa: F811
+def test_replay_check_can_fail_closed(database_url):
     store = Storage(database_url, replay_fail_closed=True)
     store.migrate()
     try:
@@ -174,7 +174,7 @@ def test_replay_check_can_fail_closed(database_url):  # noqa: F811
         _close(store)
 
 
-def test_a_broken_connection_heals(database_url, tmp_path):  # noqa: F811
+def test_a_broken_connection_heals(database_url, tmp_path):
     store = _storage(database_url)
     try:
         if database_url.startswith("sqlite:///"):
@@ -198,7 +198,7 @@ def test_a_broken_connection_heals(database_url, tmp_path):  # noqa: F811
         _close(store)
 
 
-def test_opening_refuses_a_database_that_takes_no_writes(database_url):  # noqa: F811
+def test_opening_refuses_a_database_that_takes_no_writes(database_url):
     """SQLite: an immutable file; PostgreSQL: sessions that are read-only (as on a standby)."""
     _close(_storage(database_url))  # made and migrated while writable
     if database_url.startswith("sqlite:///"):
