@@ -43,9 +43,9 @@ def main() -> None:
 @click.option("--workers", default=lambda: (os.cpu_count() or 1) * 2, show_default="2 x cores", type=int)
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the CDS service under gunicorn."""
-    from .metrics import child_exit, prepare_multiprocess_dir
+    from .metrics import gunicorn_hooks
 
-    prepare_multiprocess_dir()  # before the app (and prometheus_client) is loaded in this master
+    metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
     _Gunicorn({
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -56,7 +56,7 @@ def serve(host: str, port: int, workers: int) -> None:
         "accesslog": None,  # access lines carry full URLs; the service logs what is safe
         "errorlog": "-",
         "loglevel": "warning",
-        "child_exit": child_exit,
+        **metrics_hooks,
     }).run()
 
 

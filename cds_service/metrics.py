@@ -6,9 +6,9 @@ path), hooks, status codes, rule ids, indicators, outcomes, prefetch keys and
 storage operations; never a patient, a token or a request id.
 
 Under gunicorn each worker is a process: ``cds-service serve`` points
-``PROMETHEUS_MULTIPROC_DIR`` at a directory (a fresh temporary one unless
-set), empties it in the master before the workers start, and marks a worker
-dead when it exits; a scrape adds up every worker's counts. The variable must
+``PROMETHEUS_MULTIPROC_DIR`` at a directory (unless set, a fresh temporary one
+removed when the master exits), empties it in the master before the workers
+start, and marks a worker dead when it exits; a scrape adds up every worker's counts. The variable must
 be set before ``prometheus_client`` is imported, so it is imported here only
 when the first metric is made.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -152,14 +153,24 @@ def _allowed() -> bool:
 
 # ---------------------------------------------------------------- gunicorn
 
-def prepare_multiprocess_dir() -> Path:
-    """In the master before the app is loaded: the metrics directory, emptied of a former run's files."""
-    path = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="cds-metrics-"))
+def gunicorn_hooks() -> dict[str, Any]:
+    """In the master before the app is loaded: the metrics directory ready, and gunicorn's hooks."""
+    path, made_here = _multiprocess_dir()
+    hooks: dict[str, Any] = {"child_exit": child_exit}
+    if made_here:  # a temporary directory of our own: gone with the master
+        hooks["on_exit"] = lambda server: shutil.rmtree(path, ignore_errors=True)
+    return hooks
+
+
+def _multiprocess_dir() -> tuple[Path, bool]:
+    """PROMETHEUS_MULTIPROC_DIR, emptied of a former run's files (a fresh temporary one when unset)."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    path = Path(configured or tempfile.mkdtemp(prefix="cds-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
     for entry in path.glob("*.db"):  # only the client's own files: the directory may be shared with others
         entry.unlink()
     os.environ[MULTIPROC_ENV] = str(path)
-    return path
+    return path, not configured
 
 
 def child_exit(server: Any, worker: Any) -> None:
