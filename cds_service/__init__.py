@@ -2,8 +2,8 @@
 
 ``create_app(config=None)`` builds the Flask app: configuration
 (``config.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
-(a broken knowledge folder stops start-up), storage migrated, CORS, JSON
-errors, JSON logs.
+(a broken knowledge folder stops start-up), storage migrated and shown to take writes (an
+unwritable database stops start-up), CORS, JSON errors, JSON logs, Prometheus metrics.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import discovery
+from . import discovery, metrics
 from .api import OrjsonProvider, Runtime, cds, ops, register_errors
 from .auth import Verifier
 from .config import database_url, fetch_policy, knowledge_dir, settings
@@ -32,7 +32,7 @@ from .knowledge import load_knowledge
 from .logs import configure_logging
 from .pages import bp as pages_bp
 from .preview import bp as preview_bp
-from .storage import Storage
+from .storage import Retention, Storage
 from .wsgi import CollapseSlashes
 
 __all__ = [
@@ -59,8 +59,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
-    storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path))
-    storage.migrate()
+    retention = Retention(issued_card_days=float(app.config["ISSUED_CARD_RETENTION_DAYS"]),
+                          feedback_days=float(app.config["FEEDBACK_RETENTION_DAYS"]),
+                          interval_seconds=float(app.config["PRUNE_INTERVAL_SECONDS"]))
+    storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path), retention,
+                      replay_fail_closed=bool(app.config["REPLAY_FAIL_CLOSED"]))
+    storage.open_for_service()  # migrated and writable, or StorageUnusable: the service must not start
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
                                      discovery.templates(knowledge),
@@ -78,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops)
     app.register_blueprint(pages_bp)
     app.register_blueprint(preview_bp)
+    metrics.init_app(app)
     register_errors(app)
     _warn_if_open(app)
     return app

@@ -29,7 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery, logs
+from . import auth, discovery, logs, metrics
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
 from .decision import decide
 from .hooks import parse_feedback, parse_hook_request
@@ -79,6 +79,7 @@ def _request_id() -> str:
 @ops.after_app_request
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.call_on_close(runtime().storage.maybe_prune)  # once the answer is sent: off the call's path
     return response
 
 
@@ -96,13 +97,17 @@ def call_service(service_id: str) -> Any:
     data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
     t1 = time.perf_counter()
     decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
-    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued)
     t2 = time.perf_counter()
+    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued)  # best effort: never fails the call
+    t3 = time.perf_counter()
+    metrics.call_stages(service.id, prefetch=t1 - t0, evaluate=t2 - t1, store=t3 - t2)
+    metrics.cards_returned(decision.cards)
     log.info("service call", extra={
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed,
         "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
+        "store_ms": round((t3 - t2) * 1000, 2),
     })
     return jsonify({"cards": decision.cards})
 
@@ -112,7 +117,7 @@ def feedback(service_id: str) -> Any:
     rt = runtime()
     _service(rt.knowledge, service_id)
     items = parse_feedback(_json_body())
-    rt.storage.record_feedback(service_id, items)
+    metrics.feedback_stored(rt.storage.record_feedback(service_id, items))  # 503 when it cannot be stored
     log.info("feedback", extra={"request_id": g.request_id, "service": service_id, "items": len(items),
                                 "outcomes": sorted({i["outcome"] for i in items})})
     return jsonify({})
@@ -139,8 +144,8 @@ def healthz() -> Any:
 @ops.get("/readyz")
 def readyz() -> Any:
     rt = runtime()
-    ready = rt.storage.ping()
-    body = {"status": "ready" if ready else "storage unreachable", "knowledge": rt.knowledge.summary()["rules"]}
+    ready = rt.storage.writable()
+    body = {"status": "ready" if ready else "storage not writable", "knowledge": rt.knowledge.summary()["rules"]}
     return jsonify(body), 200 if ready else 503
 
 

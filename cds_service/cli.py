@@ -1,4 +1,4 @@
-"""The ``cds-service`` command: serve, knowledge check, feedback stats."""
+"""The ``cds-service`` command: serve, knowledge check, feedback stats, storage prune."""
 from __future__ import annotations
 
 import gc
@@ -10,7 +10,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from .errors import KnowledgeError
+from .errors import KnowledgeError, StorageUnusable
 
 
 class _Gunicorn(BaseApplication):
@@ -27,7 +27,10 @@ class _Gunicorn(BaseApplication):
     def load(self) -> Any:
         from . import create_app
 
-        app = create_app()
+        try:
+            app = create_app()
+        except (KnowledgeError, StorageUnusable) as exc:
+            raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
         # The compiled knowledge lives as long as the process: move it out of the garbage
         # collector's sight, so the collections a large request body triggers stay short (and
         # forked workers keep sharing those pages instead of touching them). Done here, in the
@@ -48,6 +51,9 @@ def main() -> None:
 @click.option("--workers", default=lambda: (os.cpu_count() or 1) * 2, show_default="2 x cores", type=int)
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the CDS service under gunicorn."""
+    from .metrics import gunicorn_hooks
+
+    metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
     _Gunicorn({
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -58,6 +64,7 @@ def serve(host: str, port: int, workers: int) -> None:
         "accesslog": None,  # access lines carry full URLs; the service logs what is safe
         "errorlog": "-",
         "loglevel": "warning",
+        **metrics_hooks,
     }).run()
 
 
@@ -122,10 +129,7 @@ def feedback() -> None:
 @feedback.command("stats")
 def feedback_stats() -> None:
     """Per rule id: cards issued, accepted, overridden, and the override reasons, as JSON."""
-    from . import create_app
-
-    app = create_app({"LOG_LEVEL": "ERROR"})
-    click.echo(json.dumps(app.extensions["cds"].storage.stats(), indent=2, sort_keys=True))
+    click.echo(json.dumps(_storage().stats(), indent=2, sort_keys=True))
 
 
 @feedback.command("report")
@@ -143,15 +147,13 @@ def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_fee
     trend by ISO week, and the rules flagged for review."""
     from datetime import timezone
 
-    from . import create_app
     from .report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
 
     if chart and not chart.endswith((".svg", ".png")):
         raise click.UsageError("--chart must name a .svg or .png file")
     since = since.replace(tzinfo=timezone.utc) if since else None
     until = until.replace(tzinfo=timezone.utc) if until else None
-    storage = create_app({"LOG_LEVEL": "ERROR"}).extensions["cds"].storage
-    history = storage.card_history(utc_stamp(since), utc_stamp(until))
+    history = _storage().card_history(utc_stamp(since), utc_stamp(until))
     report = build_report(history, since, until, flag_above, min_feedback)
     click.echo({"text": as_text, "csv": as_csv, "json": as_json}[fmt](report), nl=fmt != "csv")
     if chart:
@@ -173,3 +175,26 @@ def staff_hash(password: str) -> None:
     from werkzeug.security import generate_password_hash
 
     click.echo(generate_password_hash(password))
+
+
+@main.group()
+def storage() -> None:
+    """Storage commands."""
+
+
+@storage.command("prune")
+def storage_prune() -> None:
+    """Delete issued cards, feedback and JWT ids past their retention now; rows deleted per table, as JSON."""
+    click.echo(json.dumps(_storage().prune(), indent=2, sort_keys=True))
+
+
+def _storage() -> Any:
+    """The storage the service would use, configured as ``serve`` configures it."""
+    from . import create_app
+
+    try:
+        app = create_app({"LOG_LEVEL": "ERROR", "PRUNE_INTERVAL_SECONDS": 0})
+    except (KnowledgeError, StorageUnusable) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    return app.extensions["cds"].storage

@@ -40,6 +40,17 @@ DEFAULTS: dict[str, Any] = {
     # FHIR servers that may be read without a bearer token (open test servers
     # such as a local sandbox setup). Production EHRs always send a token.
     "OPEN_FHIR_SERVERS": [],
+    # Retention (docs/metrics.md): issued cards and feedback are deleted after these many days
+    # (a card with feedback is kept as long as its feedback); JWT ids once their token expired.
+    # Each worker prunes at most once per interval (0: only `cds-service storage prune`).
+    "ISSUED_CARD_RETENTION_DAYS": 90,
+    "FEEDBACK_RETENTION_DAYS": 365,
+    "PRUNE_INTERVAL_SECONDS": 300,
+    # When the JWT replay cache cannot be written: false lets a token through that neither this
+    # process nor the database has seen (SECURITY.md); true answers 503 instead.
+    "REPLAY_FAIL_CLOSED": False,
+    # Who may read /metrics: client addresses as CIDRs (loopback only by default).
+    "METRICS_ALLOW": ["127.0.0.0/8", "::1/128"],
     # Development mode (make run): loud banner, sandbox-friendly defaults.
     "DEVELOPMENT": False,
     "LOG_LEVEL": "INFO",

@@ -3,11 +3,14 @@
     CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
     ├── AuthenticationFailed 401  no detail in the body, ever
+    ├── Forbidden            403  /metrics from an address not allowed
     ├── UnknownService       404  no service with that id
     ├── UnknownRule          404  no rule with that id (the rule pages)
     ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH
-    └── PrefetchUnavailable  412  data the rules need could not be had
+    ├── PrefetchUnavailable  412  data the rules need could not be had
+    └── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
     KnowledgeError           start-up: a broken knowledge file (names file and path)
+    StorageUnusable          start-up: the database cannot be written (names the database and why)
 
 Every error body is JSON; the messages never contain request data beyond a
 JSON path, so they are safe to log.
@@ -58,6 +61,11 @@ class AuthenticationFailed(CdsError):
         return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
 
 
+class Forbidden(CdsError):
+    status = 403
+    issue_code = "forbidden"
+
+
 class UnknownService(CdsError):
     status = 404
     issue_code = "not-found"
@@ -78,9 +86,25 @@ class PrefetchUnavailable(CdsError):
     issue_code = "processing"
 
 
+class StorageUnavailable(CdsError):
+    status = 503
+    issue_code = "transient"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class KnowledgeError(Exception):
     """A knowledge file is missing, malformed or inconsistent; the service must not start."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("Knowledge is invalid:\n  " + "\n  ".join(problems))
         self.problems = problems
+
+
+class StorageUnusable(Exception):
+    """The database cannot be written at start-up; the service must not start on it."""

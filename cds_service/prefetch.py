@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Protocol
 import orjson
 import requests
 
+from . import metrics
 from .errors import PrefetchUnavailable
 from .fhir import holds_outcome, next_link, objects
 from .hooks import HookRequest
@@ -126,11 +127,13 @@ class Fetch:
             key = futures[future]
             if future not in done:
                 log.warning("prefetch fetch timed out", extra={"prefetch_key": key})
+                metrics.fhir_fetch_failed(key, "timeout")
                 continue
             try:
                 results[key] = future.result()
             except FetchFailed as exc:
                 log.warning("prefetch fetch failed", extra={"prefetch_key": key, "error": str(exc)})
+                metrics.fhir_fetch_failed(key, "error")
         return results
 
     def allowed(self) -> bool:

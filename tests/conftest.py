@@ -4,20 +4,49 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import settings
 
 from cds_service import create_app
-from helpers import NOW, SERVICES
+from helpers import NOW, POSTGRES_URL, SERVICES
 
 # CI runs the property-based tests on a fixed seed so that a failure is reproducible;
 # locally each run explores new examples.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database of each backend: SQLite always, PostgreSQL when
+    CDS_TEST_POSTGRES_URL is set (a schema of its own, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'storage.sqlite3'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("CDS_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield _with_search_path(POSTGRES_URL, schema)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

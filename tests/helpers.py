@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+# A PostgreSQL server for the storage tests; .ci/run starts one and sets this.
+POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "")
 SERVICES = {
     "patient-view": "back-pain-patient-view",
     "order-select": "back-pain-order-select",

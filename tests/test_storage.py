@@ -1,52 +1,27 @@
 """Storage on both backends: SQLite always, PostgreSQL when CDS_TEST_POSTGRES_URL is set.
 
-Each PostgreSQL test gets its own schema (``search_path`` in the URL), dropped
+Each PostgreSQL test gets its own schema (``search_path`` in the URL; the
+``database_url`` fixture in conftest.py, shared with the fault and retention tests), dropped
 afterwards, so tests neither see nor disturb each other. CI (.ci/run) starts a
 throwaway cluster and sets the variable; without it the PostgreSQL cases skip.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from cds_service.cards import IssuedCard
 from cds_service.storage import Storage
+from helpers import POSTGRES_URL
 
-POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "")
 WHEN = "2026-11-23T12:01:02.345Z"
 SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/override-reason"
 TABLES = {"schema_version", "issued_card", "issued_suggestion", "feedback", "jwt_replay"}
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'storage.sqlite3'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("CDS_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)")
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield _with_search_path(POSTGRES_URL, schema)
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @contextmanager
@@ -122,7 +97,7 @@ def test_migrations_apply_twice_idempotently(database_url):
         assert TABLES <= _tables(second)
         versions = _versions(second)
         assert versions == sorted(set(versions)) and versions[:2] == [1, 2]
-        assert second.ping()
+        assert second.writable()
     finally:
         _close(first)
         _close(second)
