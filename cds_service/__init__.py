@@ -70,6 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         timeout_seconds=float(app.config["FHIR_TIMEOUT_SECONDS"]),
         max_pages=int(app.config["FHIR_MAX_PAGES"]),
         open_servers=frozenset(s.rstrip("/") for s in app.config["OPEN_FHIR_SERVERS"]),
+        threads=int(app.config["FHIR_FETCH_THREADS"]),
     )
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, policy, clock if callable(clock) else utc_now)

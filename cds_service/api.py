@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery, logs
+from . import auth, discovery, front, logs
 from .cards import build_cards
 from .engine import evaluate
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
@@ -82,7 +82,8 @@ def call_service(service_id: str) -> Any:
     service = _service(rt.knowledge, service_id)
     hook_request = parse_hook_request(_json_body(), service.hook)
     t0 = time.perf_counter()
-    data = gather(hook_request, service.prefetch, discovery.REQUIRED, rt.fetch_policy)
+    queued = front.queued_seconds(request.headers) if current_app.config["TRUST_REQUEST_START"] else 0.0
+    data = gather(hook_request, service.prefetch, discovery.REQUIRED, rt.fetch_policy, queued)
     t1 = time.perf_counter()
     facts = build_facts(hook_request.hook, hook_request.context, data, rt.knowledge.terminology, rt.clock())
     outcome = evaluate(list(service.modules), facts)
@@ -94,7 +95,7 @@ def call_service(service_id: str) -> Any:
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in issued],
         "rules_skipped": outcome.skipped, "rules_failed": outcome.failed,
-        "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
+        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
     })
     return jsonify({"cards": cards})
 

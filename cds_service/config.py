@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "CALL_BUDGET_SECONDS": 2.0,
     "FHIR_TIMEOUT_SECONDS": 1.5,
     "FHIR_MAX_PAGES": 20,
+    # FHIR fetches at once per process; `cds-service serve` sets 5 per gunicorn thread when unset.
+    "FHIR_FETCH_THREADS": 8,
+    # Behind a front that stamps X-Request-Start (deploy/nginx.conf): the call budget then counts
+    # from when the front received the call. Off unless every request passes through such a front.
+    "TRUST_REQUEST_START": False,
     # FHIR servers that may be read without a bearer token (open test servers
     # such as a local sandbox setup). Production EHRs always send a token.
     "OPEN_FHIR_SERVERS": [],

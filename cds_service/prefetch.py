@@ -41,15 +41,20 @@ class FetchPolicy:
     timeout_seconds: float
     max_pages: int
     open_servers: frozenset[str]
+    threads: int = 8  # fetches at once per process, shared by all the calls a worker serves
 
 
 class FetchFailed(Exception):
     """One key could not be fetched; the message is safe to log (no token, no data)."""
 
 
-def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy) -> dict[str, Any]:
-    """The data for each template key that could be had; raises PrefetchUnavailable for a required one."""
-    deadline = time.monotonic() + policy.budget_seconds
+def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy,
+           queued_seconds: float = 0.0) -> dict[str, Any]:
+    """The data for each template key that could be had; raises PrefetchUnavailable for a required one.
+
+    ``queued_seconds``: how long the call waited before this worker took it, spent from the budget.
+    """
+    deadline = time.monotonic() + policy.budget_seconds - queued_seconds
     data: dict[str, Any] = {}
     pending: dict[str, str] = {}
     for key, template in templates.items():
@@ -82,7 +87,7 @@ def _fetch_all(request: HookRequest, pending: dict[str, str], kinds: dict[str, s
         return {}
     futures = {
         # each fetch runs in a copy of this context, so its log lines carry the request id
-        _executor().submit(contextvars.copy_context().run, _fetch_key, request, key, template, kinds[key],
+        _executor(policy.threads).submit(contextvars.copy_context().run, _fetch_key, request, key, template, kinds[key],
                            policy, deadline): key
         for key, template in pending.items()
     }
@@ -230,9 +235,9 @@ def _session() -> requests.Session:
     return _local.session
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor(threads: int) -> ThreadPoolExecutor:
     """One pool per process, made after a fork (gunicorn workers must not inherit threads)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-fetch"))
     return _pool[1]
