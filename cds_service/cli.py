@@ -57,6 +57,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.callable = self.load()
         except KnowledgeError as exc:
             print(f"SIGHUP: knowledge not reloaded, the running version is kept: {exc}", file=sys.stderr)
+        except Exception as exc:  # e.g. storage unreachable: the name only, a message may hold a URL
+            print(f"SIGHUP: not reloaded ({type(exc).__name__}), the running version is kept", file=sys.stderr)
 
 
 @click.group()
