@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install install-test clean bench
+.PHONY: run test install install-test clean bench knowledge-archive
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install-test
 # fallback, start-up and memory: bench/results.md, bench/results.json and the README table (~4 min).
 bench: install
 	$(BIN)/python bench/run.py
+
+# The knowledge folder as the archive deploy/k8s/kustomization.yaml turns into a ConfigMap.
+knowledge-archive:
+	tar -czf deploy/k8s/knowledge.tar.gz -C knowledge .
 
 clean:
 	rm -rf $(VENV) build *.egg-info
