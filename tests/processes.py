@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -106,9 +107,9 @@ def render_nginx(upstreams: list[str], listen: str, max_conns: int) -> str:
 class Front:
     """A private nginx with the rendered deploy/nginx.conf; ``nginx -s quit``, then SIGKILL, on exit."""
 
-    def __init__(self, tmp_path: Path, upstreams: list[str], max_conns: int) -> None:
+    def __init__(self, tmp_path: Path, upstreams: list[str], max_conns: int, port: int | None = None) -> None:
         self.binary = nginx_binary()
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.prefix = tmp_path / "nginx"
         self.prefix.mkdir(exist_ok=True)
@@ -196,3 +197,52 @@ def timed_calls(base: str, body: dict[str, Any], count: int, timeout: float) -> 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class Postgres:
+    """A PostgreSQL database for one test module: a fresh schema in CDS_TEST_POSTGRES_URL when set
+    (CI), else a throwaway cluster started here as .ci/run does; a loud skip when neither can be had."""
+
+    def __init__(self) -> None:
+        self.cluster: Path | None = None
+        self.schema = f"t_{os.urandom(6).hex()}"
+        self.as_postgres: list[str] = []
+
+    def __enter__(self) -> str:
+        server = os.environ.get("CDS_TEST_POSTGRES_URL") or self._start_cluster()
+        import psycopg
+
+        self.server = server
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA {self.schema}")
+        return f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{self.schema}"
+
+    def __exit__(self, *exc: Any) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.server, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA {self.schema} CASCADE")
+        finally:
+            if self.cluster:
+                subprocess.run([*self.as_postgres, f"{self.bin}/pg_ctl", "-D", str(self.cluster), "-m", "immediate",
+                                "-w", "stop"], capture_output=True, timeout=60)
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def _start_cluster(self) -> str:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            pytest.skip("POSTGRESQL IS NOT AVAILABLE (no CDS_TEST_POSTGRES_URL, no initdb): the shared-store test did NOT run")
+        self.bin = str(bins[-1].parent)
+        # Not under pytest's tmp_path: its parents are private to root, and the cluster runs as postgres.
+        home = self.home = Path(tempfile.mkdtemp(prefix="cds-test-pg."))
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(home, "postgres")
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.cluster, port = home / "data", free_port()
+        subprocess.run([*self.as_postgres, f"{self.bin}/initdb", "-D", str(self.cluster), "-U", "postgres",
+                        "--auth=trust", "--encoding=UTF8", "--locale=C"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*self.as_postgres, f"{self.bin}/pg_ctl", "-D", str(self.cluster), "-l", str(home / "log"), "-w",
+                        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=120)
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
