@@ -43,11 +43,12 @@ def nginx_binary() -> str:
 class Service:
     """``cds-service serve`` on a free port; SIGTERM to the group on exit, SIGKILL if it lingers."""
 
-    def __init__(self, tmp_path: Path, name: str, *serve_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, name: str, *serve_args: str, env: dict[str, str] | None = None,
+                 command: str | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"{name}.log"
-        command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
+        command = command or shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
         environment = {"CDS_AUTH_REQUIRED": "false", "CDS_LOG_LEVEL": "WARNING",
                        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / (name + '.sqlite3')}",
                        **{k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}, **(env or {})}
