@@ -84,7 +84,7 @@ _FETCHES_PER_CALL = 5
 @click.option("--workers", default=lambda: (os.cpu_count() or 1) * 2, show_default="2 x cores", type=int)
 @click.option("--worker-class", type=click.Choice(["gthread", "sync"]), default="gthread", show_default=True,
               help="gthread: each worker serves --threads calls at once; sync: one call per worker.")
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1),
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1),
               help="Calls served at once per gthread worker; also sizes the FHIR fetch pool.")
 @click.option("--timeout", default=30, show_default=True, type=click.IntRange(1),
               help="Seconds a silent worker lives before the master restarts it.")
@@ -106,7 +106,7 @@ def serve(host: str, port: int, **options: Any) -> None:
         **settings,
         "bind": f"{host}:{port}",
         "preload_app": True,
-        # gunicorn 24+ listens on ~/.gunicorn/gunicorn.ctl: unused here, shared by every instance
+        # gunicorn 27 listens on ~/.gunicorn/gunicorn.ctl by default: unused here, shared by every instance
         # on a host, and not writable on a read-only root filesystem.
         "control_socket_disable": True,
         "accesslog": None,  # access lines carry full URLs; the service logs what is safe

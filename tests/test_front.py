@@ -24,7 +24,7 @@ from processes import PATIENT_VIEW, Front, Service, SlowClients, nginx_binary, p
 pytestmark = pytest.mark.slow
 
 CALL_BUDGET = 2.0  # CALL_BUDGET_SECONDS, the default
-CAPACITY = 32  # serve's defaults on 2 cores (4 workers x 8 threads); the front's max_conns
+CAPACITY = 64  # serve's defaults on 2 cores (4 workers x 16 threads); the front's max_conns
 FHIR_DELAY = 0.5  # the slow FHIR server of the overload test
 
 

@@ -33,7 +33,7 @@ def _configured(monkeypatch, *args: str, env_args: str | None = None):
 
 def test_production_defaults_are_threaded_recycled_and_drained(monkeypatch):
     cfg = _configured(monkeypatch)
-    assert (cfg.worker_class_str, cfg.threads) == ("gthread", 8)
+    assert (cfg.worker_class_str, cfg.threads) == ("gthread", 16)
     assert (cfg.max_requests, cfg.max_requests_jitter) == (10000, 1000)
     assert (cfg.graceful_timeout, cfg.preload_app) == (30, True)
 
