@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,7 +18,8 @@ import pytest
 import requests
 
 from conftest import request_fixture
-from processes import PATIENT_VIEW, Front, Service, SlowClients, nginx_binary, percentile, timed_calls
+from processes import (PATIENT_VIEW, Front, Service, SlowClients, nginx_binary, percentile, slow_fhir_server,
+                       timed_calls)
 
 pytestmark = pytest.mark.slow
 
@@ -28,41 +28,10 @@ CAPACITY = 64  # serve's defaults on 2 cores (4 workers x 16 threads); the front
 FHIR_DELAY = 0.5  # the slow FHIR server of the overload test
 
 
-class _SlowFhir(BaseHTTPRequestHandler):
-    """A FHIR server that takes FHIR_DELAY seconds over every answer (an empty chart)."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        time.sleep(FHIR_DELAY)
-        kind = self.path.lstrip("/").split("?")[0].split("/")[0]
-        body = ({"resourceType": "Patient", "id": "slow", "birthDate": "1970-01-01"} if "?" not in self.path
-                else {"resourceType": "Bundle", "type": "searchset", "entry": []})
-        payload = json.dumps(body if kind else {}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _FhirServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # 5 by default: a burst of fetches would wait on SYN retries
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the service gave up on a fetch at its deadline: expected here
-
-
 @pytest.fixture(scope="module")
 def slow_fhir() -> Iterator[str]:
-    server = _FhirServer(("127.0.0.1", 0), _SlowFhir)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with slow_fhir_server(FHIR_DELAY) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -9,45 +9,23 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from conftest import request_fixture
-from processes import PATIENT_VIEW, ROOT, Service
+from processes import PATIENT_VIEW, ROOT, Service, slow_fhir_server
 
 pytestmark = pytest.mark.slow
 
 TITLE = "Back pain in MCAS and MS - chart review"
 
 
-class _SlowCharts(BaseHTTPRequestHandler):
-    """A FHIR server that takes a second over every answer (an empty chart)."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        time.sleep(1.0)
-        body = b'{"resourceType": "Bundle", "type": "searchset", "entry": []}'
-        if "?" not in self.path:
-            body = b'{"resourceType": "Patient", "id": "slow", "birthDate": "1970-01-01"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_a_call_in_flight_when_sigterm_arrives_is_answered(tmp_path: Path):
-    fhir = ThreadingHTTPServer(("127.0.0.1", 0), _SlowCharts)
-    threading.Thread(target=fhir.serve_forever, daemon=True).start()
-    server = f"http://127.0.0.1:{fhir.server_address[1]}"
-    body = {**request_fixture("patient-view/mcas-adult--chart-open.json"), "fhirServer": server}
-    del body["prefetch"]
-    try:
+    with slow_fhir_server(1.0) as server:
+        body = {**request_fixture("patient-view/mcas-adult--chart-open.json"), "fhirServer": server}
+        del body["prefetch"]
         with Service(tmp_path, "drain", "--workers", "1", env={"CDS_OPEN_FHIR_SERVERS": f'["{server}"]'}) as service:
             with ThreadPoolExecutor(2) as pool:
                 in_flight = pool.submit(requests.post, service.base + PATIENT_VIEW, json=body, timeout=10)
@@ -56,9 +34,6 @@ def test_a_call_in_flight_when_sigterm_arrives_is_answered(tmp_path: Path):
                 response = in_flight.result()
             assert response.status_code == 200 and "cards" in response.json()
             assert service.process.wait(timeout=30) == 0  # then it stopped, cleanly
-    finally:
-        fhir.shutdown()
-        fhir.server_close()
 
 
 def _title(base: str) -> str:
