@@ -14,7 +14,7 @@ PORT ?= 8080
 CONSTRAINTS := constraints.txt
 TOOLS := .venv-tools/bin
 
-.PHONY: run test install install-test clean bench audit sbom lock
+.PHONY: run test install install-test clean bench audit sbom lock knowledge-archive
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ lock:
 	mv deploy/tools-requirements.txt.new deploy/tools-requirements.txt
 	rm -rf build/lock-venv build/lock-tools
 	@echo "constraints.txt and deploy/tools-requirements.txt refreshed: review the diff, then make test and make audit"
+
+# The knowledge folder as the archive deploy/k8s/kustomization.yaml turns into a ConfigMap.
+knowledge-archive:
+	tar -czf deploy/k8s/knowledge.tar.gz -C knowledge .
 
 clean:
 	rm -rf $(VENV) .venv-tools build dist *.egg-info

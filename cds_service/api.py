@@ -29,7 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery, logs, metrics
+from . import auth, discovery, front, logs, metrics
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
 from .decision import decide
 from .hooks import parse_feedback, parse_hook_request
@@ -94,7 +94,8 @@ def call_service(service_id: str) -> Any:
     service = _service(rt.knowledge, service_id)
     hook_request = parse_hook_request(_json_body(), service.hook)
     t0 = time.perf_counter()
-    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
+    queued = front.queued_seconds(request.headers) if current_app.config["TRUST_REQUEST_START"] else 0.0
+    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy, queued)
     t1 = time.perf_counter()
     decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
     t2 = time.perf_counter()
@@ -106,7 +107,7 @@ def call_service(service_id: str) -> Any:
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed,
-        "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
+        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
         "store_ms": round((t3 - t2) * 1000, 2),
     })
     return jsonify({"cards": decision.cards})

@@ -37,6 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "CALL_BUDGET_SECONDS": 2.0,
     "FHIR_TIMEOUT_SECONDS": 1.5,
     "FHIR_MAX_PAGES": 20,
+    # FHIR fetches at once per process; `cds-service serve` sets 5 per gunicorn thread when unset.
+    "FHIR_FETCH_THREADS": 8,
+    # Behind a front that stamps X-Request-Start (deploy/nginx.conf): the call budget then counts
+    # from when the front received the call. Off unless every request passes through such a front.
+    "TRUST_REQUEST_START": False,
     # FHIR servers that may be read without a bearer token (open test servers
     # such as a local sandbox setup). Production EHRs always send a token.
     "OPEN_FHIR_SERVERS": [],
@@ -134,6 +139,7 @@ def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
         timeout_seconds=float(config["FHIR_TIMEOUT_SECONDS"]),
         max_pages=int(config["FHIR_MAX_PAGES"]),
         open_servers=frozenset(str(s).rstrip("/") for s in config["OPEN_FHIR_SERVERS"]),
+        threads=int(config["FHIR_FETCH_THREADS"]),
     )
 
 

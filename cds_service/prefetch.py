@@ -42,6 +42,7 @@ class FetchPolicy:
     timeout_seconds: float
     max_pages: int
     open_servers: frozenset[str]
+    threads: int = 8  # fetches at once per process, shared by all the calls a worker serves
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,11 @@ class FetchFailed(Exception):
 
 
 def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy,
-           transport: Transport | None = None) -> dict[str, Any]:
-    """The data for each template key that could be had; raises PrefetchUnavailable for a required one."""
+           transport: Transport | None = None, queued_seconds: float = 0.0) -> dict[str, Any]:
+    """The data for each template key that could be had; raises PrefetchUnavailable for a required one.
+
+    ``queued_seconds``: how long the call waited before this worker took it, spent from the budget.
+    """
     data: dict[str, Any] = {}
     pending: dict[str, str | NextPages] = {}
     for key, template in templates.items():
@@ -87,7 +91,7 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
                 pending[key] = NextPages(url)
         else:
             pending[key] = template
-    fetch = Fetch(request, policy, time.monotonic() + policy.budget_seconds, transport or _TRANSPORT)
+    fetch = Fetch(request, policy, time.monotonic() + policy.budget_seconds - queued_seconds, transport or _TRANSPORT)
     fetched = fetch.all(pending, {key: _resource_type(template) for key, template in templates.items()})
     for key, what in pending.items():
         if key in fetched:
@@ -118,7 +122,7 @@ class Fetch:
             return {}
         futures = {
             # each fetch runs in a copy of this context, so its log lines carry the request id
-            _executor().submit(contextvars.copy_context().run, self.key, what, kinds[key]): key
+            _executor(self.policy.threads).submit(contextvars.copy_context().run, self.key, what, kinds[key]): key
             for key, what in pending.items()
         }
         done, _ = wait(futures, timeout=max(0.0, self.deadline - time.monotonic()))
@@ -255,9 +259,9 @@ _TRANSPORT = SessionTransport()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor(threads: int) -> ThreadPoolExecutor:
     """One pool per process, made after a fork (gunicorn workers must not inherit threads)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-fetch"))
     return _pool[1]

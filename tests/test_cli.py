@@ -43,7 +43,7 @@ def test_the_factory_leaves_the_garbage_collector_alone_and_the_server_freezes_o
         if isinstance(value, (str, bool)):
             monkeypatch.setenv(f"CDS_{key}", str(value).lower() if isinstance(value, bool) else value)
     try:
-        assert _Gunicorn({"workers": 1}).load() is not None
+        assert _Gunicorn({"workers": 1}, {}).load() is not None
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()

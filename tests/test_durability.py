@@ -11,10 +11,6 @@ and written to /tmp/cds-durability-summary.json.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from processes import Service
 
 pytestmark = pytest.mark.slow
 
@@ -55,56 +53,9 @@ with open(out, "a", encoding="utf-8") as acked, requests.Session() as session:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Server:
-    """``cds-service serve`` in its own session, so its whole process group can be killed at once."""
-
-    def __init__(self, tmp_path: Path, database: Path, name: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{name}.log"
-        command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
-        env = {**os.environ, "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{database}",
-               "CDS_LOG_LEVEL": "WARNING"}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([command, "serve", "--port", str(self.port), "--workers", "2"],
-                                            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        self.pgid = self.process.pid  # start_new_session: the master leads its own group
-
-    def wait_ready(self, seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if requests.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        pytest.fail(f"server did not become ready: {self.log_path.read_text(errors='replace')[-2000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL to master and workers together: no handler runs, nothing is flushed by the service."""
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.pgid, signal.SIGTERM)
-                self.process.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+def _server(tmp_path: Path, database: Path, name: str) -> Service:
+    """``cds-service serve --workers 2`` on the database, in its own session (killed as a group)."""
+    return Service(tmp_path, name, "--workers", "2", env={"CDS_DATABASE_URL": f"sqlite:///{database}"})
 
 
 def _acknowledged(files: list[Path]) -> list[str]:
@@ -117,46 +68,40 @@ def _acknowledged(files: list[Path]) -> list[str]:
 
 def test_acknowledged_feedback_survives_sigkill_of_the_server(tmp_path: Path):
     database = tmp_path / "cds.sqlite3"
-    server = _Server(tmp_path, database, "first")
     clients: list[subprocess.Popen[bytes]] = []
-    try:
-        server.wait_ready()
-        files = [tmp_path / f"acked-{n}.txt" for n in range(CLIENTS)]
-        clients = [
-            subprocess.Popen([sys.executable, "-c", CLIENT, server.base, str(n), str(ITEMS_PER_CLIENT), str(files[n])],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for n in range(CLIENTS)
-        ]
-        deadline = time.monotonic() + 30
-        while len(_acknowledged(files)) < KILL_AFTER_ACKS and time.monotonic() < deadline:
-            if all(c.poll() is not None for c in clients):
-                break
-            time.sleep(0.002)
-        acked_at_kill = len(_acknowledged(files))
-        server.kill()
-        for c in clients:
-            c.wait(timeout=20)
-    finally:
-        for c in clients:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
-        server.stop()
+    with _server(tmp_path, database, "first") as server:
+        try:
+            files = [tmp_path / f"acked-{n}.txt" for n in range(CLIENTS)]
+            clients = [
+                subprocess.Popen([sys.executable, "-c", CLIENT, server.base, str(n), str(ITEMS_PER_CLIENT),
+                                  str(files[n])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for n in range(CLIENTS)
+            ]
+            deadline = time.monotonic() + 30
+            while len(_acknowledged(files)) < KILL_AFTER_ACKS and time.monotonic() < deadline:
+                if all(c.poll() is not None for c in clients):
+                    break
+                time.sleep(0.002)
+            acked_at_kill = len(_acknowledged(files))
+            server.kill()
+            for c in clients:
+                c.wait(timeout=20)
+        finally:
+            for c in clients:
+                if c.poll() is None:
+                    c.kill()
+                    c.wait()
 
     acknowledged = set(_acknowledged(files))
     total = CLIENTS * ITEMS_PER_CLIENT
     assert acked_at_kill >= KILL_AFTER_ACKS, f"only {acked_at_kill} acknowledged before the kill"
     assert len(acknowledged) < total, "the kill came after the stream had ended: not mid-stream"
 
-    restarted = _Server(tmp_path, database, "restarted")
-    try:
-        restarted.wait_ready()  # start-up (migrations) works on the database left by the kill
+    with _server(tmp_path, database, "restarted") as restarted:  # start-up (migrations) works after the kill
         answer = requests.post(f"{restarted.base}{FEEDBACK}", timeout=10, json={"feedback": [
             {"card": "00000000-0000-4000-8000-000000000001", "outcome": "overridden",
              "outcomeTimestamp": "2026-11-23T12:00:00Z"}]})
         assert answer.status_code == 200
-    finally:
-        restarted.stop()
 
     with sqlite3.connect(database) as conn:
         stored = {row[0] for row in conn.execute("SELECT DISTINCT card_uuid FROM feedback")}

@@ -1,0 +1,71 @@
+"""Warm-up: one representative decision per service, run once in the gunicorn master.
+
+A worker's first hook call used to pay for what Python and the libraries do
+lazily on first use (schema validators, regular expressions, code paths of
+facts, engine and cards, orjson, Flask's request machinery). The master runs
+each service once on a synthetic chart before it forks, so every worker
+inherits those pages already touched and no caller gets a cold first call.
+Nothing is fetched, recorded or logged: the decision is built and dropped.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask
+
+from .decision import decide
+from .fhir import validate_resource
+from .hooks import parse_hook_request
+from .prefetch import FetchPolicy, gather
+
+log = logging.getLogger(__name__)
+_PATIENT = "warm-up"
+_NO_FETCH = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
+# A draft order of a common analgesic: enough for the order hooks to walk their medication paths.
+_DRAFT = {
+    "resourceType": "MedicationRequest", "id": "warm-up-order", "status": "draft", "intent": "order",
+    "subject": {"reference": f"Patient/{_PATIENT}"},
+    "medicationCodeableConcept": {"text": "acetaminophen 500 MG Oral Tablet"},
+}
+
+# The resource kinds cards suggest, with every member cards.py may set.
+_CODED = {"coding": [{"system": "http://example.org/warm-up", "code": "x", "display": "x"}], "text": "x"}
+_SUGGESTED = (
+    {"resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+     "subject": {"reference": f"Patient/{_PATIENT}"}, "medicationCodeableConcept": _CODED,
+     "dispenseRequest": {"quantity": {"value": 1}}, "note": [{"text": "x"}]},
+    {"resourceType": "ServiceRequest", "status": "draft", "intent": "order", "priority": "routine",
+     "subject": {"reference": f"Patient/{_PATIENT}"}, "code": _CODED, "note": [{"text": "x"}]},
+)
+
+
+def warm(app: Flask) -> None:
+    """Run each service once, in-process, on a synthetic chart with no condition."""
+    runtime = app.extensions["cds"]
+    for service in runtime.knowledge.services.values():
+        templates = runtime.prefetch[service.id]
+        body = _synthetic_call(service.hook, templates)
+        request = parse_hook_request(orjson.loads(orjson.dumps(body)), service.hook)
+        data = gather(request, templates, (), _NO_FETCH)
+        decision = decide(service, request, data, runtime.knowledge, runtime.clock(), rules_url="http://localhost/rules")
+        orjson.dumps({"cards": decision.cards})
+    for resource in _SUGGESTED:  # the FHIR models of card suggestions load their field types lazily
+        validate_resource(resource)
+    with app.test_client() as client:  # Flask's routing and response path, on a route without auth
+        client.get("/healthz")
+
+
+def _synthetic_call(hook: str, prefetch: dict[str, str]) -> dict[str, Any]:
+    context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": _PATIENT}
+    if hook in ("order-select", "order-sign"):
+        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
+                                  "entry": [{"resource": _DRAFT}]}
+    if hook == "order-select":
+        context["selections"] = [f"MedicationRequest/{_DRAFT['id']}"]
+    data = {key: {"resourceType": "Bundle", "type": "searchset", "entry": []} for key in prefetch}
+    if "patient" in data:
+        data["patient"] = {"resourceType": "Patient", "id": _PATIENT, "birthDate": "1970-01-01"}
+    return {"hook": hook, "hookInstance": "00000000-0000-4000-8000-000000000000", "context": context,
+            "prefetch": data}

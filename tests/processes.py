@@ -1,0 +1,293 @@
+"""Real processes for the deployment tests: the service under gunicorn, nginx in front, slow clients.
+
+``Service`` runs ``cds-service serve`` in its own session (so master and workers can be
+signalled together); ``Front`` renders deploy/nginx.conf for the given instances and runs a
+private nginx with its own prefix. Both are context managers that always stop what they started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
+PATIENT_VIEW = "/cds-services/back-pain-patient-view"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or a loud skip: CI (.ci/run) installs nginx-light."""
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if not found:
+        pytest.skip("NGINX IS NOT INSTALLED: the front tests did NOT run (apt-get install nginx-light; .ci/run does)")
+    return found
+
+
+class Service:
+    """``cds-service serve`` on a free port; SIGTERM to the group on exit, SIGKILL if it lingers."""
+
+    def __init__(self, tmp_path: Path, name: str, *serve_args: str, env: dict[str, str] | None = None,
+                 command: str | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"{name}.log"
+        command = command or shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
+        environment = {"CDS_AUTH_REQUIRED": "false", "CDS_LOG_LEVEL": "WARNING",
+                       "CDS_DATABASE_URL": f"sqlite:///{tmp_path / (name + '.sqlite3')}",
+                       **{k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}, **(env or {})}
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([command, "serve", "--port", str(self.port), *serve_args],
+                                            env=environment, stdout=subprocess.DEVNULL, stderr=log,
+                                            start_new_session=True)
+
+    def __enter__(self) -> "Service":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if requests.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"the service did not become ready: {self.log()[-2000:]}")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)  # the master; it passes SIGTERM/SIGHUP on to its workers
+
+    def kill(self) -> None:
+        """SIGKILL to master and workers at once: nothing is flushed or finished."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=40)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+
+
+def render_nginx(upstreams: list[str], listen: str, max_conns: int) -> str:
+    lines = []
+    for line in NGINX_TEMPLATE.read_text("utf-8").splitlines():
+        if "{{upstream}}" in line:
+            lines.extend(line.replace("{{upstream}}", upstream) for upstream in upstreams)
+        else:
+            lines.append(line)
+    return "\n".join(lines).replace("{{listen}}", listen).replace("{{max_conns}}", str(max_conns)) + "\n"
+
+
+class Front:
+    """A private nginx with the rendered deploy/nginx.conf; ``nginx -s quit``, then SIGKILL, on exit."""
+
+    def __init__(self, tmp_path: Path, upstreams: list[str], max_conns: int, port: int | None = None) -> None:
+        self.binary = nginx_binary()
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.prefix = tmp_path / "nginx"
+        self.prefix.mkdir(exist_ok=True)
+        self.conf = self.prefix / "nginx.conf"
+        self.conf.write_text(render_nginx(upstreams, f"127.0.0.1:{self.port}", max_conns), "utf-8")
+        # As root, nginx's workers would run as 'nobody' and could not write into pytest's tmp_path.
+        self.globals = ["-g", "user root;"] if os.geteuid() == 0 else []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "Front":
+        check = subprocess.run([self.binary, "-t", "-p", str(self.prefix), "-c", str(self.conf), *self.globals],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        with open(self.prefix / "stderr.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-p", str(self.prefix), "-c", str(self.conf), *self.globals, "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        pytest.fail(f"nginx did not start: {(self.prefix / 'stderr.log').read_text(errors='replace')}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish what was accepted
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+class SlowClients:
+    """Connections that send a request one byte a second, in its headers or in its body."""
+
+    def __init__(self, port: int, headers: int, bodies: int) -> None:
+        self.port, self.stop_event = port, threading.Event()
+        self.threads = [threading.Thread(target=self._trickle, args=(kind,), daemon=True)
+                        for kind in ["header"] * headers + ["body"] * bodies]
+
+    def __enter__(self) -> "SlowClients":
+        for thread in self.threads:
+            thread.start()
+        time.sleep(1.5)  # every connection open and holding before the measured calls start
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    def _trickle(self, kind: str) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                head = f"POST {PATIENT_VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                if kind == "body":
+                    sock.sendall((head + "Content-Length: 100000\r\n\r\n").encode())
+                else:
+                    sock.sendall(head.encode())
+                while not self.stop_event.wait(1.0):
+                    sock.sendall(b"X" if kind == "header" else b" ")
+        except OSError:
+            pass  # the server gave up on us: that is what a server should do
+
+
+def timed_calls(base: str, body: dict[str, Any], count: int, timeout: float) -> list[tuple[int, float]]:
+    """``count`` hook calls one after another: (status, seconds) each; status 0 when none came."""
+    results = []
+    with requests.Session() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            try:
+                status = session.post(base + PATIENT_VIEW, json=body, timeout=timeout).status_code
+            except requests.RequestException:
+                status = 0
+            results.append((status, time.perf_counter() - started))
+    return results
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class Postgres:
+    """A PostgreSQL database for one test module: a fresh schema in CDS_TEST_POSTGRES_URL when set
+    (CI), else a throwaway cluster started here as .ci/run does; a loud skip when neither can be had."""
+
+    def __init__(self) -> None:
+        self.cluster: Path | None = None
+        self.schema = f"t_{os.urandom(6).hex()}"
+        self.as_postgres: list[str] = []
+
+    def __enter__(self) -> str:
+        server = os.environ.get("CDS_TEST_POSTGRES_URL") or self._start_cluster()
+        import psycopg
+
+        self.server = server
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA {self.schema}")
+        return f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{self.schema}"
+
+    def __exit__(self, *exc: Any) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.server, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA {self.schema} CASCADE")
+        finally:
+            if self.cluster:
+                subprocess.run([*self.as_postgres, f"{self.bin}/pg_ctl", "-D", str(self.cluster), "-m", "immediate",
+                                "-w", "stop"], capture_output=True, timeout=60)
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def _start_cluster(self) -> str:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            pytest.skip("POSTGRESQL IS NOT AVAILABLE (no CDS_TEST_POSTGRES_URL, no initdb): the shared-store test did NOT run")
+        self.bin = str(bins[-1].parent)
+        # Not under pytest's tmp_path: its parents are private to root, and the cluster runs as postgres.
+        home = self.home = Path(tempfile.mkdtemp(prefix="cds-test-pg."))
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(home, "postgres")
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.cluster, port = home / "data", free_port()
+        subprocess.run([*self.as_postgres, f"{self.bin}/initdb", "-D", str(self.cluster), "-U", "postgres",
+                        "--auth=trust", "--encoding=UTF8", "--locale=C"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*self.as_postgres, f"{self.bin}/pg_ctl", "-D", str(self.cluster), "-l", str(home / "log"), "-w",
+                        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=120)
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+class _SlowFhirHandler(BaseHTTPRequestHandler):
+    """Answers every read with a Patient and every search with an empty Bundle, ``delay`` late."""
+
+    delay = 1.0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        time.sleep(self.delay)
+        body = {"resourceType": "Bundle", "type": "searchset", "entry": []} if "?" in self.path \
+            else {"resourceType": "Patient", "id": "slow", "birthDate": "1970-01-01"}
+        payload = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _FhirServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # 5 by default: a burst of fetches would wait on SYN retries
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the service gave up on a fetch at its deadline: expected here
+
+
+@contextmanager
+def slow_fhir_server(delay: float) -> Iterator[str]:
+    """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart)."""
+    handler = type("SlowFhir", (_SlowFhirHandler,), {"delay": delay})
+    server = _FhirServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
