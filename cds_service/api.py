@@ -94,8 +94,10 @@ def call_service(service_id: str) -> Any:
     service = _service(rt.knowledge, service_id)
     hook_request = parse_hook_request(_json_body(), service.hook)
     t0 = time.perf_counter()
-    queued = front.queued_seconds(request.headers) if current_app.config["TRUST_REQUEST_START"] else 0.0
-    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy, queued)
+    trusted = current_app.config["TRUST_REQUEST_START"]
+    queued = front.queued_seconds(request.headers.get("X-Request-Start")) if trusted else 0.0
+    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
+                  queued_seconds=queued)
     t1 = time.perf_counter()
     decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
     t2 = time.perf_counter()

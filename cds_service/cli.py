@@ -109,13 +109,13 @@ _FETCHES_PER_CALL = 5
               help="Up to this many calls added at random, so workers are not all replaced at once.")
 def serve(host: str, port: int, **options: Any) -> None:
     """Serve the CDS service under gunicorn (settings also from GUNICORN_CMD_ARGS)."""
+    from .metrics import gunicorn_hooks
+
+    metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
     given = _given_on_command_line(options)
     settings = {_SERVE_SETTINGS[name]: value for name, value in options.items()}
     defaults = {
         **settings,
-    from .metrics import gunicorn_hooks
-
-    metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
         "bind": f"{host}:{port}",
         "preload_app": True,
         # gunicorn 27 listens on ~/.gunicorn/gunicorn.ctl by default: unused here, shared by every instance

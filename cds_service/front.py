@@ -10,15 +10,14 @@ a client could otherwise send any value.
 from __future__ import annotations
 
 import time
-from typing import Mapping
 
 # A stamp further off than this is a wrong clock, not a queue: it is ignored.
 _PLAUSIBLE_SECONDS = 300.0
 
 
-def queued_seconds(headers: Mapping[str, str], now: float | None = None) -> float:
-    """Seconds between the front's stamp and now; 0 without a usable stamp."""
-    stamp = headers.get("X-Request-Start", "").strip()
+def queued_seconds(stamp: str | None, now: float | None = None) -> float:
+    """Seconds between the front's ``X-Request-Start`` stamp and now; 0 without a usable stamp."""
+    stamp = (stamp or "").strip()
     if stamp.startswith("t="):
         stamp = stamp[2:]
     try:

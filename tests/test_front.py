@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import request_fixture
+from helpers import request_fixture
 from processes import (PATIENT_VIEW, Front, Service, SlowClients, nginx_binary, percentile, slow_fhir_server,
                        timed_calls)
 

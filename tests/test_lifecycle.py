@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import request_fixture
+from helpers import request_fixture
 from processes import PATIENT_VIEW, ROOT, Service, slow_fhir_server
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cds_service import cli, create_app
 from cds_service.front import queued_seconds
-from conftest import request_fixture
+from helpers import request_fixture
 
 FHIR = "https://ehr.example.org/fhir"
 
@@ -63,7 +63,7 @@ def test_sync_means_one_call_per_worker(monkeypatch):
     ("t=", 0.0), ("t=abc", 0.0), ("t=nan", 0.0), ("t=0", 0.0),  # 0: absurdly old
 ])
 def test_queue_time_is_read_from_the_fronts_stamp(header, waited):
-    assert queued_seconds({"X-Request-Start": header}, now=1002.0) == pytest.approx(waited)
+    assert queued_seconds(header, now=1002.0) == pytest.approx(waited)
 
 
 def _unfetched_chart() -> dict:

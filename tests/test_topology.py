@@ -27,7 +27,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import request_fixture
+from helpers import request_fixture
 from processes import Front, Postgres, Service, free_port, nginx_binary
 
 pytestmark = pytest.mark.slow
