@@ -5,6 +5,8 @@ mocked FHIR server that is or is not called).
 """
 from __future__ import annotations
 
+import tempfile
+
 import time
 
 import pytest
@@ -26,6 +28,9 @@ def _configured(monkeypatch, *args: str, env_args: str | None = None):
         monkeypatch.setenv("GUNICORN_CMD_ARGS", env_args)
     made = []
     monkeypatch.setattr(cli._Gunicorn, "run", lambda self: made.append(self))
+    # serve points prometheus_client at a multiprocess directory for the whole process: restore it
+    # afterwards, or every later test in this process would read metrics from empty files.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="cds-test-metrics-"))
     result = CliRunner().invoke(cli.main, ["serve", *args])
     assert result.exit_code == 0, result.output
     return made[0].cfg
