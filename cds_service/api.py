@@ -68,7 +68,7 @@ def _start() -> None:
 @cds.before_request
 def _authenticate() -> None:
     if request.method != "OPTIONS":  # a CORS preflight carries no credentials, by design
-        auth.authenticate(request, runtime().verifier)
+        g.issuer = auth.authenticate(request, runtime().verifier)  # decides the FHIR servers it may name
 
 
 def _request_id() -> str:
@@ -93,7 +93,8 @@ def call_service(service_id: str) -> Any:
     service = _service(rt.knowledge, service_id)
     hook_request = parse_hook_request(_json_body(), service.hook)
     t0 = time.perf_counter()
-    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
+    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
+                  issuer=g.get("issuer"))
     t1 = time.perf_counter()
     decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
     rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued)
