@@ -38,7 +38,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
 
 from .errors import PrefetchUnavailable
 from .fhir import holds_outcome, next_link, objects
@@ -114,17 +115,28 @@ def public_address(host: str, port: int) -> str:
 
 class _PublicOnly:
     """Resolve, check, then connect to the very address checked: a second DNS answer (rebinding)
-    is never asked for. TLS still verifies the certificate against the host name."""
+    is never asked for. The host name stays the connection's ``host``, so the Host header, SNI and
+    the TLS certificate check still use it. Errors are urllib3's, as from its own ``_new_conn``."""
 
     _dns_host: str
+    host: str
     port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
 
     def _new_conn(self) -> socket.socket:
         try:
-            self._dns_host = public_address(self._dns_host, self.port)
+            address = public_address(self._dns_host, self.port)
         except socket.gaierror as exc:
-            raise NameResolutionError(self._dns_host, self, exc) from exc  # type: ignore[arg-type]
-        return super()._new_conn()  # type: ignore[misc]
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        try:
+            return create_connection((address, self.port), self.timeout, source_address=self.source_address,
+                                     socket_options=self.socket_options)
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc  # type: ignore[arg-type]
 
 
 class _PublicHTTPConnection(_PublicOnly, HTTPConnection):

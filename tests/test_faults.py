@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from helpers import load_fixture, persona, request_fixture, rule_ids, searchset
+from helpers import serving, load_fixture, persona, request_fixture, rule_ids, searchset
 
 BUDGET_SECONDS = 1.0
 BOUND_SECONDS = 1.5  # a bound on hanging, not a performance target
@@ -152,14 +152,8 @@ def _closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def fhir_server():
-    server = _FaultServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(_FaultServer()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

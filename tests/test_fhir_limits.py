@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from helpers import persona, request_fixture, rule_ids, searchset
+from helpers import serving, persona, request_fixture, rule_ids, searchset
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "dummy-access-token-for-limit-tests"
@@ -146,14 +146,8 @@ class _LimitServer(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def fhir_server():
-    server = _LimitServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(_LimitServer()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

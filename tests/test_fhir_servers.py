@@ -12,7 +12,6 @@ link-local address is refused at connect time unless the server is listed.
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from cds_service import create_app
 from cds_service.prefetch import AddressRefused, public_address
-from helpers import persona, request_fixture, rule_ids, searchset
+from helpers import serving, persona, request_fixture, rule_ids, searchset
 from test_auth import BASE, JWKS, token
 
 EHR_A = "https://ehr-a.hospital.example"
@@ -61,14 +60,8 @@ class _FhirServer(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def servers():
-    pair = (_FhirServer(), _FhirServer())
-    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True) for s in pair]
-    for thread in threads:
-        thread.start()
-    yield pair
-    for server in pair:
-        server.shutdown()
-        server.server_close()
+    with serving(_FhirServer()) as a, serving(_FhirServer()) as b:
+        yield a, b
 
 
 @pytest.fixture
