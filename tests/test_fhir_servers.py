@@ -12,6 +12,7 @@ link-local address is refused at connect time unless the server is listed.
 from __future__ import annotations
 
 import json
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -158,6 +159,15 @@ def test_non_public_addresses_are_refused(address):
     """Literal addresses: resolving them asks no DNS server and nothing is connected to."""
     with pytest.raises(AddressRefused):
         public_address(address, 80)
+
+
+def test_a_name_resolving_to_a_public_and_a_private_address_is_refused(monkeypatch):
+    """A DNS answer that mixes in one internal address is refused whole (DNS is stubbed; nothing connects)."""
+    answer = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
+              (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answer)
+    with pytest.raises(AddressRefused):
+        public_address("fhir.mixed.example", 443)
 
 
 @pytest.mark.parametrize("configured", ['["https://fhir.example"]', {"https://ehr": [1]}, {"https://ehr": ["ftp://x"]}])
