@@ -142,7 +142,10 @@ def issuer_fhir_servers(configured: Any) -> dict[str, frozenset[str]]:
     """ISSUER_FHIR_SERVERS as issuer -> base URLs: a JSON object whose values are a URL or a list
     of URLs. Anything else stops start-up: a typo must not silently cut an EHR off its data."""
     if isinstance(configured, str):
-        configured = json.loads(configured) if configured.strip() else {}
+        try:
+            configured = json.loads(configured) if configured.strip() else {}
+        except ValueError:
+            configured = None  # said below, naming the setting
     if not isinstance(configured, dict):
         raise ValueError("CDS_ISSUER_FHIR_SERVERS must be a JSON object: issuer -> list of FHIR base URLs")
     servers = {}

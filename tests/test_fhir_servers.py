@@ -170,7 +170,8 @@ def test_a_name_resolving_to_a_public_and_a_private_address_is_refused(monkeypat
         public_address("fhir.mixed.example", 443)
 
 
-@pytest.mark.parametrize("configured", ['["https://fhir.example"]', {"https://ehr": [1]}, {"https://ehr": ["ftp://x"]}])
+@pytest.mark.parametrize("configured", ['["https://fhir.example"]', '{"https://ehr": [', {"https://ehr": [1]},
+                                        {"https://ehr": ["ftp://x"]}])
 def test_a_malformed_issuer_server_list_stops_start_up(app_config, configured):
     with pytest.raises(ValueError, match="ISSUER_FHIR_SERVERS"):
         create_app({**app_config, "ISSUER_FHIR_SERVERS": configured})
