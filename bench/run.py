@@ -478,6 +478,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     svc_port, base_port, parse_port, fhir_port = free_port(), free_port(), free_port(), free_port()
     svc_log, base_log, fhir_log = tmp / "service.log", tmp / "baseline.log", tmp / "fakefhir.log"
+    # the fake FHIR server is on loopback: read only when listed (SECURITY.md, issuer binding)
+    env["CDS_ISSUER_FHIR_SERVERS"] = json.dumps({ISSUER: [f"http://127.0.0.1:{fhir_port}"]})
     service = start([PY, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(svc_port)], env, svc_log)
     wait_ready(svc_port, service, svc_log)
 

@@ -89,6 +89,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _warn_if_open(app: Flask) -> None:
+    unbound = sorted(set(app.config["TRUSTED_ISSUERS"]) - set(app.extensions["cds"].fetch_policy.issuer_servers))
+    if app.config["AUTH_REQUIRED"] and unbound:
+        log.warning("no FHIR server is listed for some trusted issuers (CDS_ISSUER_FHIR_SERVERS): their calls"
+                    " are answered from prefetch only", extra={"issuers": unbound})
     if not app.config["AUTH_REQUIRED"]:
         banner = "AUTHENTICATION IS OFF (CDS_AUTH_REQUIRED=false): development only, never expose this service"
         log.warning(banner)

@@ -68,7 +68,7 @@ def _start() -> None:
 @cds.before_request
 def _authenticate() -> None:
     if request.method != "OPTIONS":  # a CORS preflight carries no credentials, by design
-        auth.authenticate(request, runtime().verifier)
+        g.issuer = auth.authenticate(request, runtime().verifier)  # decides the FHIR servers it may name
 
 
 def _request_id() -> str:
@@ -97,7 +97,7 @@ def call_service(service_id: str) -> Any:
     trusted = current_app.config["TRUST_REQUEST_START"]
     queued = front.queued_seconds(request.headers.get("X-Request-Start")) if trusted else 0.0
     data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
-                  queued_seconds=queued)
+                  queued_seconds=queued, issuer=g.get("issuer"))
     t1 = time.perf_counter()
     decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
     t2 = time.perf_counter()

@@ -127,15 +127,16 @@ def _parse_jwks(data: Any) -> dict[str, Any]:
     return keys
 
 
-def authenticate(request: Request, verifier: Verifier) -> None:
-    """Raise AuthenticationFailed (401) unless the call carries a valid client JWT."""
+def authenticate(request: Request, verifier: Verifier) -> str | None:
+    """The verified client's issuer (None with authentication off); AuthenticationFailed (401)
+    unless the call carries a valid client JWT."""
     if not current_app.config["AUTH_REQUIRED"]:
-        return
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("no bearer token", token_given=False)
-    verifier.verify(token.strip(), audience=audiences(request))
+    return str(verifier.verify(token.strip(), audience=audiences(request))["iss"])
 
 
 def audiences(request: Request) -> list[str]:

@@ -8,6 +8,7 @@ for ``create_app`` and the CLI alike. Nothing here reads files or the network.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 from flask import Config
 
-from .prefetch import FetchPolicy
+from .prefetch import FetchPolicy, base_url
 
 DEFAULTS: dict[str, Any] = {
     # Where the rules, value sets and guideline references live.
@@ -42,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
     # Behind a front that stamps X-Request-Start (deploy/nginx.conf): the call budget then counts
     # from when the front received the call. Off unless every request passes through such a front.
     "TRUST_REQUEST_START": False,
+    # Decoded bytes read from FHIR servers: per response (a larger declared Content-Length is
+    # refused before reading) and per call, all keys and pages together.
+    "FHIR_MAX_RESPONSE_BYTES": 4 * 1024 * 1024,
+    "FHIR_MAX_CALL_BYTES": 16 * 1024 * 1024,
+    # With AUTH_REQUIRED: issuer -> the FHIR base URLs its calls may name in fhirServer (a JSON
+    # object of lists). A call naming another server is not read from (prefetch is still used).
+    "ISSUER_FHIR_SERVERS": {},
     # FHIR servers that may be read without a bearer token (open test servers
     # such as a local sandbox setup). Production EHRs always send a token.
     "OPEN_FHIR_SERVERS": [],
@@ -133,14 +141,38 @@ def settings(overrides: Mapping[str, Any] | None = None, root_path: str = ".") -
 
 
 def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
-    """How FHIR reads are bounded, from the configuration's numbers and server list."""
+    """How FHIR reads are bounded, from the configuration's numbers and server lists."""
     return FetchPolicy(
         budget_seconds=float(config["CALL_BUDGET_SECONDS"]) * 0.8,  # leave room to evaluate and answer
         timeout_seconds=float(config["FHIR_TIMEOUT_SECONDS"]),
         max_pages=int(config["FHIR_MAX_PAGES"]),
-        open_servers=frozenset(str(s).rstrip("/") for s in config["OPEN_FHIR_SERVERS"]),
+        open_servers=frozenset(base_url(s) for s in config["OPEN_FHIR_SERVERS"]),
+        max_response_bytes=int(config["FHIR_MAX_RESPONSE_BYTES"]),
+        max_call_bytes=int(config["FHIR_MAX_CALL_BYTES"]),
+        bind_to_issuers=bool(config["AUTH_REQUIRED"]),
+        issuer_servers=issuer_fhir_servers(config["ISSUER_FHIR_SERVERS"]),
         threads=int(config["FHIR_FETCH_THREADS"]),
     )
+
+
+def issuer_fhir_servers(configured: Any) -> dict[str, frozenset[str]]:
+    """ISSUER_FHIR_SERVERS as issuer -> base URLs: a JSON object whose values are a URL or a list
+    of URLs. Anything else stops start-up: a typo must not silently cut an EHR off its data."""
+    if isinstance(configured, str):
+        try:
+            configured = json.loads(configured) if configured.strip() else {}
+        except ValueError:
+            configured = None  # said below, naming the setting
+    if not isinstance(configured, dict):
+        raise ValueError("CDS_ISSUER_FHIR_SERVERS must be a JSON object: issuer -> list of FHIR base URLs")
+    servers = {}
+    for issuer, urls in configured.items():
+        urls = [urls] if isinstance(urls, str) else urls
+        if not isinstance(urls, list) or not all(isinstance(u, str) and base_url(u).startswith(("http://", "https://"))
+                                                 for u in urls):
+            raise ValueError(f"CDS_ISSUER_FHIR_SERVERS: the servers of issuer {issuer!r} must be a list of http(s) URLs")
+        servers[str(issuer)] = frozenset(base_url(u) for u in urls)
+    return servers
 
 
 def public_base_urls(configured: Any) -> tuple[str, ...]:

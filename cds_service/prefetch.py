@@ -8,21 +8,38 @@ deadline, following ``Bundle.link[next]`` pages on the same server. A key
 that cannot be had is left out of the result (rules that read it are
 skipped); a required key that cannot be had raises PrefetchUnavailable (412).
 A ``null`` the EHR sent that we cannot re-check still means "no data".
+
+What is read is bounded: decoded bytes per response and per call (a declared
+``Content-Length`` over the cap is refused before reading; gzip and deflate
+are decoded a chunk at a time under the same cap). Which servers are read:
+with client authentication on, only the base URLs listed for the verified
+issuer (``ISSUER_FHIR_SERVERS``) or open test servers; with it off
+(development), any server given a token, but then a host that resolves to a
+loopback, private or link-local address is refused at connect time unless
+the server is listed (``server_access``, ``SessionTransport``).
 """
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
 
 from . import metrics
 from .errors import PrefetchUnavailable
@@ -43,6 +60,11 @@ class FetchPolicy:
     max_pages: int
     open_servers: frozenset[str]
     threads: int = 8  # fetches at once per process, shared by all the calls a worker serves
+    max_response_bytes: int = 4 * 1024 * 1024
+    max_call_bytes: int = 16 * 1024 * 1024
+    # Client authentication on: each verified issuer may name only its own FHIR base URLs.
+    bind_to_issuers: bool = False
+    issuer_servers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,31 +76,143 @@ class NextPages:
 
 class Transport(Protocol):
     """How FHIR reads go out: ``get`` returns a response-like context manager with
-    ``status_code`` and an unread ``raw`` stream (a requests streamed response is one)."""
+    ``status_code``, ``headers`` and an unread ``raw`` stream (a requests streamed response
+    is one). ``public_only``: refuse a host that resolves to a non-public address."""
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: float) -> Any: ...
+    def get(self, url: str, headers: Mapping[str, str], timeout: float, public_only: bool) -> Any: ...
 
 
 class SessionTransport:
-    """requests, one session per thread: connection reuse without sharing a Session across threads."""
+    """requests, one session per thread and kind: connection reuse without sharing a Session
+    across threads, and never a connection made for a listed server reused for an unlisted one."""
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: float) -> Any:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session.get(url, headers=dict(headers), timeout=timeout, allow_redirects=False, stream=True)
+    def get(self, url: str, headers: Mapping[str, str], timeout: float, public_only: bool) -> Any:
+        sessions = self._local.__dict__.setdefault("sessions", {})
+        if public_only not in sessions:
+            sessions[public_only] = _public_only_session() if public_only else requests.Session()
+        return sessions[public_only].get(url, headers=dict(headers), timeout=timeout, allow_redirects=False,
+                                         stream=True)
+
+
+class AddressRefused(NewConnectionError):
+    """The host resolved to a loopback, private, link-local or otherwise non-public address."""
+
+    MESSAGE = "the FHIR server's host resolves to a non-public address and the server is not listed; not read"
+
+
+def public_address(host: str, port: int) -> str:
+    """The address to connect to, when every address ``host`` resolves to is public."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global:
+            raise AddressRefused(None, AddressRefused.MESSAGE)  # type: ignore[arg-type]
+    return str(infos[0][4][0])
+
+
+class _PublicOnly:
+    """Resolve, check, then connect to the very address checked: a second DNS answer (rebinding)
+    is never asked for. The host name stays the connection's ``host``, so the Host header, SNI and
+    the TLS certificate check still use it. Errors are urllib3's, as from its own ``_new_conn``."""
+
+    _dns_host: str
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            address = public_address(self._dns_host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        try:
+            return create_connection((address, self.port), self.timeout, source_address=self.source_address,
+                                     socket_options=self.socket_options)
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc  # type: ignore[arg-type]
+
+
+class _PublicHTTPConnection(_PublicOnly, HTTPConnection):
+    pass
+
+
+class _PublicHTTPSConnection(_PublicOnly, HTTPSConnection):
+    pass
+
+
+class _PublicHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+
+def _public_only_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment: the check must see the real peer
+    session.mount("http://", _PublicOnlyAdapter())
+    session.mount("https://", _PublicOnlyAdapter())
+    return session
 
 
 class FetchFailed(Exception):
     """One key could not be fetched; the message is safe to log (no token, no data)."""
 
 
+class ByteCount:
+    """Decoded bytes a call has read so far, shared by its fetch threads."""
+
+    def __init__(self) -> None:
+        self._read = 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int, limit: int) -> None:
+        with self._lock:
+            self._read += size
+            if self._read > limit:
+                raise FetchFailed(f"the FHIR responses of this call exceed {limit} bytes; the rest is not read")
+
+
+def base_url(url: str | None) -> str:
+    """A FHIR base URL as compared with the lists: scheme and host in lower case, no trailing slash."""
+    parts = urlsplit((url or "").strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}" if parts.netloc else ""
+
+
+def server_access(policy: FetchPolicy, issuer: str | None, server: str, token: bool) -> tuple[bool, bool]:
+    """Whether a call may read ``server`` and whether the server is listed (so that its host may
+    be a loopback or private address). Open servers may always be read, without a token too."""
+    if server in policy.open_servers:
+        return True, True
+    if policy.bind_to_issuers:
+        listed = server in policy.issuer_servers.get(issuer or "", frozenset())
+        return token and listed, listed
+    listed = any(server in servers for servers in policy.issuer_servers.values())
+    return token, listed
+
+
 def gather(request: HookRequest, templates: dict[str, str], required: Iterable[str], policy: FetchPolicy,
-           transport: Transport | None = None, queued_seconds: float = 0.0) -> dict[str, Any]:
+           transport: Transport | None = None, issuer: str | None = None,
+           queued_seconds: float = 0.0) -> dict[str, Any]:
     """The data for each template key that could be had; raises PrefetchUnavailable for a required one.
 
+    ``issuer``: the verified client's, which decides the FHIR servers the call may name.
     ``queued_seconds``: how long the call waited before this worker took it, spent from the budget.
     """
     data: dict[str, Any] = {}
@@ -91,7 +225,8 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
                 pending[key] = NextPages(url)
         else:
             pending[key] = template
-    fetch = Fetch(request, policy, time.monotonic() + policy.budget_seconds - queued_seconds, transport or _TRANSPORT)
+    deadline = time.monotonic() + policy.budget_seconds - queued_seconds
+    fetch = Fetch(request, policy, deadline, transport or _TRANSPORT, issuer)
     fetched = fetch.all(pending, {key: _resource_type(template) for key, template in templates.items()})
     for key, what in pending.items():
         if key in fetched:
@@ -101,7 +236,7 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
     missing = sorted(k for k in required if k in templates and k not in data)
     if missing:
         raise PrefetchUnavailable(
-            f"required data could not be obtained: {', '.join(missing)}; send it as prefetch or give access to fhirServer",
+            f"required data could not be obtained: {', '.join(missing)}; {fetch.advice()}",
             location=f"$.prefetch.{missing[0]}",
         )
     return data
@@ -115,6 +250,8 @@ class Fetch:
     policy: FetchPolicy
     deadline: float
     transport: Transport
+    issuer: str | None = None  # the verified client JWT's ``iss``; None with authentication off
+    received: ByteCount = field(default_factory=ByteCount)
 
     def all(self, pending: dict[str, str | NextPages], kinds: dict[str, str]) -> dict[str, Any]:
         """Every pending key fetched in parallel until the deadline; keys that failed are left out."""
@@ -143,7 +280,29 @@ class Fetch:
     def allowed(self) -> bool:
         if not self.request.fhir_server:
             return False
-        return bool(self.request.access_token) or self.request.fhir_server in self.policy.open_servers
+        if self.refused_server():
+            log.warning("fhirServer is not listed for the client's issuer; not read",
+                        extra={"issuer": self.issuer})
+            return False
+        return self._access()[0]
+
+    def refused_server(self) -> bool:
+        """Authentication on, and the call names a FHIR server its issuer may not name."""
+        return bool(self.request.fhir_server) and self.policy.bind_to_issuers and not self._access()[1]
+
+    def advice(self) -> str:
+        """What the client can do about required data that could not be had."""
+        if self.refused_server():
+            return ("fhirServer is not among the FHIR servers allowed for this client's issuer"
+                    " (CDS_ISSUER_FHIR_SERVERS), so it was not read; send the data as prefetch")
+        return "send it as prefetch or give access to fhirServer"
+
+    def _count(self, size: int) -> None:
+        self.received.add(size, self.policy.max_call_bytes)
+
+    def _access(self) -> tuple[bool, bool]:
+        return server_access(self.policy, self.issuer, base_url(self.request.fhir_server),
+                             bool(self.request.access_token))
 
     def key(self, what: str | NextPages, kind: str) -> Any:
         """One key: the further pages of a sent Bundle, a read, or a search."""
@@ -189,18 +348,19 @@ class Fetch:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise FetchFailed("no time left in the call budget")
-        headers = {"Accept": "application/fhir+json"}
+        headers = {"Accept": "application/fhir+json", "Accept-Encoding": "gzip, deflate"}
         if self.request.access_token:
             headers["Authorization"] = f"Bearer {self.request.access_token}"
+        public_only = not self._access()[1]
         try:
-            with self.transport.get(url, headers, min(self.policy.timeout_seconds, remaining)) as response:
+            with self.transport.get(url, headers, min(self.policy.timeout_seconds, remaining), public_only) as response:
                 if allow_404 and response.status_code in (404, 410):
                     return None
                 if response.status_code != 200:
                     raise FetchFailed(f"the FHIR server answered {response.status_code}")
-                body = _read_body(response, self.deadline)
+                body = _read_body(response, self.deadline, self.policy.max_response_bytes, self._count)
         except requests.RequestException as exc:
-            raise FetchFailed(f"{type(exc).__name__} talking to the FHIR server") from exc
+            raise FetchFailed(_connection_problem(exc)) from exc
         try:
             return orjson.loads(body)  # as strict as for request bodies: bad UTF-8, NaN, deep nesting refused
         except orjson.JSONDecodeError as exc:
@@ -234,19 +394,39 @@ def _same_server(url: str, server: str) -> bool:
     return url == server or url.startswith(server.rstrip("/") + "/")
 
 
-def _read_body(response: Any, deadline: float) -> bytes:
+def _read_body(response: Any, deadline: float, max_bytes: int, count: Callable[[int], None]) -> bytes:
     """The body, read as it arrives and given up at the deadline: a server that trickles
-    bytes (each read within the socket timeout) must not hold a fetch thread past its call."""
+    bytes (each read within the socket timeout) must not hold a fetch thread past its call.
+    At most ``max_bytes`` decoded bytes are read, and ``count`` (the call's cap) is told of each
+    chunk. A read decodes at most 64 KiB (urllib3 bounds its gzip/deflate output by the amount
+    asked for), so a compressed bomb is stopped within one chunk of the cap."""
+    declared = str(response.headers.get("Content-Length", "")).strip()
+    if declared.isdigit() and int(declared) > max_bytes:  # refused before a byte of it is read
+        raise FetchFailed(f"a FHIR response declared {declared} bytes, over the cap of {max_bytes}")
     raw = response.raw
     read = getattr(raw, "read1", None) or raw.read  # read1: whatever one recv brings
     chunks: list[bytes] = []
+    size = 0
     while True:
         if time.monotonic() > deadline:
             raise FetchFailed("the FHIR server was still sending when the call budget ran out")
         chunk = read(65536, decode_content=True)
         if not chunk:
             return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchFailed(f"a FHIR response exceeds {max_bytes} bytes; the rest is not read")
+        count(len(chunk))
         chunks.append(chunk)
+
+
+def _connection_problem(exc: requests.RequestException) -> str:
+    """What went wrong talking to the FHIR server, safe to log: the refusal of a non-public
+    address is named; otherwise only the kind of error (its text may hold the URL)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, AddressRefused):
+        return AddressRefused.MESSAGE
+    return f"{type(exc).__name__} talking to the FHIR server"
 
 
 def _merge(first: Any, rest: Any) -> dict[str, Any]:

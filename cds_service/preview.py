@@ -8,9 +8,11 @@ with their actions, override reasons, source link; the raw request and
 response beside them. The call runs in-process through ``evaluate`` (the
 same steps as a service call, no FHIR server, nothing stored).
 
-Off unless ``PREVIEW_ENABLED`` is true (it answers 404 then); when staff are
-configured (``STAFF_USERS``) only signed-in staff may use it. Server-rendered
-with a plain form: no JavaScript.
+Off unless ``PREVIEW_ENABLED`` is true (it answers 404 then). Only signed-in
+staff (``STAFF_USERS``) may use it; without staff configured it stays off too,
+except in development mode (``DEVELOPMENT``, as ``make run`` sets), where a
+local informaticist may try it without signing in. Server-rendered with a
+plain form: no JavaScript.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ bp = Blueprint("preview", __name__)
 def _warn_if_open(state: BlueprintSetupState) -> None:
     config = state.app.config
     if preview_enabled(config) and not config.get("STAFF_USERS"):
-        log.warning("the preview console is on without staff sign-in (PREVIEW_ENABLED without STAFF_USERS)")
+        log.warning("the preview console is open without staff sign-in (development mode)" if config.get("DEVELOPMENT")
+                    else "the preview console stays off: PREVIEW_ENABLED needs STAFF_USERS outside development")
 
 
 def preview_enabled(config: Mapping[str, Any]) -> bool:
@@ -47,9 +50,12 @@ def preview_enabled(config: Mapping[str, Any]) -> bool:
 
 @bp.before_request
 def _guard() -> Any:
-    if not preview_enabled(current_app.config):
+    config = current_app.config
+    if not preview_enabled(config):
         raise UnknownService("the preview console is off here (CDS_PREVIEW_ENABLED)")
-    if current_app.config.get("STAFF_USERS") and staff_user() is None:
+    if not config.get("STAFF_USERS") and not config.get("DEVELOPMENT"):
+        raise UnknownService("the preview console is off here: it needs staff sign-in (CDS_STAFF_USERS)")
+    if config.get("STAFF_USERS") and staff_user() is None:
         return staff_challenge()
     return None
 

@@ -3,12 +3,14 @@ fixture files, the pinned clock, the service ids, card rule ids, and FHIR
 searchsets built from a persona's resources."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
@@ -44,3 +46,19 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
     """A FHIR search answer holding ``resources``, as a FHIR server sends it."""
     return {"resourceType": "Bundle", "type": "searchset",
             "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources]}
+
+
+@contextlib.contextmanager
+def serving(server: Any) -> Iterator[Any]:
+    """A stdlib HTTP server (a test's FHIR server) answering in a thread; shut down on exit.
+    A server with a ``stop`` event has it set first, so handlers that wait on it return."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        if hasattr(server, "stop"):
+            server.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from helpers import load_fixture, persona, request_fixture, rule_ids, searchset
+from helpers import serving, load_fixture, persona, request_fixture, rule_ids, searchset
 
 BUDGET_SECONDS = 1.0
 BOUND_SECONDS = 1.5  # a bound on hanging, not a performance target
@@ -152,14 +152,8 @@ def _closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def fhir_server():
-    server = _FaultServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(_FaultServer()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +178,17 @@ def summary():
           f" details in {SUMMARY_FILE}")
 
 
+@pytest.fixture(scope="module")
+def closed_port() -> int:
+    return _closed_port()
+
+
 @pytest.fixture
-def client(app_config):
-    return create_app({**app_config, "CALL_BUDGET_SECONDS": BUDGET_SECONDS, "LOG_LEVEL": "ERROR"}).test_client()
+def client(app_config, fhir_server, closed_port):
+    # loopback FHIR servers are read only when listed (an unlisted host must resolve to a public address)
+    servers = [f"http://127.0.0.1:{port}/fhir" for port in (fhir_server.server_address[1], closed_port)]
+    return create_app({**app_config, "CALL_BUDGET_SECONDS": BUDGET_SECONDS, "LOG_LEVEL": "ERROR",
+                       "ISSUER_FHIR_SERVERS": {"https://ehr.example.org": servers}}).test_client()
 
 
 def _body(fixture: str, server_url: str | None, drop: str) -> dict[str, Any]:
@@ -205,19 +207,20 @@ def _call(client, service: str, body: dict[str, Any]) -> tuple[Any, float]:
     return response, time.perf_counter() - started
 
 
-def _server_url(fhir_server: _FaultServer, fault: str) -> str:
+def _server_url(fhir_server: _FaultServer, fault: str, closed_port: int) -> str:
     if fault == "refused":
-        return f"http://127.0.0.1:{_closed_port()}/fhir"
+        return f"http://127.0.0.1:{closed_port}/fhir"
     fhir_server.mode = fault
     fhir_server.pages = 0
     return f"http://127.0.0.1:{fhir_server.server_address[1]}/fhir"
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_required_data_behind_a_faulty_fhir_server_is_a_prompt_412(client, fhir_server, summary, fault):
+def test_required_data_behind_a_faulty_fhir_server_is_a_prompt_412(client, fhir_server, closed_port, summary,
+                                                                   fault):
     fixture = "order-select/mcas-adult--succinylcholine.json"
     seen = len(fhir_server.requests)
-    response, elapsed = _call(client, ORDER_SELECT, _body(fixture, _server_url(fhir_server, fault), "conditions"))
+    response, elapsed = _call(client, ORDER_SELECT, _body(fixture, _server_url(fhir_server, fault, closed_port), "conditions"))
     summary.append({"fault": fault, "missing": "conditions", "status": response.status_code,
                     "seconds": round(elapsed, 3)})
     assert response.status_code != 500, response.get_json()
@@ -232,13 +235,14 @@ def test_required_data_behind_a_faulty_fhir_server_is_a_prompt_412(client, fhir_
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_optional_data_behind_a_faulty_fhir_server_still_gives_the_other_cards(client, fhir_server, summary, fault):
+def test_optional_data_behind_a_faulty_fhir_server_still_gives_the_other_cards(client, fhir_server, closed_port,
+                                                                              summary, fault):
     fixture = "patient-view/mcas-ms-older-adult--chart-open.json"
     expected, _ = _call(client, PATIENT_VIEW, _body(fixture, None, "medications"))  # no FHIR access at all
     assert expected.status_code == 200
     expected_ids = rule_ids(expected.get_json()["cards"])
     assert expected_ids, "the fixture should give cards without medications"
-    response, elapsed = _call(client, PATIENT_VIEW, _body(fixture, _server_url(fhir_server, fault), "medications"))
+    response, elapsed = _call(client, PATIENT_VIEW, _body(fixture, _server_url(fhir_server, fault, closed_port), "medications"))
     summary.append({"fault": fault, "missing": "medications", "status": response.status_code,
                     "seconds": round(elapsed, 3)})
     assert response.status_code != 500, response.get_json()
@@ -257,11 +261,11 @@ def test_stuck_fetches_do_not_starve_later_calls(client, fhir_server):
     """
     fixture = "order-select/mcas-adult--succinylcholine.json"
     for _ in range(2):
-        body = _body(fixture, _server_url(fhir_server, "trickle"), "conditions")
+        body = _body(fixture, _server_url(fhir_server, "trickle", 0), "conditions")
         body["prefetch"].clear()
         response, elapsed = _call(client, ORDER_SELECT, body)
         assert response.status_code == 412 and elapsed < BOUND_SECONDS
-    body = _body(fixture, _server_url(fhir_server, "healthy"), "conditions")
+    body = _body(fixture, _server_url(fhir_server, "healthy", 0), "conditions")
     response, elapsed = _call(client, ORDER_SELECT, body)
     assert elapsed < BOUND_SECONDS
     assert response.status_code == 200, response.get_json()

@@ -132,7 +132,7 @@ class _Collect(logging.Handler):
 @pytest.fixture
 def secure_app(app_config):
     return create_app({**app_config, "AUTH_REQUIRED": True, "OPEN_FHIR_SERVERS": [],
-                       "TRUSTED_ISSUERS": {ISSUER: {"keys": [_jwk()]}}})
+                       "TRUSTED_ISSUERS": {ISSUER: {"keys": [_jwk()]}}, "ISSUER_FHIR_SERVERS": {ISSUER: [FHIR]}})
 
 
 class Calls:

@@ -134,12 +134,13 @@ def test_null_prefetch_without_fhir_access_means_no_data(hooks):
 
 
 class _Answer:
-    """A response as a Transport returns it: a status and an unread body stream."""
+    """A response as a Transport returns it: a status, headers and an unread body stream."""
 
     def __init__(self, status: int, body: dict) -> None:
         import io
 
         self.status_code, self._body = status, io.BytesIO(json.dumps(body).encode())
+        self.headers: dict[str, str] = {}
         self.raw = self
 
     def read(self, size: int, decode_content: bool = True) -> bytes:
@@ -157,9 +158,11 @@ class _RecordingTransport:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict, float]] = []
+        self.public_only: list[bool] = []
 
-    def get(self, url, headers, timeout):
+    def get(self, url, headers, timeout, public_only):
         self.calls.append((url, dict(headers), timeout))
+        self.public_only.append(public_only)
         return _Answer(200, searchset(persona("mcas-adult", "Condition")))
 
 
@@ -178,3 +181,4 @@ def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app
     (url, headers, timeout), = transport.calls
     assert url.startswith(f"{FHIR}/Condition?patient=") and headers["Authorization"] == f"Bearer {TOKEN}"
     assert 0 < timeout <= rt.fetch_policy.timeout_seconds
+    assert transport.public_only == [True]  # an unlisted server (authentication off): public addresses only

@@ -1,5 +1,6 @@
-"""The preview console (issue 12 item 4): off unless enabled, staff-only when staff are
-configured, and, in a real headless Chromium, cards rendered as an EHR shows them."""
+"""The preview console (issue 12 item 4, issue 13 item 3): off unless enabled, staff-only (open
+without staff only in development mode), and, in a real headless Chromium, cards rendered as an
+EHR shows them."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ MORPHINE = "1 ML morphine sulfate 4 MG/ML Injection"  # a parenteral order: the 
 
 @pytest.fixture
 def preview_app(app_config):
-    return create_app({**app_config, "PREVIEW_ENABLED": True})
+    return create_app({**app_config, "PREVIEW_ENABLED": True, "DEVELOPMENT": True})
 
 
 @pytest.mark.parametrize("value", [None, False, "yes", "1"])
@@ -41,6 +42,17 @@ def test_with_staff_configured_only_staff_get_in(app_config):
     assert client.get("/preview", headers=BROWSER).status_code == 401
     assert client.get("/preview", headers=_basic("ines", "wrong")).status_code == 401
     assert client.get("/preview", headers=_basic("ines", "correct horse")).status_code == 200
+
+
+@pytest.mark.parametrize("development", [False, True])
+def test_without_staff_configured_the_console_is_open_only_in_development(app_config, development):
+    app = create_app({**app_config, "PREVIEW_ENABLED": True, "DEVELOPMENT": development})
+    response = app.test_client().get("/preview", headers=BROWSER)
+    if development:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 404
+        assert "needs staff sign-in (CDS_STAFF_USERS)" in response.get_json()["issue"][0]["diagnostics"]
 
 
 def test_a_form_post_renders_the_cards_and_the_raw_exchange(preview_app):
@@ -76,7 +88,7 @@ def test_bad_input_is_said_on_the_page(preview_app):
 @pytest.fixture
 def live_server(app_config):
     """The app on a free loopback port, served by werkzeug in a thread."""
-    app = create_app({**app_config, "PREVIEW_ENABLED": True})
+    app = create_app({**app_config, "PREVIEW_ENABLED": True, "DEVELOPMENT": True})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
