@@ -101,8 +101,10 @@ def _knowledge() -> Any:
               help="A draft order: a resource, a Bundle of them, or a hook request (its draftOrders). Repeatable.")
 @click.option("--now", "now_text", metavar="DATETIME", help="Evaluate as of this date or time (ISO 8601; default: now, UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: the cards, the rules that fired and their evidence.")
+@click.option("--explain", "explain_ids", multiple=True, metavar="RULE_ID",
+              help="Also say which of this rule's conditions held and which did not. Repeatable.")
 def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: tuple[Any, ...], now_text: str | None,
-                     as_json: bool) -> None:
+                     as_json: bool, explain_ids: tuple[str, ...]) -> None:
     """Run one hook request through the rules, offline, and print the cards.
 
     Give a CDS Hooks request file, or --bundle with --hook (and --draft files). No FHIR server is
@@ -111,7 +113,7 @@ def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: t
     """
     from .evaluate import evaluate_from_files
 
-    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo))
+    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo, explain_ids))
 
 
 @main.group()

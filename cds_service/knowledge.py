@@ -19,7 +19,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from .conditions import condition_words
+from .conditions import CompileContext, condition_words
 from .dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from .errors import KnowledgeError, did_you_mean
 from .fhir import validate_resource
@@ -51,6 +51,7 @@ class Knowledge:
     modules: dict[str, Module]
     terminology: Terminology
     override_reason_system: str
+    conditions: CompileContext | None = None  # what the rules were compiled with (explain.py re-uses it)
 
     def summary(self) -> dict[str, Any]:
         vs = self.terminology.valuesets.values()
@@ -101,7 +102,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     services = _services(services_file, modules, broken, problems)
     if problems:
         raise KnowledgeError(problems)
-    return Knowledge(directory, services, modules, terminology, reasons["system"])
+    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions)
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:

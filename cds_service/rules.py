@@ -75,6 +75,9 @@ class Rule:
     needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
     valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
     remarks: str = ""  # the author's why (indicator, thresholds): shown on the rule page
+    # The conditions as written ({"when": ..., "unless": ...}): explain.py re-reads them to say
+    # which part held and which did not, without the engine's predicates paying for it.
+    specs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Module:
     title: str
     gate: Predicate
     rules: tuple[Rule, ...]
+    gate_spec: Any = None  # applies_when as written (explain.py)
 
 
 class RuleCompiler:
@@ -109,7 +113,7 @@ class RuleCompiler:
             self.problems.add(where, "guideline", f"unknown guideline '{data['guideline']}'{did_you_mean(data['guideline'], self.guidelines)}")
         gate = self.condition(data["applies_when"], where, "applies_when")
         rules = tuple(self.rule(data["module"], r, where, f"rule {r['id']}:") for r in data["rules"])
-        return Module(data["module"], data["title"], gate, rules)
+        return Module(data["module"], data["title"], gate, rules, data["applies_when"])
 
     def rule(self, module: str, data: dict[str, Any], where: str, path: str) -> Rule:
         if not data["id"].startswith(f"{module}."):
@@ -140,6 +144,7 @@ class RuleCompiler:
             reference=self.reference(data["reference"], where, f"{path} reference"), needs=needs,
             remarks=data.get("remarks", "").strip(),
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
+            specs={key: data[key] for key in ("when", "unless") if key in data},
         )
 
     def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:

@@ -85,3 +85,29 @@ def test_a_misspelt_recommendation_gets_a_did_you_mean(tmp_path):
     problems = _problems(tmp_path, "modules/mcas.yaml", "recommendation: cromolyn-onset}", "recommendation: cromolyn-onsets}")
     assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: reference: unknown recommendation "
                         "mcas-back-pain#cromolyn-onsets (did you mean 'mcas-back-pain#cromolyn-onset'?)"]
+
+
+def test_a_failing_case_says_which_condition_held_and_which_did_not(app):
+    from casebuilder import explain_case
+    from collections import Counter
+
+    case = {"id": "eye-drops", "rule": "mcas.cromolyn-onset", "hook": "order-select", "patient": "mcas-adult",
+            "drafts": [{"medication": {"rxcui": "831109", "text": "cromolyn sodium 40 MG/ML Ophthalmic Solution"}}],
+            "expect": [{"rule": "mcas.cromolyn-onset", "indicator": "info"}, {"rule": "mcas.cromolyn-onsett", "indicator": "info"}]}
+    text = explain_case(app, case, Counter(), Counter((e["rule"], e["indicator"]) for e in case["expect"]))
+    assert "held: {medication: cromolyn} (Draft order: cromolyn sodium 40 MG/ML Ophthalmic Solution (RxNorm 831109))" in text
+    assert "not held: {route: [oral]} (route ophthalmic not in [oral])" in text
+    assert "=> does not fire" in text
+    assert "mcas.cromolyn-onsett: no such rule (did you mean 'mcas.cromolyn-onset'?)" in text
+
+
+def test_evaluate_explain_prints_the_same_explanation(runner):
+    from cds_service.cli import main
+
+    from helpers import FIXTURES
+
+    request = FIXTURES / "requests" / "order-select" / "mcas-adult--morphine.json"
+    result = runner.invoke(main, ["evaluate", str(request), "--now", "2026-11-23", "--explain", "mcas.cromolyn-onset"])
+    assert result.exit_code == 1, result.output
+    assert "not held: {medication: cromolyn} (morphine sulfate 15 MG Oral Tablet (892582) is not in value set cromolyn)" \
+        in result.output
