@@ -79,6 +79,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
+    _check_source_labels(guidelines, problems)
     if problems:
         raise KnowledgeError(problems)
 
@@ -273,6 +274,18 @@ def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dic
         for vid in row.get("valuesets", []):
             if vid not in valuesets:
                 problems.add("rxnorm-products.json", f"$.name_only_ingredients[{i}]", f"unknown value set '{vid}'")
+
+
+# A card credits its source by the guideline's label: one that is not a guideline summary says what it is.
+LABEL_WORDS = {"local": "local", "expert-opinion": "expert opinion"}
+
+
+def _check_source_labels(guidelines: dict[str, Any], problems: Problems) -> None:
+    for gid, spec in guidelines.items():
+        kind = spec.get("kind", "guideline-summary")
+        if kind in LABEL_WORDS and LABEL_WORDS[kind] not in spec["label"].lower():
+            problems.add("guidelines.yaml", f"guideline {gid}: label",
+                         f"a {kind} source's label must say '{LABEL_WORDS[kind]}': cards show it as their source")
 
 
 def _check_unique_rules(modules: dict[str, Module], problems: Problems) -> None:

@@ -51,6 +51,7 @@ class Reference:
     label: str
     statement: str
     url: str | None = None
+    kind: str = "guideline-summary"  # or local / expert-opinion (guidelines.yaml): the card's label says which
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,15 @@ class Module:
     gate: Predicate
     rules: tuple[Rule, ...]
     gate_spec: Any = None  # applies_when as written (explain.py)
+
+
+def _todos(data: Any, key: str = "") -> list[str]:
+    """The keys whose text still holds a skeleton's TODO."""
+    if isinstance(data, dict):
+        return [k for name, value in data.items() for k in _todos(value, f"{key}.{name}" if key else name)]
+    if isinstance(data, list):
+        return [k for i, value in enumerate(data) for k in _todos(value, f"{key}[{i}]")]
+    return [key] if isinstance(data, str) and "TODO" in data else []
 
 
 class RuleCompiler:
@@ -131,6 +141,8 @@ class RuleCompiler:
         )
         selection, suggestions = self.suggestions(data, where, path)
         self.placeholders(data["card"], where, f"{path} card")
+        for key in _todos(data):
+            self.problems.add(where, f"{path} {key}", "still says TODO: fill it in (cds-service knowledge new-rule left it)")
         predicates = [p for p in (when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
                                   *(s.when for s in suggestions)) if p is not None]
         needs = frozenset().union(*(p.needs for p in predicates))
@@ -202,8 +214,9 @@ class RuleCompiler:
         guideline = self.guidelines.get(ref["guideline"]) or {}
         rec = guideline.get("recommendations", {}).get(ref["recommendation"])
         if rec is None:
-            known = [f"{g}#{r}" for g, spec in self.guidelines.items() for r in spec.get("recommendations", {})]
-            wanted = f"{ref['guideline']}#{ref['recommendation']}"
-            self.problems.add(where, path, f"unknown recommendation {wanted}{did_you_mean(wanted, known)}")
+            hint = did_you_mean(ref["recommendation"], guideline.get("recommendations", {})) if guideline else \
+                did_you_mean(ref["guideline"], self.guidelines)
+            self.problems.add(where, path, f"unknown recommendation {ref['guideline']}#{ref['recommendation']}{hint}")
             return Reference(ref["guideline"], ref["recommendation"], "unknown", "unknown")
-        return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"], guideline.get("url"))
+        return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"],
+                         guideline.get("url"), guideline.get("kind", "guideline-summary"))
