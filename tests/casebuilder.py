@@ -74,9 +74,12 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
                                                              "system": "http://unitsofmeasure.org", "code": "d"}}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
-    if spec.get("route"):
+    if spec.get("route"):  # text: the engine does not trust it; {snomed, display}: a coded route it reads
         dosage = res.setdefault("dosageInstruction", [{}])[0]
-        dosage["route"] = {"text": spec["route"]}
+        route = spec["route"]
+        dosage["route"] = {"text": route} if isinstance(route, str) else {
+            "coding": [{"system": SYSTEMS["snomed"], "code": route["snomed"], "display": route.get("display", "")}],
+            "text": route.get("display", "")}
     return res
 
 

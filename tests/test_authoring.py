@@ -3,10 +3,12 @@ the fix, with "did you mean" for near-misses, and no knock-on errors."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cds_service.config import knowledge_dir
 from cds_service.errors import KnowledgeError
@@ -84,7 +86,7 @@ def test_a_summary_over_the_card_limit_is_refused(tmp_path):
 def test_a_misspelt_recommendation_gets_a_did_you_mean(tmp_path):
     problems = _problems(tmp_path, "modules/mcas.yaml", "recommendation: cromolyn-onset}", "recommendation: cromolyn-onsets}")
     assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: reference: unknown recommendation "
-                        "mcas-back-pain#cromolyn-onsets (did you mean 'mcas-back-pain#cromolyn-onset'?)"]
+                        "mcas-back-pain#cromolyn-onsets (did you mean 'cromolyn-onset'?)"]
 
 
 def test_a_failing_case_says_which_condition_held_and_which_did_not(app):
@@ -111,3 +113,115 @@ def test_evaluate_explain_prints_the_same_explanation(runner):
     assert result.exit_code == 1, result.output
     assert "not held: {medication: cromolyn} (morphine sulfate 15 MG Oral Tablet (892582) is not in value set cromolyn)" \
         in result.output
+
+
+# --- the worked example of docs/knowledge.md, the author commands ---------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = re.compile(r"<!-- example: (create|append) (\S+) -->\n```\w*\n(.*?)```", re.S)
+
+
+def _copies(tmp_path: Path) -> tuple[Path, Path]:
+    knowledge, cases = tmp_path / "knowledge", tmp_path / "tests" / "cases"
+    shutil.copytree(KNOWLEDGE, knowledge)
+    shutil.copytree(ROOT / "tests" / "cases", cases)
+    return knowledge, cases
+
+
+def test_the_worked_example_in_the_docs_works_end_to_end(tmp_path, runner):
+    from casebuilder import build_request
+    from cds_service.cli import main
+    from cds_service.evaluate import evaluate_request
+    from cds_service.knowledge import rule_table
+    from helpers import NOW
+
+    knowledge, cases = _copies(tmp_path)
+    steps = EXAMPLE.findall((ROOT / "docs" / "knowledge.md").read_text())
+    assert [(verb, path) for verb, path, _ in steps] == [
+        ("create", "knowledge/valuesets/vancomycin.json"), ("append", "knowledge/guidelines.yaml"),
+        ("append", "knowledge/modules/mcas.yaml"), ("append", "tests/cases/mcas.yaml")]
+    for verb, path, block in steps:
+        target = tmp_path / path
+        target.write_text(block if verb == "create" else target.read_text().rstrip("\n") + "\n" + block)
+    result = runner.invoke(main, ["knowledge", "add-products", "--ingredient", "11124", "--rrf",
+                                  str(ROOT / "tests" / "rrf"), "--source", "RXP"], env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert result.exit_code == 0, result.output
+    assert "added 4 products (201848, 313570, 1807511, 1807513)" in result.output
+
+    loaded = load_knowledge(knowledge)
+    assert "| `mcas.vancomycin-infusion` | OS SG | IV vancomycin in mast cell disease | warning | " \
+           "local-mcas-practice#vancomycin-slow-infusion |" in rule_table(loaded)
+    example = [c for c in yaml.safe_load((cases / "mcas.yaml").read_text())["cases"] if "vancomycin" in c["id"]]
+    assert len(example) == 2
+    for case in example:
+        cards = evaluate_request(loaded, build_request(case), NOW, "http://localhost/rules").cards
+        assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == \
+               [(e["rule"], e["indicator"]) for e in case["expect"]], case["id"]
+        for card in cards:
+            assert card["source"]["label"] == "Local practice: mast cell disease (P&T committee)"
+            assert "MCAS (guideline summary" not in card["detail"]
+
+
+def test_a_local_source_must_say_so_on_its_label(tmp_path):
+    problems = _problems(tmp_path, "guidelines.yaml", '    label: "Back pain in MCAS (guideline summary, 2026)"',
+                         '    kind: local\n    approved_by: P&T committee\n    label: "Back pain in MCAS (guideline summary, 2026)"')
+    assert problems == ["guidelines.yaml: guideline mcas-back-pain: label: a local source's label must say 'local': "
+                        "cards show it as their source"]
+
+
+def test_new_rule_writes_a_skeleton_that_the_check_refuses_until_filled(tmp_path, runner):
+    from cds_service.cli import main
+
+    knowledge, cases = _copies(tmp_path)
+    result = runner.invoke(main, ["knowledge", "new-rule", "mcas", "mcas.vancomycin-infusion", "--cases-dir", str(cases)],
+                           env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert result.exit_code == 0, result.output
+    module = yaml.safe_load((knowledge / "modules" / "mcas.yaml").read_text())
+    assert module["rules"][-1]["id"] == "mcas.vancomycin-infusion"
+    stubs = [c for c in yaml.safe_load((cases / "mcas.yaml").read_text())["cases"] if c["rule"] == "mcas.vancomycin-infusion"]
+    assert [c["id"] for c in stubs] == ["mcas-vancomycin-infusion-fires", "mcas-vancomycin-infusion-silent"]
+    assert stubs[0]["expect"] and stubs[1]["expect"] == []
+    with pytest.raises(KnowledgeError) as error:
+        load_knowledge(knowledge)
+    todo = [p for p in error.value.problems if "still says TODO" in p]
+    assert "modules/mcas.yaml: rule mcas.vancomycin-infusion: title: still says TODO: fill it in " \
+           "(cds-service knowledge new-rule left it)" in todo and len(todo) == 6
+    again = runner.invoke(main, ["knowledge", "new-rule", "mcas", "mcas.vancomycin-infusion", "--cases-dir", str(cases)],
+                          env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert again.exit_code != 0 and "already has a rule mcas.vancomycin-infusion" in again.output
+
+
+def test_table_write_replaces_only_the_table(tmp_path, runner):
+    from cds_service.cli import main
+
+    doc = tmp_path / "knowledge.md"
+    doc.write_text("# Title\n\n<!-- rules:start -->\n| stale |\n<!-- rules:end -->\n\nafter\n")
+    result = runner.invoke(main, ["knowledge", "table", "--write", str(doc)])
+    assert result.exit_code == 0 and "rule table updated" in result.output, result.output
+    text = doc.read_text()
+    assert "| stale |" not in text and "| `mcas.cromolyn-onset` |" in text and text.endswith("<!-- rules:end -->\n\nafter\n")
+    assert "already current" in runner.invoke(main, ["knowledge", "table", "--write", str(doc)]).output
+
+
+def test_add_products_keeps_the_table_when_the_result_would_not_load(tmp_path, runner):
+    from cds_service.cli import main
+
+    knowledge, _ = _copies(tmp_path)
+    before = (knowledge / "rxnorm-products.json").read_text()
+    result = runner.invoke(main, ["knowledge", "add-products", "--ingredient", "11124", "--rrf",
+                                  str(ROOT / "tests" / "rrf"), "--source", "NO-SUCH-SOURCE"],
+                           env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert result.exit_code != 0 and "source 'NO-SUCH-SOURCE' is not in terminology-sources.yaml" in result.output
+    assert (knowledge / "rxnorm-products.json").read_text() == before
+
+
+def test_every_vocabulary_word_is_listed_in_the_docs():
+    from cds_service.conditions import condition_words
+    from cds_service.dosing import ROUTES
+
+    text = (ROOT / "docs" / "knowledge.md").read_text()
+    table = re.search(r"\| condition \| argument .*?\n\n", text, re.S).group(0)
+    listed = set(re.findall(r"^\| `(\w+)`(?: / `(\w+)`)?", table, re.M))
+    assert {w for pair in listed for w in pair if w} == set(condition_words())
+    routes = re.search(r"^\| `route` and `active_medication.routes` \| (.*)$", text, re.M).group(1)
+    assert re.findall(r"`(\w+)`", routes.split("(")[0]) == list(ROUTES)
