@@ -225,3 +225,17 @@ def test_every_vocabulary_word_is_listed_in_the_docs():
     assert {w for pair in listed for w in pair if w} == set(condition_words())
     routes = re.search(r"^\| `route` and `active_medication.routes` \| (.*)$", text, re.M).group(1)
     assert re.findall(r"`(\w+)`", routes.split("(")[0]) == list(ROUTES)
+
+
+def test_file_headers_point_only_at_files_in_the_repository():
+    """A header that sends a reader to a note outside the repository leaves them stranded."""
+    names = {p.name for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    headers = [*ROOT.glob("cds_service/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("tests/cases/**/*.yaml"),
+               *ROOT.glob("knowledge/**/*.yaml"), *ROOT.glob("bench/**/*.py"), *ROOT.glob("fhir_fixtures/*.md")]
+    stranded = []
+    for path in headers:
+        head = "\n".join(path.read_text("utf-8").splitlines()[:25])
+        for ref in set(re.findall(r"[\w./-]*\w\.md\b", head)):
+            if not ((ROOT / ref).exists() if "/" in ref else ref in names):
+                stranded.append(f"{path.relative_to(ROOT)}: {ref}")
+    assert stranded == []
