@@ -239,3 +239,12 @@ def test_file_headers_point_only_at_files_in_the_repository():
             if not ((ROOT / ref).exists() if "/" in ref else ref in names):
                 stranded.append(f"{path.relative_to(ROOT)}: {ref}")
     assert stranded == []
+
+
+def test_the_schema_and_the_cards_share_one_summary_limit():
+    import json
+
+    from cds_service.cards import SUMMARY_LIMIT
+
+    schema = json.loads((KNOWLEDGE / "schema" / "module.schema.json").read_text())
+    assert schema["$defs"]["rule"]["properties"]["card"]["properties"]["summary"]["maxLength"] == SUMMARY_LIMIT == 139
