@@ -1,10 +1,12 @@
-"""The ``cds-service`` command: serve, knowledge check, feedback stats, storage prune."""
+"""The ``cds-service`` command: serve, knowledge (check, table, new-rule, add-products), evaluate,
+feedback (stats, report), storage prune, staff hash."""
 from __future__ import annotations
 
 import gc
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -154,11 +156,74 @@ def knowledge_check() -> None:
 
 
 @knowledge.command("table")
-def knowledge_table() -> None:
-    """Print the Markdown rule table that docs/knowledge.md carries."""
+@click.option("--write", "doc", is_flag=False, flag_value="docs/knowledge.md", default=None, metavar="[FILE]",
+              help="Replace the table between the rules:start/rules:end markers of FILE (default docs/knowledge.md).")
+def knowledge_table(doc: str | None) -> None:
+    """Print the Markdown rule table that docs/knowledge.md carries (or write it there)."""
+    from .authoring import write_rule_table
     from .knowledge import rule_table
 
-    click.echo(rule_table(_knowledge()), nl=False)
+    table = rule_table(_knowledge())
+    if doc is None:
+        click.echo(table, nl=False)
+        return
+    try:
+        changed = write_rule_table(Path(doc), table)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{doc}: {'rule table updated' if changed else 'rule table already current'}")
+
+
+@knowledge.command("new-rule")
+@click.argument("module")
+@click.argument("rule_id")
+@click.option("--cases-dir", default="tests/cases", show_default=True, type=click.Path(file_okay=False),
+              help="Where the module's case file is.")
+def knowledge_new_rule(module: str, rule_id: str, cases_dir: str) -> None:
+    """Append a commented rule skeleton to modules/MODULE.yaml and a positive and a negative
+    case stub to CASES_DIR/MODULE.yaml; then fill in every TODO."""
+    from .authoring import new_rule
+    from .config import knowledge_dir, settings
+
+    try:
+        written = new_rule(knowledge_dir(settings()["KNOWLEDGE_DIR"]), Path(cases_dir), module, rule_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        click.echo(f"appended to {path}")
+    click.echo("next: fill in each TODO, then run cds-service knowledge check and make test")
+
+
+@knowledge.command("add-products")
+@click.option("--ingredient", "ingredients", required=True, multiple=True, metavar="RXCUI",
+              help="An RxNorm ingredient (TTY IN). Repeatable.")
+@click.option("--rrf", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The rrf/ folder of an RxNorm release (RXNCONSO.RRF, RXNREL.RRF): see cds_service/products.py.")
+@click.option("--source", required=True, metavar="KEY", help="Its key in terminology-sources.yaml (add it there first).")
+def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) -> None:
+    """Add every product (SCD, SBD) of an ingredient to rxnorm-products.json, sorted, and keep
+    the change only if the knowledge folder still passes knowledge check."""
+    from .config import knowledge_dir, settings
+    from .knowledge import load_knowledge
+    from .products import RrfError, dump, merge, products_for, read_release
+
+    directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
+    path = directory / "rxnorm-products.json"
+    before = path.read_text("utf-8")
+    try:
+        release = read_release(Path(rrf))
+        rows = [row for rxcui in ingredients for row in products_for(release, rxcui, source)]
+    except RrfError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table, added, kept = merge(json.loads(before), rows)
+    path.write_text(dump(table), "utf-8")
+    try:
+        load_knowledge(directory)
+    except KnowledgeError as exc:
+        path.write_text(before, "utf-8")
+        click.echo(str(exc), err=True)
+        raise click.ClickException("rxnorm-products.json left unchanged") from exc
+    click.echo(f"added {len(added)} products ({', '.join(added) or 'none'}); already there: {len(kept)}")
 
 
 def _knowledge() -> Any:
@@ -177,8 +242,10 @@ def _knowledge() -> Any:
               help="A draft order: a resource, a Bundle of them, or a hook request (its draftOrders). Repeatable.")
 @click.option("--now", "now_text", metavar="DATETIME", help="Evaluate as of this date or time (ISO 8601; default: now, UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: the cards, the rules that fired and their evidence.")
+@click.option("--explain", "explain_ids", multiple=True, metavar="RULE_ID",
+              help="Also say which of this rule's conditions held and which did not. Repeatable.")
 def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: tuple[Any, ...], now_text: str | None,
-                     as_json: bool) -> None:
+                     as_json: bool, explain_ids: tuple[str, ...]) -> None:
     """Run one hook request through the rules, offline, and print the cards.
 
     Give a CDS Hooks request file, or --bundle with --hook (and --draft files). No FHIR server is
@@ -187,7 +254,7 @@ def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: t
     """
     from .evaluate import evaluate_from_files
 
-    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo))
+    sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo, explain_ids))
 
 
 @main.group()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Mapping
 
+from .dosing import ROUTES, route_of_word
+from .errors import did_you_mean
 from .facts import Facts, MedicationFact, ObservationFact, ServiceRequestFact
 from .terminology import CPT, ICD10CM, LOINC, RXNORM, SNOMED, Match, Terminology, name_pattern
 
@@ -77,14 +79,20 @@ def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
     (word, arg), = spec.items()
     compiler = _COMPILERS.get(word)
     if compiler is None:
-        raise ConditionError(f"unknown condition '{word}' (known: {', '.join(sorted(_COMPILERS))})")
+        raise ConditionError(f"unknown condition '{word}'{did_you_mean(word, _COMPILERS)}"
+                             f" (known: {', '.join(sorted(_COMPILERS))})")
     return compiler(arg, ctx)
+
+
+def condition_words() -> list[str]:
+    """Every word of the vocabulary: knowledge.py puts them into the module schema at load."""
+    return sorted(_COMPILERS)
 
 
 def _valueset(arg: Any, terminology: Terminology) -> tuple[str, str | None]:
     vid, label = (arg.get("valueset"), arg.get("label")) if isinstance(arg, dict) else (arg, None)
     if vid not in terminology.valuesets:
-        raise ConditionError(f"unknown value set '{vid}'")
+        raise ConditionError(f"unknown value set '{vid}'{did_you_mean(vid, terminology.valuesets)}")
     return vid, label
 
 
@@ -197,7 +205,7 @@ def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
 
 def _active_medication(arg: Any, ctx: CompileContext) -> Predicate:
     vid, label = _valueset(arg, ctx.terminology)
-    routes = frozenset(arg.get("routes", [])) if isinstance(arg, dict) else frozenset()
+    routes = _routes(arg.get("routes", []), "routes") if isinstance(arg, dict) else frozenset()
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         key = ("active_medication", vid, routes)
@@ -277,8 +285,20 @@ def _procedure_named(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset(), frozenset())
 
 
+def _routes(arg: Any, key: str) -> frozenset[str]:
+    """A list of route words, each one of dosing.ROUTES: a word outside them would never match."""
+    if not isinstance(arg, list):
+        raise ConditionError(f"{key} takes a list of routes, e.g. [{arg if isinstance(arg, str) else 'oral'}]")
+    for word in arg:
+        if word not in ROUTES:
+            implied = route_of_word(word) if isinstance(word, str) else None
+            hint = f" (did you mean '{implied}'? {word} orders count as {implied})" if implied else did_you_mean(word, ROUTES)
+            raise ConditionError(f"unknown route '{word}'{hint}; routes are {', '.join(ROUTES)}")
+    return frozenset(arg)
+
+
 def _route(arg: Any, ctx: CompileContext) -> Predicate:
-    routes = frozenset(arg)
+    routes = _routes(arg, "route")
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, MedicationFact):

@@ -23,6 +23,10 @@ UNIT_WORDS = {"second": "s", "seconds": "s", "minute": "min", "minutes": "min", 
               "year": "a", "years": "a"}
 TIMES_PER_DAY = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "Q4H": 6, "Q6H": 4, "Q8H": 3, "AM": 1, "PM": 1}
 MG_FACTOR = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
+# The one route vocabulary: the product table's routes, the words of the `route` and
+# `active_medication.routes` conditions (knowledge.py puts it into both JSON Schemas at load).
+ROUTES = ("oral", "parenteral", "topical", "nasal", "inhaled", "ophthalmic", "rectal", "transdermal")
+PRODUCT_ROUTES = ROUTES + ("other",)  # "other": a product whose route none of ROUTES names
 ROUTE_WORDS = (
     ("oral", "oral"), ("tablet", "oral"), ("capsule", "oral"), ("inject", "parenteral"),
     ("intravenous", "parenteral"), ("intramuscular", "parenteral"), ("auto-injector", "parenteral"),
@@ -63,6 +67,11 @@ def route(order: dict[str, Any], product: Product | None, text: str) -> str | No
                 return SNOMED_ROUTES[code]
             if (found := _route_from_words(display)) is not None:
                 return found
+    return _route_from_words(text)
+
+
+def route_of_word(text: str) -> str | None:
+    """The route a word of an order implies ("intravenous" -> parenteral), or None."""
     return _route_from_words(text)
 
 

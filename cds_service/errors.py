@@ -17,7 +17,8 @@ JSON path, so they are safe to log.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import difflib
+from typing import Any, ClassVar, Iterable
 
 
 class CdsError(Exception):
@@ -104,6 +105,14 @@ class KnowledgeError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("Knowledge is invalid:\n  " + "\n  ".join(problems))
         self.problems = problems
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for a near-miss of one of ``choices``, else ''."""
+    if not isinstance(word, str) or word.startswith("TODO"):  # a skeleton's blank: nothing is near it
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class StorageUnusable(Exception):

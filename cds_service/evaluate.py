@@ -26,9 +26,11 @@ import orjson
 
 from .decision import decide
 from .discovery import prefetch_templates
-from .errors import CdsError, InvalidRequest, UnknownService
+from .errors import CdsError, InvalidRequest, UnknownService, did_you_mean
+from .explain import explain
+from .facts import Facts, build_facts
 from .fhir import resources_in, utc_now
-from .hooks import SUPPORTED_HOOKS, parse_hook_request
+from .hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
 
@@ -71,16 +73,42 @@ def service_for_hook(knowledge: Knowledge, hook: str) -> Service:
 
 def evaluate_request(knowledge: Knowledge, body: Any, now: datetime, rules_url: str) -> Evaluation:
     """Cards and reasons for one hook request; InvalidRequest/PrefetchUnavailable as the service raises them."""
+    service, hook_request, data = _offline(knowledge, body)
+    decision = decide(service, hook_request, data, knowledge, now, rules_url=rules_url)
+    fired = [Fired(f.rule.id, f.rule.title, f.indicator, tuple(e.text for e in f.evidence)) for f in decision.findings]
+    return Evaluation(service.id, body, decision.cards, fired, decision.skipped, decision.failed)
+
+
+def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dict[str, Any]]:
+    """The service, the parsed request and its data, with no FHIR server called."""
     if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
         raise InvalidRequest("$.hook: a hook request names its hook", location="$.hook")
     service = service_for_hook(knowledge, body["hook"])
     hook_request = parse_hook_request(body, service.hook)
     offline = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
     templates = prefetch_templates(service, knowledge.terminology)
-    data = gather(offline, templates, service.required_prefetch, OFFLINE)
-    decision = decide(service, hook_request, data, knowledge, now, rules_url=rules_url)
-    fired = [Fired(f.rule.id, f.rule.title, f.indicator, tuple(e.text for e in f.evidence)) for f in decision.findings]
-    return Evaluation(service.id, body, decision.cards, fired, decision.skipped, decision.failed)
+    return service, hook_request, gather(offline, templates, service.required_prefetch, OFFLINE)
+
+
+def facts_for(knowledge: Knowledge, body: Any, now: datetime) -> Facts:
+    """The facts the rules see for this request (offline)."""
+    _, hook_request, data = _offline(knowledge, body)
+    return build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
+
+
+def explain_request(knowledge: Knowledge, body: Any, rule_ids: Iterable[str], now: datetime) -> str:
+    """For each rule id, which of its conditions held on this request and which did not."""
+    facts = facts_for(knowledge, body, now)
+    modules = {rule.id: (rule, module) for module in knowledge.modules.values() for rule in module.rules}
+    lines = []
+    for rule_id in rule_ids:
+        if rule_id not in modules:
+            lines.append(f"{rule_id}: no such rule{did_you_mean(rule_id, modules)}")
+            continue
+        rule, module = modules[rule_id]
+        assert knowledge.conditions is not None  # load_knowledge always sets it
+        lines += explain(rule, module, facts, knowledge.conditions)
+    return "\n".join(lines)
 
 
 def request_from_bundle(bundle: Any, hook: str, drafts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,7 +194,8 @@ def as_text(evaluation: Evaluation, width: int = 100) -> str:
 
 
 def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, draft_files: Iterable[Any],
-                        now_text: str | None, want_json: bool, echo: Callable[..., Any]) -> int:
+                        now_text: str | None, want_json: bool, echo: Callable[..., Any],
+                        explain_ids: Iterable[str] = ()) -> int:
     """The ``cds-service evaluate`` command: 0 no card, 1 a card was issued, 2 bad input."""
     from .config import knowledge_dir, public_base_urls
     from .knowledge import load_knowledge
@@ -185,10 +214,15 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
         knowledge = load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))
         base = next(iter(public_base_urls(os.environ.get("CDS_PUBLIC_BASE_URL"))), "http://127.0.0.1:8080")
         evaluation = evaluate_request(knowledge, body, now, f"{base}/rules")
+        explanation = explain_request(knowledge, body, explain_ids, now) if explain_ids else ""
     except CdsError as exc:
         echo(f"error: {exc.message}", err=True)
         return 2
-    echo(json.dumps(as_json(evaluation), indent=2) if want_json else as_text(evaluation))
+    if want_json:
+        echo(json.dumps({**as_json(evaluation), **({"explain": explanation.splitlines()} if explain_ids else {})},
+                        indent=2))
+    else:
+        echo(as_text(evaluation) + (f"\n\nexplain:\n{explanation}" if explain_ids else ""))
     return 1 if evaluation.cards else 0
 
 

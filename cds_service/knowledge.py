@@ -17,8 +17,11 @@ import jsonschema_rs
 import orjson
 import yaml
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
-from .errors import KnowledgeError
+from .conditions import CompileContext, condition_words
+from .dosing import PRODUCT_ROUTES, ROUTES, route_of_word
+from .errors import KnowledgeError, did_you_mean
 from .fhir import validate_resource
 from .rules import Module, Problems, RuleCompiler
 from .terminology import Terminology, compile_products, compile_valuesets
@@ -48,6 +51,7 @@ class Knowledge:
     modules: dict[str, Module]
     terminology: Terminology
     override_reason_system: str
+    conditions: CompileContext | None = None  # what the rules were compiled with (explain.py re-uses it)
 
     def summary(self) -> dict[str, Any]:
         vs = self.terminology.valuesets.values()
@@ -75,6 +79,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
+    _check_source_labels(guidelines, problems)
     if problems:
         raise KnowledgeError(problems)
 
@@ -87,29 +92,37 @@ def load_knowledge(directory: Path) -> Knowledge:
 
     reasons = services_file["override_reasons"]
     compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems)
-    modules = {}
+    modules, broken = {}, set()
     for path in sorted((directory / "modules").glob("*.yaml")):
         data = _validated(path, schemas.get("module"), problems)
         if data is not None:
             modules[data["module"]] = compiler.module(path.name, data)
+        else:  # already reported: services naming it must not report it again as unknown
+            broken.add(path.stem)
     _check_unique_rules(modules, problems)
-    services = _services(services_file, modules, problems)
+    services = _services(services_file, modules, broken, problems)
     if problems:
         raise KnowledgeError(problems)
-    return Knowledge(directory, services, modules, terminology, reasons["system"])
+    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions)
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
+    where = f"{path.parent.name}/{path.name}" if path.parent.name in ("modules", "schema") else path.name
     if not path.exists():
         if not optional:
-            problems.add(path.name, "$", "file is missing")
+            problems.add(where, "$", "file is missing")
         return None
     try:
         data = path.read_bytes()
         return orjson.loads(data) if path.suffix == ".json" else yaml.load(data, Loader=_YamlLoader)
+    except yaml.MarkedYAMLError as exc:  # name the file and line, not libyaml's "<byte string>"
+        mark, start = exc.problem_mark, exc.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "$"
+        opened = f" ({exc.context} at line {start.line + 1})" if start and exc.context else ""
+        problems.add(where, line, f"not valid YAML: {exc.problem}{opened}")
     except (ValueError, yaml.YAMLError) as exc:
-        problems.add(path.name, "$", f"not valid {path.suffix[1:].upper()}: {exc}")
-        return None
+        problems.add(where, "$", f"not valid {path.suffix[1:].upper()}: {exc}")
+    return None
 
 
 def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
@@ -118,25 +131,83 @@ def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
         if schema is None:
             continue
+        _fill_vocabularies(schema)
         try:
             Draft202012Validator.check_schema(schema)
         except Exception as exc:  # jsonschema.SchemaError: name the schema file
             problems.add(f"schema/{name}.schema.json", "$", str(exc).splitlines()[0])
             continue
-        # jsonschema-rs validates the same Draft 2020-12 schema ~30x faster than jsonschema:
-        # the 2,740-row product table takes 30 ms instead of a second of start-up.
-        validators[name] = jsonschema_rs.validator_for(schema)
+        # jsonschema-rs validates the 2,740-row product table ~30x faster than jsonschema (30 ms
+        # instead of a second of start-up); the small YAML files get jsonschema, whose errors
+        # carry the schema keyword and instance that an author-facing message needs.
+        validators[name] = (jsonschema_rs.validator_for(schema) if name == "rxnorm-products"
+                            else Draft202012Validator(schema))
     return validators
+
+
+def _fill_vocabularies(schema: dict[str, Any]) -> None:
+    """The closed vocabularies kept in code, written into the schemas that name them."""
+    defs = schema.get("$defs", {})
+    if "conditionWord" in defs:
+        defs["conditionWord"]["enum"] = condition_words()
+    if "route" in defs:
+        defs["route"]["enum"] = list(ROUTES if "conditionWord" in defs else PRODUCT_ROUTES)
 
 
 def _validated(path: Path, validator: Any, problems: Problems) -> Any:
     data = _read(path, problems)
     if data is None or validator is None:
         return None
-    errors = sorted((_json_path(e.instance_path), e.message) for e in validator.iter_errors(data))
-    for where, message in errors:
-        problems.add(f"{path.parent.name}/{path.name}", where, message)
-    return None if errors else data
+    where = f"{path.parent.name}/{path.name}" if path.parent.name == "modules" else path.name
+    if isinstance(validator, Draft202012Validator):
+        found = sorted(((_place(data, e.absolute_path), _message(e)) for e in validator.iter_errors(data)))
+    else:
+        found = sorted((_place(data, e.instance_path), e.message) for e in validator.iter_errors(data))
+    for place, message in dict.fromkeys(found):
+        if message.startswith("missing key") and any(p == place and f"did you mean {message[12:]}" in m
+                                                      for p, m in found):
+            continue  # "remark" for "remarks": the unknown key's message says it all
+        problems.add(where, place, message)
+    return None if found else data
+
+
+def _place(data: Any, parts: Any) -> str:
+    """Where in a file: "rule <id>: card.summary" inside a module's rules, else a JSON path."""
+    parts = list(parts)
+    if len(parts) >= 2 and parts[0] == "rules" and isinstance(parts[1], int):
+        rule = data["rules"][parts[1]] if isinstance(data.get("rules"), list) else None
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        head = f"rule {rule_id}" if isinstance(rule_id, str) else f"rules[{parts[1]}] (a rule with no id)"
+        rest = _json_path(parts[2:])[1:].lstrip(".")
+        return f"{head}: {rest}" if rest else head
+    if len(parts) >= 2 and parts[0] == "products" and isinstance(parts[1], int):
+        return f"products[{parts[1]}] (rxcui {data['products'][parts[1]].get('rxcui')})" + _json_path(parts[2:])[1:]
+    return _json_path(parts)
+
+
+def _message(error: Any) -> str:
+    """A schema error as an author reads it: the key or value at fault and a near-miss to use instead."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        return _message(best_match(error.context))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        extra = [k for k in error.instance if k not in known]
+        return "; ".join(f"unknown key '{k}'{did_you_mean(k, known)} (allowed: {', '.join(known)})" for k in extra)
+    if error.validator == "enum":
+        hint = did_you_mean(error.instance, [str(v) for v in error.validator_value])
+        if not hint and set(ROUTES) <= set(error.validator_value) and isinstance(error.instance, str):
+            if implied := route_of_word(error.instance):
+                hint = f" (did you mean '{implied}'? {error.instance} orders count as {implied})"
+        return f"{error.instance!r} is not one of: {', '.join(map(str, error.validator_value))}{hint}"
+    if error.validator == "propertyNames":
+        return _message(error.context[0]) if error.context else error.message
+    if error.validator == "required":
+        return f"missing key {error.message.split(' is a required')[0]}"
+    if error.validator == "type" and error.validator_value == "array" and isinstance(error.instance, str):
+        return f"takes a list, e.g. [{error.instance}], not the word {error.instance!r}"
+    if error.validator == "maxLength" and isinstance(error.instance, str):
+        return f"{len(error.instance)} characters, more than {error.validator_value}"
+    return error.message
 
 
 def _json_path(parts: Any) -> str:
@@ -205,25 +276,41 @@ def _check_products(table: dict[str, Any], source_keys: set[str], valuesets: dic
                 problems.add("rxnorm-products.json", f"$.name_only_ingredients[{i}]", f"unknown value set '{vid}'")
 
 
+# A card credits its source by the guideline's label: one that is not a guideline summary says what it is.
+LABEL_WORDS = {"local": "local", "expert-opinion": "expert opinion"}
+
+
+def _check_source_labels(guidelines: dict[str, Any], problems: Problems) -> None:
+    for gid, spec in guidelines.items():
+        kind = spec.get("kind", "guideline-summary")
+        if kind in LABEL_WORDS and LABEL_WORDS[kind] not in spec["label"].lower():
+            problems.add("guidelines.yaml", f"guideline {gid}: label",
+                         f"a {kind} source's label must say '{LABEL_WORDS[kind]}': cards show it as their source")
+
+
 def _check_unique_rules(modules: dict[str, Module], problems: Problems) -> None:
     seen: dict[str, str] = {}
     for module in modules.values():
         for rule in module.rules:
             if rule.id in seen:
-                problems.add(f"modules/{module.id}.yaml", rule.id, f"rule id also used in module {seen[rule.id]}")
+                problems.add(f"modules/{module.id}.yaml", f"rule {rule.id}", f"rule id also used in module {seen[rule.id]}")
             seen[rule.id] = module.id
 
 
-def _services(data: dict[str, Any], modules: dict[str, Module], problems: Problems) -> dict[str, Service]:
+def _services(data: dict[str, Any], modules: dict[str, Module], broken: set[str],
+              problems: Problems) -> dict[str, Service]:
     services = {}
     for i, spec in enumerate(data["services"]):
         missing = [m for m in spec["modules"] if m not in modules]
+        for name in missing:
+            if name not in broken:
+                problems.add("services.yaml", f"service {spec['id']}: modules",
+                             f"no module '{name}' in modules/{did_you_mean(name, modules)}")
         if missing:
-            problems.add("services.yaml", f"$.services[{i}].modules", f"unknown modules {missing}")
             continue
         chosen = tuple(modules[m] for m in spec["modules"])
         if spec["id"] in services:
-            problems.add("services.yaml", f"$.services[{i}].id", f"duplicate service id {spec['id']}")
+            problems.add("services.yaml", f"service {spec['id']}", "duplicate service id")
         services[spec["id"]] = Service(
             id=spec["id"], hook=spec["hook"], title=spec["title"], description=spec["description"],
             usage_requirements=spec.get("usage_requirements"), modules=chosen,

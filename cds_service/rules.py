@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import CompileContext, ConditionError, Predicate, compile_condition
+from .errors import did_you_mean
 from .terminology import Terminology
 
 PLACEHOLDERS = {"item", "age", "findings"}
@@ -26,7 +27,7 @@ class Problems(list[str]):
     """Knowledge problems, each as ``file: path: message``."""
 
     def add(self, file: str, path: str, message: str) -> None:
-        self.append(f"{file}: {path}: {message}")
+        self.append(f"{file}: {path.rstrip(':')}: {message}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Reference:
     label: str
     statement: str
     url: str | None = None
+    kind: str = "guideline-summary"  # or local / expert-opinion (guidelines.yaml): the card's label says which
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Rule:
     needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
     valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
     remarks: str = ""  # the author's why (indicator, thresholds): shown on the rule page
+    # The conditions as written ({"when": ..., "unless": ...}): explain.py re-reads them to say
+    # which part held and which did not, without the engine's predicates paying for it.
+    specs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,16 @@ class Module:
     title: str
     gate: Predicate
     rules: tuple[Rule, ...]
+    gate_spec: Any = None  # applies_when as written (explain.py)
+
+
+def _todos(data: Any, key: str = "") -> list[str]:
+    """The keys whose text still holds a skeleton's TODO."""
+    if isinstance(data, dict):
+        return [k for name, value in data.items() for k in _todos(value, f"{key}.{name}" if key else name)]
+    if isinstance(data, list):
+        return [k for i, value in enumerate(data) for k in _todos(value, f"{key}[{i}]")]
+    return [key] if isinstance(data, str) and "TODO" in data else []
 
 
 class RuleCompiler:
@@ -97,35 +112,37 @@ class RuleCompiler:
         try:
             return compile_condition(spec, self.conditions)
         except (ConditionError, KeyError, TypeError, ValueError) as exc:
-            self.problems.add(where, path, f"condition: {exc}")
+            self.problems.add(where, path, str(exc))
             return Predicate(lambda facts, item: None, frozenset(), frozenset())
 
     def module(self, file: str, data: dict[str, Any]) -> Module:
         where = f"modules/{file}"
         if file != f"{data['module']}.yaml":
-            self.problems.add(where, "$.module", f"module '{data['module']}' must live in {data['module']}.yaml")
+            self.problems.add(where, "module", f"module '{data['module']}' must live in {data['module']}.yaml")
         if data["guideline"] not in self.guidelines:
-            self.problems.add(where, "$.guideline", f"unknown guideline '{data['guideline']}'")
-        gate = self.condition(data["applies_when"], where, "$.applies_when")
-        rules = tuple(self.rule(data["module"], r, where, f"$.rules[{i}]") for i, r in enumerate(data["rules"]))
-        return Module(data["module"], data["title"], gate, rules)
+            self.problems.add(where, "guideline", f"unknown guideline '{data['guideline']}'{did_you_mean(data['guideline'], self.guidelines)}")
+        gate = self.condition(data["applies_when"], where, "applies_when")
+        rules = tuple(self.rule(data["module"], r, where, f"rule {r['id']}:") for r in data["rules"])
+        return Module(data["module"], data["title"], gate, rules, data["applies_when"])
 
     def rule(self, module: str, data: dict[str, Any], where: str, path: str) -> Rule:
         if not data["id"].startswith(f"{module}."):
-            self.problems.add(where, f"{path}.id", f"rule ids of this module start with '{module}.'")
+            self.problems.add(where, f"{path} id", f"rule ids of this module start with '{module}.'")
         for_each = data.get("for_each", {})
-        when = self.condition(data["when"], where, f"{path}.when")
-        unless = self.condition(data["unless"], where, f"{path}.unless") if "unless" in data else None
+        when = self.condition(data["when"], where, f"{path} when")
+        unless = self.condition(data["unless"], where, f"{path} unless") if "unless" in data else None
         indicator_when = tuple(
-            (self.condition(x["when"], where, f"{path}.indicator_when[{i}].when"), x["indicator"])
+            (self.condition(x["when"], where, f"{path} indicator_when[{i}].when"), x["indicator"])
             for i, x in enumerate(data.get("indicator_when", []))
         )
         notes = tuple(
-            (self.condition(n["when"], where, f"{path}.card.notes[{i}].when"), n["text"])
+            (self.condition(n["when"], where, f"{path} card.notes[{i}].when"), n["text"])
             for i, n in enumerate(data["card"].get("notes", []))
         )
         selection, suggestions = self.suggestions(data, where, path)
-        self.placeholders(data["card"], where, f"{path}.card")
+        self.placeholders(data["card"], where, f"{path} card")
+        for key in _todos(data):
+            self.problems.add(where, f"{path} {key}", "still says TODO: fill it in (cds-service knowledge new-rule left it)")
         predicates = [p for p in (when, unless, *(p for p, _ in indicator_when), *(p for p, _ in notes),
                                   *(s.when for s in suggestions)) if p is not None]
         needs = frozenset().union(*(p.needs for p in predicates))
@@ -136,9 +153,10 @@ class RuleCompiler:
             indicator_when=indicator_when, summary=data["card"]["summary"], detail=data["card"]["detail"],
             notes=notes, selection=selection, suggestions=suggestions,
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
-            reference=self.reference(data["reference"], where, f"{path}.reference"), needs=needs,
+            reference=self.reference(data["reference"], where, f"{path} reference"), needs=needs,
             remarks=data.get("remarks", "").strip(),
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
+            specs={key: data[key] for key in ("when", "unless") if key in data},
         )
 
     def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:
@@ -159,13 +177,13 @@ class RuleCompiler:
         on_drafts = any(data.get("for_each", {}).get(h) in DRAFT_KINDS for h in data["hooks"])
         built = []
         for i, item in enumerate(spec["items"]):
-            where_item = f"{path}.suggestions.items[{i}]"
+            where_item = f"{path} suggestions.items[{i}]"
             actions = tuple(self.action(a, where, f"{where_item}.actions[{j}]", on_drafts)
                             for j, a in enumerate(item["actions"]))
             when = self.condition(item["when"], where, f"{where_item}.when") if "when" in item else None
             built.append(Suggestion(item["label"], actions, when, item.get("recommended", False)))
         if spec["selection"] == "at-most-one" and sum(s.recommended for s in built) > 1:
-            self.problems.add(where, f"{path}.suggestions", "at-most-one allows one recommended suggestion")
+            self.problems.add(where, f"{path} suggestions", "at-most-one allows one recommended suggestion")
         return spec["selection"], tuple(built)
 
     def action(self, spec: dict[str, Any], where: str, path: str, on_drafts: bool) -> Action:
@@ -187,7 +205,7 @@ class RuleCompiler:
         found = []
         for code in data.get("override_reasons", []):
             if code not in self.reasons:
-                self.problems.add(where, f"{path}.override_reasons", f"unknown override reason '{code}'")
+                self.problems.add(where, f"{path} override_reasons", f"unknown override reason '{code}'{did_you_mean(code, self.reasons)}")
             else:
                 found.append((code, self.reasons[code]))
         return tuple(found)
@@ -196,6 +214,9 @@ class RuleCompiler:
         guideline = self.guidelines.get(ref["guideline"]) or {}
         rec = guideline.get("recommendations", {}).get(ref["recommendation"])
         if rec is None:
-            self.problems.add(where, path, f"unknown recommendation {ref['guideline']}#{ref['recommendation']}")
+            hint = did_you_mean(ref["recommendation"], guideline.get("recommendations", {})) if guideline else \
+                did_you_mean(ref["guideline"], self.guidelines)
+            self.problems.add(where, path, f"unknown recommendation {ref['guideline']}#{ref['recommendation']}{hint}")
             return Reference(ref["guideline"], ref["recommendation"], "unknown", "unknown")
-        return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"], guideline.get("url"))
+        return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"],
+                         guideline.get("url"), guideline.get("kind", "guideline-summary"))

@@ -9,9 +9,12 @@ Bundle.type, complete prefetch.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from typing import Any
 
-from helpers import load_fixture
+from cds_service.errors import did_you_mean
+from cds_service.evaluate import explain_request, facts_for
+from helpers import NOW, load_fixture
 
 SYSTEMS = {
     "icd10": "http://hl7.org/fhir/sid/icd-10-cm",
@@ -71,9 +74,12 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
                                                              "system": "http://unitsofmeasure.org", "code": "d"}}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
-    if spec.get("route"):
+    if spec.get("route"):  # text: the engine does not trust it; {snomed, display}: a coded route it reads
         dosage = res.setdefault("dosageInstruction", [{}])[0]
-        dosage["route"] = {"text": spec["route"]}
+        route = spec["route"]
+        dosage["route"] = {"text": route} if isinstance(route, str) else {
+            "coding": [{"system": SYSTEMS["snomed"], "code": route["snomed"], "display": route.get("display", "")}],
+            "text": route.get("display", "")}
     return res
 
 
@@ -165,3 +171,35 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
         context["selections"] = [f"{d['resourceType']}/{d['id']}" for d in drafts[:1]]
     return {"hook": case["hook"], "hookInstance": "8f2a9d1e-3c4b-4e5f-9a6b-7c8d9e0f1a2b",
             "fhirServer": "http://127.0.0.1:8081", "context": context, "prefetch": prefetch}
+
+
+# What a negative case (one that names a rule and does not expect its card) really tests.
+GATE_WORDS = {
+    "rule": "it tests the rule itself (hook listened to, module applies): remove tests_gate",
+    "hook": "its hook is not one the rule listens to: it tests that gate, so say tests_gate: hook",
+    "module": "the rule's module does not apply to its patient: it tests that gate, so say tests_gate: module",
+}
+
+
+def _rule_and_module(knowledge: Any, rule_id: str) -> tuple[Any, Any]:
+    return next((r, m) for m in knowledge.modules.values() for r in m.rules if r.id == rule_id)
+
+
+def negative_kind(knowledge: Any, case: dict[str, Any]) -> str:
+    """'hook' when the rule does not listen to the case's hook, 'module' when the rule's module
+    gate does not hold for its patient, else 'rule' (the case exercises the rule's own conditions)."""
+    rule, module = _rule_and_module(knowledge, case["rule"])
+    if case["hook"] not in rule.hooks:
+        return "hook"
+    facts = facts_for(knowledge, build_request(case), NOW)
+    return "rule" if module.gate(facts, None) is not None else "module"
+
+
+def explain_case(app: Any, case: dict[str, Any], got: Counter, want: Counter) -> str:
+    """For each rule missing or unexpected, which of its conditions held and which did not."""
+    differing = sorted({rule for rule, _ in (got - want) + (want - got)})
+    return explain_request(app.extensions["cds"].knowledge, build_request(case), differing, NOW)
+
+
+def no_such_rule(rule_id: str, known: set[str]) -> str:
+    return f"no such rule '{rule_id}'{did_you_mean(rule_id, known)}"

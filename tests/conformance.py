@@ -1,4 +1,4 @@
-"""Checks every CDS Hooks 2.0 response must pass (protocol.md §6 items 15-23).
+"""Checks every CDS Hooks 2.0 response must pass.
 
 Used by the tests on every response they get, so a rule added later cannot
 emit a non-conformant card unnoticed.

@@ -1,4 +1,4 @@
-"""Client JWTs per CDS Hooks 2.0 (protocol.md §1.7, §6 items 27-29): each attack refused."""
+"""Client JWTs per CDS Hooks 2.0 ("Trusting CDS Clients"): each attack refused."""
 from __future__ import annotations
 
 import json

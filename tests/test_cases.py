@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from casebuilder import build_request
+from casebuilder import GATE_WORDS, build_request, explain_case, negative_kind, no_such_rule
 from conformance import assert_conformant
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -16,14 +16,14 @@ CASES = [case for path in sorted(CASES_DIR.glob("*.yaml")) for case in yaml.safe
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_case(hooks, case):
+def test_case(app, hooks, case):
     response = hooks.call(build_request(case))
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert_conformant(body)
     got = Counter((c["source"]["topic"]["code"], c["indicator"]) for c in body["cards"])
     want = Counter((e["rule"], e["indicator"]) for e in case["expect"])
-    assert got == want, f"{case['description']}: got {sorted(got)}"
+    assert got == want, f"{case['description']}: got {sorted(got)}\n{explain_case(app, case, got, want)}"
     for expectation in case["expect"]:
         card = next(c for c in body["cards"] if c["source"]["topic"]["code"] == expectation["rule"])
         for fragment in expectation.get("summary_contains", []):
@@ -37,9 +37,20 @@ def test_case(hooks, case):
 
 
 def test_every_rule_has_a_positive_and_a_negative_case(app):
-    rules = {rule.id for module in app.extensions["cds"].knowledge.modules.values() for rule in module.rules}
+    knowledge = app.extensions["cds"].knowledge
+    rules = {rule.id for module in knowledge.modules.values() for rule in module.rules}
+    named = {case["rule"] for case in CASES} | {e["rule"] for case in CASES for e in case["expect"]}
+    assert [no_such_rule(r, rules) for r in sorted(named - rules)] == [], "cases name rules that do not exist"
     positive = {e["rule"] for case in CASES for e in case["expect"]}
-    negative = {case["rule"] for case in CASES if case["rule"] not in {e["rule"] for e in case["expect"]}}
+    negative = {case["rule"] for case in CASES if negative_kind(knowledge, case) == "rule"}
     assert sorted(rules - positive) == [], "rules without a positive case"
-    assert sorted(rules - negative) == [], "rules without a negative case"
-    assert {case["rule"] for case in CASES} <= rules, "cases for rules that do not exist"
+    assert sorted(rules - negative) == [], "rules without a negative case on a hook it listens to, in its module"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["rule"] not in {e["rule"] for e in c["expect"]}],
+                         ids=lambda c: c["id"])
+def test_a_negative_case_tests_the_rule_or_names_the_gate(app, case):
+    """A negative case on another hook, or for a patient outside the rule's module, tests a gate,
+    not the rule: it must say so (tests_gate: hook | module), and what it says must be true."""
+    kind = negative_kind(app.extensions["cds"].knowledge, case)
+    assert kind == case.get("tests_gate", "rule"), f"{case['id']} ({case['rule']}): {GATE_WORDS[kind]}"

@@ -1,4 +1,4 @@
-"""CORS for browser clients such as the CDS Hooks sandbox (protocol.md §6 items 30-31)."""
+"""CORS for browser clients such as the CDS Hooks sandbox."""
 from __future__ import annotations
 
 import pytest

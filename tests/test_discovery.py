@@ -1,4 +1,4 @@
-"""Discovery (protocol.md §6 items 1-6)."""
+"""Discovery."""
 from __future__ import annotations
 
 import re

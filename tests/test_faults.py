@@ -1,4 +1,4 @@
-"""Resilience: a real misbehaving FHIR server (protocol.md §6 items 11-13).
+"""Resilience: a real misbehaving FHIR server.
 
 A stdlib ``http.server`` on 127.0.0.1 answers every FHIR request with one
 fault; nothing in the service is mocked or patched. For each fault the

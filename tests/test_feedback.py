@@ -1,4 +1,4 @@
-"""Feedback (protocol.md §6 items 25-26) and its attribution to rules."""
+"""Feedback and its attribution to rules."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Hostile input: whatever arrives, the answer is JSON and never a 5xx (protocol.md §6 item 24).
+"""Hostile input: whatever arrives, the answer is JSON and never a 5xx.
 
 (a) hypothesis: random JSON, hook-shaped bodies with junk in every slot
     (wrong resource types in prefetch, random draftOrders entries, invalid

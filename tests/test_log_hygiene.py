@@ -1,4 +1,4 @@
-"""Log hygiene (protocol.md §6 item 14; api.py's promise): everything the service logs while it
+"""Log hygiene (api.py's promise): everything the service logs while it
 answers real calls, refuses bad ones, fails FHIR fetches and crashes, holds rule ids and request
 ids, and never a token, a JWT, a patient id, a name, a birth date or a card's text.
 

@@ -1,5 +1,4 @@
-"""order-select and order-sign semantics, and tolerance of real EHR and sandbox data
-(protocol.md §6 items 32-34)."""
+"""order-select and order-sign semantics, and tolerance of real EHR and sandbox data."""
 from __future__ import annotations
 
 from helpers import request_fixture, rule_ids

@@ -1,4 +1,4 @@
-"""Prefetch and the FHIR fallback (protocol.md §6 items 11-13).
+"""Prefetch and the FHIR fallback.
 
 The FHIR server is mocked at the transport with ``responses``; the service's
 own functions are never patched.

@@ -1,4 +1,4 @@
-"""Service call validation and error answers (protocol.md §6 items 7-10, 24)."""
+"""Service call validation and error answers."""
 from __future__ import annotations
 
 import pytest
