@@ -21,7 +21,8 @@ SYSTEMS = {
     "cpt": "http://www.ama-assn.org/go/cpt",
 }
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
-               "AllergyIntolerance": "allergies", "Observation": "observations"}
+               "AllergyIntolerance": "allergies", "Observation": "observations",
+               "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
 
 
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +75,19 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
     if spec.get("route"):
         dosage = res.setdefault("dosageInstruction", [{}])[0]
         dosage["route"] = {"text": spec["route"]}
+    if spec.get("route_code"):  # a coded route on the order itself (R5)
+        dosage = res.setdefault("dosageInstruction", [{}])[0]
+        dosage["route"] = _concept(spec["route_code"])
+    return res
+
+
+def statement(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
+    """A MedicationStatement (R8): what the patient reports taking, e.g. prescribed elsewhere."""
+    res = medication(spec, patient, f"case-statement-{n}", "active")
+    res["resourceType"] = "MedicationStatement"
+    for key in ("intent", "authoredOn"):
+        res.pop(key, None)
+    res["effectiveDateTime"] = spec.get("start", "2026-11-23")
     return res
 
 
@@ -108,6 +122,8 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
                            "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
+    if spec.get("category"):  # e.g. SNOMED CT 387713003 Surgical procedure (R3)
+        res["category"] = [_concept(spec["category"])]
     return res
 
 
@@ -144,6 +160,7 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
     resources += [medication(m, pid, f"case-active-{i}", "active") for i, m in enumerate(record.get("medications", []))]
     resources += [observation(o, pid, i) for i, o in enumerate(record.get("observations", []))]
     resources += [allergy(a, pid, i) for i, a in enumerate(record.get("allergies", []))]
+    resources += [statement(s, pid, i) for i, s in enumerate(record.get("statements", []))]
     prefetch: dict[str, Any] = {"patient": patient}
     for key in PREFETCH_OF.values():
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
