@@ -20,7 +20,7 @@ SYSTEMS = {
     "loinc": "http://loinc.org",
     "cpt": "http://www.ama-assn.org/go/cpt",
 }
-PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
+PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications", "Medication": "medications",
                "AllergyIntolerance": "allergies", "Observation": "observations",
                "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
 
@@ -122,6 +122,8 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
                            "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
+    if spec.get("detail"):  # free-text order detail (R3 reads it with the code text)
+        res["orderDetail"] = [{"text": spec["detail"]}]
     if spec.get("category"):  # e.g. SNOMED CT 387713003 Surgical procedure (R3)
         res["category"] = [_concept(spec["category"])]
     return res
@@ -161,6 +163,8 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
     resources += [observation(o, pid, i) for i, o in enumerate(record.get("observations", []))]
     resources += [allergy(a, pid, i) for i, a in enumerate(record.get("allergies", []))]
     resources += [statement(s, pid, i) for i, s in enumerate(record.get("statements", []))]
+    # a record medication named through a Medication of the prefetch searchset (its `include`, R1)
+    resources += [r.pop("_bundle_medication") for r in list(resources) if "_bundle_medication" in r]
     prefetch: dict[str, Any] = {"patient": patient}
     for key in PREFETCH_OF.values():
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
