@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from . import dosing
 from .fhir import codings, concept_text, first_code, number, obj, objects, string, parse_date, reference_to, resources_in
@@ -66,14 +67,23 @@ class MedicationFact:
         return self.text or "this medication"
 
 
-@dataclass(frozen=True)
 class RecentMedication:
     """A prescription, dispense or statement of the past (R8): ``when`` is its date, None for a
-    MedicationStatement the patient takes now (active) or is about to (intended)."""
+    MedicationStatement the patient takes now (active) or is about to (intended). Its medication
+    is read only when asked (a long record holds years of completed prescriptions that no
+    window reaches)."""
 
-    medication: MedicationFact
-    when: date | None
-    source: str  # "completed prescription", "dispensed", "medication statement"
+    __slots__ = ("when", "source", "_read", "_medication")
+
+    def __init__(self, when: date | None, source: str, read: Callable[[], MedicationFact]) -> None:
+        self.when, self.source, self._read = when, source, read
+        self._medication: MedicationFact | None = None
+
+    @property
+    def medication(self) -> MedicationFact:
+        if self._medication is None:
+            self._medication = self._read()
+        return self._medication
 
 
 @dataclass(frozen=True)
@@ -294,7 +304,9 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
     )
 
 
-def _recent_medications(resources: list[dict[str, Any]], read: Any) -> tuple[RecentMedication, ...]:
+def _recent_medications(
+    resources: list[dict[str, Any]], read: Callable[[dict[str, Any], str], MedicationFact]
+) -> tuple[RecentMedication, ...]:
     """Completed prescriptions, completed dispenses and statements, each with its date (R8)."""
     found = []
     for res in resources:
@@ -302,15 +314,20 @@ def _recent_medications(resources: list[dict[str, Any]], read: Any) -> tuple[Rec
         if _among(rtype, MEDICATION_ORDERS) and status == "completed":
             when = parse_date(res.get("authoredOn")) or parse_date(
                 obj(obj(res, "dispenseRequest"), "validityPeriod").get("start"))
-            found.append(RecentMedication(read(res, "recent"), when, "completed prescription"))
+            source = "completed prescription"
         elif rtype == "MedicationDispense" and status == "completed":
-            found.append(RecentMedication(read(res, "recent"), parse_date(res.get("whenHandedOver")), "dispensed"))
+            when, source = parse_date(res.get("whenHandedOver")), "dispensed"
         elif rtype == "MedicationStatement" and _among(status, CURRENT_STATEMENT | {"completed"}):
+            period = obj(res, "effectivePeriod")
             when = None if status in CURRENT_STATEMENT else (
-                parse_date(res.get("effectiveDateTime")) or parse_date(obj(res, "effectivePeriod").get("end"))
-                or parse_date(obj(res, "effectivePeriod").get("start")) or parse_date(res.get("dateAsserted")))
-            if status in CURRENT_STATEMENT or when is not None:
-                found.append(RecentMedication(read(res, "recent"), when, "medication statement"))
+                parse_date(res.get("effectiveDateTime")) or parse_date(period.get("end"))
+                or parse_date(period.get("start")) or parse_date(res.get("dateAsserted")))
+            source = "medication statement"
+        else:
+            continue
+        if when is None and not (rtype == "MedicationStatement" and status in CURRENT_STATEMENT):
+            continue  # a past prescription with no date cannot be placed in any window
+        found.append(RecentMedication(when, source, partial(read, res, "recent")))
     return tuple(found)
 
 
