@@ -140,3 +140,26 @@ def test_every_observation_of_the_latest_day_is_kept(terminology):
                                               tscore("38264-8", "2023-01-01", -3.0)], hook="patient-view")
     assert [o.value for o in facts.latest_day_observations["38264-8"]] == [-1.1, -2.6]
     assert facts.latest_observations["38264-8"].value == -1.1
+
+
+@pytest.mark.parametrize("resource, counts", [
+    ({"resourceType": "MedicationDispense", "status": "completed", "whenHandedOver": "2026-08-15"}, True),
+    ({"resourceType": "MedicationDispense", "status": "completed", "whenHandedOver": "2025-08-15"}, False),
+    ({"resourceType": "MedicationDispense", "status": "in-progress", "whenHandedOver": "2026-08-15"}, False),
+    ({"resourceType": "MedicationRequest", "status": "completed"}, False),  # undated: no window holds it
+    ({"resourceType": "MedicationRequest", "status": "completed", "authoredOn": "2026-01-10"}, True),
+    ({"resourceType": "MedicationStatement", "status": "intended"}, True),
+    ({"resourceType": "MedicationStatement", "status": "completed", "effectiveDateTime": "2024-02-01"}, False),
+])
+def test_recent_days_counts_dispenses_prescriptions_and_statements_in_the_window(terminology, resource, counts):
+    from cds_service.conditions import CompileContext, compile_condition
+
+    resource = {**resource, "medicationCodeableConcept": {
+        "coding": [{"system": RXNORM, "code": "1870230"}], "text": "epinephrine 0.3 MG Auto-Injector"}}
+    key = {"MedicationDispense": "medicationDispenses", "MedicationStatement": "medicationStatements"}.get(
+        resource["resourceType"], "medications")
+    data = {"medications": {"resourceType": "Bundle", "entry": []}, key: {"resourceType": "Bundle", "entry": [{"resource": resource}]}}
+    facts = build_facts("patient-view", {"patientId": "p"}, data, terminology, NOW)
+    present = compile_condition({"active_medication": {"valueset": "epinephrine-auto-injectors", "recent_days": 365}},
+                                CompileContext(terminology, {}))
+    assert (present(facts, None) is not None) is counts
