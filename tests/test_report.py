@@ -70,6 +70,10 @@ def database(app_config, monkeypatch):
     app = create_app(app_config)
     client = app.test_client()
     body = request_fixture("order-select/mcas-adult--morphine.json")
+    # a parenteral morphine draft, so that the card has a suggestion to accept (an oral one has none)
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["medicationCodeableConcept"] = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                      "code": "1732006"}], "text": "1 ML morphine sulfate 4 MG/ML Injection"}
     for i in range(6):
         (card,) = client.post("/cds-services/back-pain-order-select", json=body).get_json()["cards"]
         outcome = {"outcome": "accepted", "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]} if i == 0 else {
