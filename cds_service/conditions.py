@@ -14,13 +14,14 @@ take their validator.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Callable, Mapping
 
 from .dosing import ROUTES, route_of_word
 from .errors import did_you_mean
-from .facts import Facts, MedicationFact, ObservationFact, ServiceRequestFact
+from .facts import ACTIVE_CONDITION, Facts, MedicationFact, ObservationFact, ServiceRequestFact
 from .terminology import CPT, ICD10CM, LOINC, RXNORM, SNOMED, Match, Terminology, name_pattern
 
 SYSTEM_NAMES = {ICD10CM: "ICD-10-CM", SNOMED: "SNOMED CT", RXNORM: "RxNorm", LOINC: "LOINC", CPT: "CPT"}
@@ -52,6 +53,9 @@ class Predicate:
     check: Check
     needs: frozenset[str]
     valuesets: frozenset[str]
+    # Prefetch keys read when they can be had and taken as empty when not (they can only silence a
+    # finding, never make one): asked for in discovery, never a reason to skip the rule.
+    wants: frozenset[str] = field(default=frozenset())
 
     def __call__(self, facts: Facts, item: Any) -> list[Evidence] | None:
         return self.check(facts, item)
@@ -108,7 +112,7 @@ def _all(arg: Any, ctx: CompileContext) -> Predicate:
             evidence.extend(found)
         return evidence
 
-    return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
+    return _combined(check, parts)
 
 
 def _any(arg: Any, ctx: CompileContext) -> Predicate:
@@ -118,14 +122,14 @@ def _any(arg: Any, ctx: CompileContext) -> Predicate:
         matched = [found for part in parts if (found := part(facts, item)) is not None]
         return [e for found in matched for e in found] if matched else None
 
-    return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts))
+    return _combined(check, parts)
 
 
 def _not(arg: Any, ctx: CompileContext) -> Predicate:
     inner = compile_condition(arg, ctx)
     (word, inner_arg), = arg.items()
     absent_note = None
-    if word in ("condition", "allergy", "active_medication"):
+    if word in ("condition", "allergy", "active_medication", "observation_recorded"):
         vid, _ = _valueset(inner_arg, ctx.terminology)
         absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title.lower()}"
 
@@ -134,14 +138,18 @@ def _not(arg: Any, ctx: CompileContext) -> Predicate:
             return None
         return [Evidence(absent_note)] if absent_note else []
 
-    return Predicate(check, inner.needs, inner.valuesets)
+    return Predicate(check, inner.needs, inner.valuesets, inner.wants)
 
 
 def _condition(arg: Any, ctx: CompileContext) -> Predicate:
     vid, label = _valueset(arg, ctx.terminology)
+    statuses = frozenset(arg.get("statuses", ())) if isinstance(arg, dict) else frozenset()
+    if statuses == ACTIVE_CONDITION:
+        statuses = frozenset()  # the default, spelled out
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        found = _remember(facts, ("condition", vid), lambda: _conditions_in(facts, ctx.terminology, vid))
+        key = ("condition", vid, statuses)
+        found = _remember(facts, key, lambda: _conditions_in(facts, ctx.terminology, vid, statuses))
         return [Evidence(text, label) for text in found] or None
 
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
@@ -153,12 +161,16 @@ def _remember(facts: Facts, key: Any, compute: Callable[[], Any]) -> Any:
     return facts.memo[key]
 
 
-def _conditions_in(facts: Facts, terminology: Terminology, vid: str) -> list[str]:
+def _conditions_in(facts: Facts, terminology: Terminology, vid: str, statuses: frozenset[str]) -> list[str]:
+    """Current conditions in the set; with ``statuses``, those whose clinical status is listed (R13)."""
+    conditions = [c for c in facts.past_conditions if c.clinical in statuses] if statuses else facts.conditions
     found = []
-    for cond in facts.conditions:
+    for cond in conditions:
         if (match := terminology.match_codes(cond.codings, vid)) is not None:
             name = cond.text or match.display
             status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
+            if not cond.current:
+                status += f" ({cond.clinical})"
             found.append(f"Condition: {name}{status}, {describe(match)}, since {_date(cond.onset)}")
     return found
 
@@ -203,25 +215,56 @@ def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset({"allergies"}), frozenset({vid}))
 
 
+RECENT_MEDICATION_KEYS = frozenset({"medicationStatements", "medicationDispenses"})
+
+
 def _active_medication(arg: Any, ctx: CompileContext) -> Predicate:
+    """An active or on-hold order in the set; ``routes`` narrows it, ``for_days_at_least`` asks that
+    it started that long ago (R14), ``recent_days`` also accepts the past prescriptions,
+    dispenses and statements of that many days (R8)."""
     vid, label = _valueset(arg, ctx.terminology)
-    routes = _routes(arg.get("routes", []), "routes") if isinstance(arg, dict) else frozenset()
+    options = arg if isinstance(arg, dict) else {}
+    routes = _routes(options.get("routes", []), "routes")
+    at_least = options.get("for_days_at_least")
+    recent = options.get("recent_days")
+    wants = RECENT_MEDICATION_KEYS if recent is not None else frozenset()
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        key = ("active_medication", vid, routes)
-        found = _remember(facts, key, lambda: _active_in(facts, ctx.terminology, vid, routes))
+        key = ("active_medication", vid, routes, at_least, recent)
+        found = _remember(facts, key, lambda: _active_in(facts, ctx.terminology, vid, routes, at_least, recent))
         return [Evidence(found[0], label, found[1])] if found else None
 
-    return Predicate(check, frozenset({"medications"}), frozenset({vid}))
+    return Predicate(check, frozenset({"medications"}), frozenset({vid}), wants)
 
 
-def _active_in(facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str]) -> tuple[str, bool] | None:
-    """The first active medication in the value set: its evidence text, and whether it matched by name."""
+def _medication_match(terminology: Terminology, med: MedicationFact, vid: str, routes: frozenset[str]) -> Match | None:
+    if routes and med.route is not None and med.route not in routes:
+        return None  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
+    return terminology.match_medication(med.codings, med.text, vid, med.brands)
+
+
+def _active_in(
+    facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str], at_least: int | None, recent: int | None,
+) -> tuple[str, bool] | None:
+    """The first matching medication: its evidence text, and whether it matched by name."""
     for med in facts.active_medications:
-        if routes and med.route is not None and med.route not in routes:
-            continue  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
-        if (match := terminology.match_medication(med.codings, med.text, vid)) is not None:
-            return f"Active medication: {med.name} ({describe(match)}), since {_date(med.start)}", match.by_name
+        if at_least is not None and (med.start is None or (facts.today - med.start).days < at_least):
+            continue
+        if (match := _medication_match(terminology, med, vid, routes)) is not None:
+            since = _date(med.start)
+            if at_least is not None:
+                since += f" ({(facts.today - med.start).days} days)" if med.start else ""
+            return f"Active medication: {med.name} ({describe(match)}), since {since}", match.by_name
+    if recent is None:
+        return None
+    oldest = facts.today - timedelta(days=recent)
+    for past in facts.recent_medications:
+        if past.when is not None and not oldest <= past.when <= facts.today:
+            continue
+        if (match := _medication_match(terminology, past.medication, vid, routes)) is not None:
+            when = "current" if past.when is None else _date(past.when)
+            text = f"Recent {past.source}: {past.medication.name} ({describe(match)}), {when}"
+            return text, match.by_name
     return None
 
 
@@ -242,7 +285,7 @@ def _medication(arg: Any, ctx: CompileContext) -> Predicate:
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, MedicationFact):
             return None
-        match = ctx.terminology.match_medication(item.codings, item.text, vid)
+        match = ctx.terminology.match_medication(item.codings, item.text, vid, item.brands)
         if match is None:
             return None
         return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label, match.by_name)]
@@ -268,18 +311,54 @@ def _procedure(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset(), frozenset({vid}))
 
 
+DEFAULT_NEGATIONS = ("no", "avoid", "not", "without", "discontinue", "stop")
+NEGATION_REACH = 3  # words before the phrase that a negation word may stand at
+_CLAUSE_END = re.compile(r"[.;:\n]")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
 def _procedure_named(arg: Any, ctx: CompileContext) -> Predicate:
-    """For orders no code system names (e.g. bed rest): whole-phrase match on the order's text."""
-    patterns = [(phrase, name_pattern(phrase)) for phrase in arg]
+    """The last resort for orders no code names (bed rest) or that carry no code we know (a
+    text-only "epidural steroid injection"): a phrase as whole words in the order's text, coding
+    displays or order details, and not negated ("no bed rest", "avoid strict bedrest")."""
+    phrases = arg.get("phrases", []) if isinstance(arg, dict) else arg
+    negations = frozenset(w.lower() for w in (arg.get("negations", DEFAULT_NEGATIONS) if isinstance(arg, dict)
+                                              else DEFAULT_NEGATIONS))
+    patterns = [name_pattern(phrase) for phrase in phrases]
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, ServiceRequestFact) or ctx.terminology.knows_code(item.codings):
+            return None
+        for words in (item.text, *(d for _, _, d in item.codings), *item.details):
+            for pattern in patterns:
+                for found in pattern.finditer(words):
+                    if not _negated(words[: found.start()], negations):
+                        return [Evidence(f"Draft order: {item.name} (recognised by its name: '{found.group(0)}')",
+                                         by_name=True)]
+        return None
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _negated(before: str, negations: frozenset[str]) -> bool:
+    """A negation word among the last few words of the same clause before a phrase."""
+    clause = _CLAUSE_END.split(before)[-1]
+    return any(w.lower() in negations for w in _WORD.findall(clause)[-NEGATION_REACH:])
+
+
+def _procedure_category(arg: Any, ctx: CompileContext) -> Predicate:
+    """The order's ServiceRequest.category has one of the codings ("system|code")."""
+    wanted = frozenset(tuple(c.rsplit("|", 1)) for c in arg)
+    if not wanted or any(len(c) != 2 for c in wanted):
+        raise ConditionError(f"procedure_category takes a list of 'system|code', not {arg!r}")
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, ServiceRequestFact):
             return None
-        words = " ".join([item.text] + [display for _, _, display in item.codings])
-        for phrase, pattern in patterns:
-            if pattern.search(words):
-                return [Evidence(f"Draft order: {item.name} (matched by name '{phrase}'; no code is used for it)",
-                                 by_name=True)]
+        for system, code, display in item.category:
+            if (system, code) in wanted:
+                name = SYSTEM_NAMES.get(system, system)
+                return [Evidence(f"Draft order: {item.name} (category {display or code}, {name} {code})")]
         return None
 
     return Predicate(check, frozenset(), frozenset())
@@ -393,20 +472,63 @@ def _is_high(obs: ObservationFact, limit: Mapping[str, Any]) -> bool:
     return upper is not None and obs.unit == unit and obs.value > float(upper)
 
 
+OBSERVATION_PICKS = ("latest", "lowest-of-latest-day")
+
+
 def _observation_at_most(arg: Any, ctx: CompileContext) -> Predicate:
+    """The latest value (``of: latest``), or the lowest of the latest day's values (``of:
+    lowest-of-latest-day``: every site of the latest DXA exam, R11), is at most ``value``."""
     vid, label = _valueset(arg, ctx.terminology)
     limit = float(arg["value"])
     units = frozenset(arg.get("units", []))
+    pick = arg.get("of", "latest")
+    if pick not in OBSERVATION_PICKS:
+        raise ConditionError(f"observation_at_most 'of' must be one of {', '.join(OBSERVATION_PICKS)}, not {pick!r}")
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        obs = _latest(facts, ctx.terminology, vid)
+        obs = _latest(facts, ctx.terminology, vid) if pick == "latest" else _lowest_of_latest_day(facts, ctx.terminology, vid)
         if obs is None or obs.value is None or obs.value > limit:
             return None
         if units and obs.unit not in units:
             return None
-        return [Evidence(f"Most recent {obs.text}: {obs.value:g} on {_date(obs.when)} (at or below {limit:g})", label)]
+        what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
+        return [Evidence(f"{what} {obs.text}: {obs.value:g} on {_date(obs.when)} (at or below {limit:g})", label)]
 
     return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+
+def _lowest_of_latest_day(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
+    vs = terminology.valuesets[vid]
+    days = [day for code, day in facts.latest_day_observations.items() if vs.contains(LOINC, code)]
+    if not days:
+        return None
+    latest = max(day[0].when or date.min for day in days)
+    same_day = [o for day in days if (day[0].when or date.min) == latest for o in day if o.value is not None]
+    return min(same_day, key=lambda o: o.value or 0.0, default=None)
+
+
+def _observation_recorded(arg: Any, ctx: CompileContext) -> Predicate:
+    """A final (or amended, corrected) result with a value, of any date, in the set; with
+    ``units``, in one of them (R15: "a weight in kg exists", "a tryptase exists")."""
+    vid, label = _valueset(arg, ctx.terminology)
+    units = frozenset(arg.get("units", [])) if isinstance(arg, dict) else frozenset()
+    vs = ctx.terminology.valuesets[vid]
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for code, seen in facts.recorded_units.items():
+            if vs.contains(LOINC, code) and (not units or seen & units):
+                latest = facts.latest_observations.get(code)
+                name = latest.text if latest else code
+                return [Evidence(f"Result on record: {name}" + (f" in {', '.join(sorted(seen & units))}" if units else ""),
+                                 label)]
+        return None
+
+    return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+
+def _combined(check: Check, parts: list[Predicate]) -> Predicate:
+    return Predicate(check, _union(p.needs for p in parts), _union(p.valuesets for p in parts),
+                     _union(p.wants for p in parts))
 
 
 def _union(sets: Any) -> frozenset[str]:
@@ -429,6 +551,7 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "medication": _medication,
     "procedure": _procedure,
     "procedure_named": _procedure_named,
+    "procedure_category": _procedure_category,
     "route": _route,
     "course_days_over": _course_days_over,
     "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),
@@ -437,5 +560,6 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "no_reason": _no_reason,
     "observation_high": _observation_high,
     "observation_at_most": _observation_at_most,
+    "observation_recorded": _observation_recorded,
 }
 

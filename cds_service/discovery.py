@@ -21,7 +21,11 @@ TEMPLATES = {
     "conditions": f"Condition?patient={PATIENT}",
     "medications": f"MedicationRequest?patient={PATIENT}&status=active,on-hold",
     "allergies": f"AllergyIntolerance?patient={PATIENT}",
+    "medicationStatements": f"MedicationStatement?patient={PATIENT}",
+    "medicationDispenses": f"MedicationDispense?patient={PATIENT}&status=completed",
 }
+# With `recent_days` (a completed prescription counts as present), completed requests are read too.
+RECENT_MEDICATIONS = f"MedicationRequest?patient={PATIENT}&status=active,on-hold,completed"
 
 
 def templates(knowledge: "Knowledge") -> dict[str, dict[str, str]]:
@@ -32,14 +36,18 @@ def templates(knowledge: "Knowledge") -> dict[str, dict[str, str]]:
 def prefetch_templates(service: "Service", terminology: Terminology) -> dict[str, str]:
     """The prefetch a service asks for: what its module gates and its hook's rules read."""
     needs: set[str] = set()
+    wants: set[str] = set()
     valuesets: set[str] = set()
     for module in service.modules:
         needs |= module.gate.needs
         for rule in module.rules:
             if service.hook in rule.hooks:
                 needs |= rule.needs
+                wants |= rule.wants
                 valuesets |= rule.valuesets
-    templates = {key: TEMPLATES[key] for key in sorted(needs) if key in TEMPLATES}
+    templates = {key: TEMPLATES[key] for key in sorted(needs | wants) if key in TEMPLATES}
+    if "medications" in templates and wants & {"medicationStatements", "medicationDispenses"}:
+        templates["medications"] = RECENT_MEDICATIONS
     if "observations" in needs:
         codes = sorted(
             code

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .fhir import codings, number, obj, objects, parse_date
+from .fhir import codings, number, obj, objects, parse_date, string
 from .terminology import Product
 
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
@@ -25,16 +25,20 @@ TIMES_PER_DAY = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "Q4H": 6, "Q
 MG_FACTOR = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
 # The one route vocabulary: the product table's routes, the words of the `route` and
 # `active_medication.routes` conditions (knowledge.py puts it into both JSON Schemas at load).
-ROUTES = ("oral", "parenteral", "topical", "nasal", "inhaled", "ophthalmic", "rectal", "transdermal")
+ROUTES = ("oral", "parenteral", "neuraxial", "topical", "nasal", "inhaled", "ophthalmic", "rectal", "transdermal")
 PRODUCT_ROUTES = ROUTES + ("other",)  # "other": a product whose route none of ROUTES names
 ROUTE_WORDS = (
     ("oral", "oral"), ("tablet", "oral"), ("capsule", "oral"), ("inject", "parenteral"),
     ("intravenous", "parenteral"), ("intramuscular", "parenteral"), ("auto-injector", "parenteral"),
     ("topical", "topical"), ("cream", "topical"), ("ointment", "topical"), ("nasal", "nasal"),
     ("inhal", "inhaled"), ("ophthalmic", "ophthalmic"), ("rectal", "rectal"), ("transdermal", "transdermal"),
+    ("epidural", "neuraxial"), ("intrathecal", "neuraxial"),
 )
+# SNOMED CT route codes of the FHIR R4 route value set (http://hl7.org/fhir/ValueSet/route-codes).
 SNOMED_ROUTES = {"26643006": "oral", "47625008": "parenteral", "78421000": "parenteral",
-                 "34206005": "parenteral", "6064005": "topical", "46713006": "nasal", "18679011000001101": "inhaled"}
+                 "34206005": "parenteral", "6064005": "topical", "46713006": "nasal", "18679011000001101": "inhaled",
+                 "404820008": "neuraxial", "72607000": "neuraxial", "37161004": "rectal", "45890007": "transdermal",
+                 "54485002": "ophthalmic"}
 
 
 @dataclass(frozen=True)
@@ -58,15 +62,19 @@ def read(order: dict[str, Any], product: Product | None) -> Dose:
 
 
 def route(order: dict[str, Any], product: Product | None, text: str) -> str | None:
-    """oral / parenteral / topical / ...: the product table, the dosage route, else words in the name."""
-    if product is not None and product.route != "other":
-        return product.route
+    """oral / parenteral / neuraxial / ...: the order's own dosage route first (an injectable
+    steroid given epidurally is not systemic), then the product table, else words in the name."""
     for instruction in objects(order.get("dosageInstruction")):
-        for _, code, display in codings(instruction.get("route")):
+        concept = obj(instruction, "route")
+        for _, code, display in codings(concept):
             if code in SNOMED_ROUTES:
                 return SNOMED_ROUTES[code]
             if (found := _route_from_words(display)) is not None:
                 return found
+        if (found := _route_from_words(string(concept.get("text")))) is not None:
+            return found
+    if product is not None and product.route != "other":
+        return product.route
     return _route_from_words(text)
 
 

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from . import dosing
 from .fhir import codings, concept_text, first_code, number, obj, objects, string, parse_date, reference_to, resources_in
-from .terminology import LOINC, Coding, Terminology
+from .terminology import LOINC, Brand, Coding, Terminology
 
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
-ACTIVE_CONDITION = {"active", "recurrence", "relapse"}
+ACTIVE_CONDITION = {"active", "recurrence", "relapse", "absent"}  # "absent": no clinicalStatus, no end date
 NOT_TRUE = {"refuted", "entered-in-error"}
 SUSPECTED = {"provisional", "differential", "unconfirmed"}
 ACTIVE_MEDICATION = {"active", "on-hold"}
 MEDICATION_ORDERS = {"MedicationRequest", "MedicationOrder"}
 SERVICE_ORDERS = {"ServiceRequest", "ProcedureRequest"}
 DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
+RESULT_STATUS = {"final", "amended", "corrected"}  # a result that "exists" (observation_recorded)
+CURRENT_STATEMENT = {"active", "intended"}  # a MedicationStatement the patient takes now or will
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class ConditionFact:
     onset: date | None
     suspected: bool
     relapsing: bool = False  # clinicalStatus "relapse": how a relapse is recorded when no code names it
+    clinical: str = "absent"  # clinicalStatus; "absent" when not recorded, "resolved" when only an end date is
+
+    @property
+    def current(self) -> bool:
+        return self.clinical in ACTIVE_CONDITION
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,30 @@ class MedicationFact:
     single_dose_mg: float | None
     daily_dose_mg: float | None
     reason_codings: tuple[Coding, ...]
+    brands: tuple[Brand, ...] = ()  # brand names in its text, read only when it has no RxNorm code we know
 
     @property
     def name(self) -> str:
         return self.text or "this medication"
+
+
+class RecentMedication:
+    """A prescription, dispense or statement of the past (R8): ``when`` is its date, None for a
+    MedicationStatement the patient takes now (active) or is about to (intended). Its medication
+    is read only when asked (a long record holds years of completed prescriptions that no
+    window reaches)."""
+
+    __slots__ = ("when", "source", "_read", "_medication")
+
+    def __init__(self, when: date | None, source: str, read: Callable[[], MedicationFact]) -> None:
+        self.when, self.source, self._read = when, source, read
+        self._medication: MedicationFact | None = None
+
+    @property
+    def medication(self) -> MedicationFact:
+        if self._medication is None:
+            self._medication = self._read()
+        return self._medication
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,8 @@ class ServiceRequestFact:
     text: str
     status: str
     reason_codings: tuple[Coding, ...]
+    details: tuple[str, ...] = ()  # orderDetail texts: read by procedure_named with the code text
+    category: tuple[Coding, ...] = ()
 
     @property
     def name(self) -> str:
@@ -95,6 +125,12 @@ class Facts:
     draft_service_requests: tuple[ServiceRequestFact, ...]
     latest_observations: dict[str, ObservationFact]
     available: frozenset[str]
+    # Every observation of a code on that code's latest day (a DXA exam reports several sites).
+    latest_day_observations: dict[str, tuple[ObservationFact, ...]] = field(default_factory=dict)
+    # Units of the results with a value and a final status, by code: "a result exists" (R15).
+    recorded_units: dict[str, frozenset[str]] = field(default_factory=dict)
+    past_conditions: tuple[ConditionFact, ...] = ()  # any clinical status, for `statuses` (R13)
+    recent_medications: tuple[RecentMedication, ...] = ()
     # Matches of record lookups by value set, shared by the rules of this one call (many rules
     # ask "does the patient have X?" for the same X); never shared between calls.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -118,25 +154,38 @@ def build_facts(
     """
     drafts = resources_in(context.get("draftOrders"))
     focus = _focus(hook, context, drafts)
+    medications = resources_in(data.get("medications"))
+    library = _MedicationLibrary(context.get("draftOrders"), data.get("medications"))
+
+    def medication(res: dict[str, Any], kind: str) -> MedicationFact:
+        return _medication(res, terminology, kind, library)
+
+    observations = _observations(resources_in(data.get("observations")), terminology.loinc_codes)
+    conditions = [c for r in resources_in(data.get("conditions")) if (c := _condition(r))]
     return Facts(
         now=now,
         hook=hook,
         patient_id=context.get("patientId", ""),
         age_years=_age(data.get("patient"), now.date()),
-        conditions=tuple(c for r in resources_in(data.get("conditions")) if (c := _condition(r))),
+        conditions=tuple(c for c in conditions if c.current),
+        past_conditions=tuple(conditions),
         allergies=tuple(a for r in resources_in(data.get("allergies")) if (a := _allergy(r))),
         active_medications=tuple(
-            _medication(r, terminology, "active")
-            for r in resources_in(data.get("medications"))
+            medication(r, "active")
+            for r in medications
             if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
         ),
-        draft_medications=tuple(
-            _medication(r, terminology, "draft") for r in focus if _among(r.get("resourceType"), MEDICATION_ORDERS)
+        recent_medications=_recent_medications(
+            medications + resources_in(data.get("medicationStatements")) + resources_in(data.get("medicationDispenses")),
+            medication,
         ),
+        draft_medications=tuple(medication(r, "draft") for r in focus if _among(r.get("resourceType"), MEDICATION_ORDERS)),
         draft_service_requests=tuple(
             _service_request(r) for r in focus if _among(r.get("resourceType"), SERVICE_ORDERS)
         ),
-        latest_observations=_latest_observations(resources_in(data.get("observations")), terminology.loinc_codes),
+        latest_observations={code: day[0] for code, day in observations.latest_day.items()},
+        latest_day_observations=observations.latest_day,
+        recorded_units=observations.recorded_units,
         available=frozenset(data),
     )
 
@@ -170,16 +219,16 @@ def _status(value: Any, system: str) -> str | None:
 
 
 def _condition(res: dict[str, Any]) -> ConditionFact | None:
+    """Any condition not refuted or entered in error, with its clinical status (the rules choose
+    which statuses count: current ones by default)."""
     if res.get("resourceType") != "Condition":
         return None
     clinical = _status(res.get("clinicalStatus"), CLINICAL_STATUS)
     verification = _status(res.get("verificationStatus"), VERIFICATION_STATUS)
     if verification in NOT_TRUE:
         return None
-    if clinical is None and (res.get("abatementDateTime") or res.get("abatementPeriod")):
-        return None  # no status but an end date: resolved
-    if clinical is not None and clinical not in ACTIVE_CONDITION:
-        return None
+    if clinical is None:
+        clinical = "resolved" if res.get("abatementDateTime") or res.get("abatementPeriod") else "absent"
     onset = parse_date(res.get("onsetDateTime")) or parse_date(obj(res, "onsetPeriod").get("start"))
     return ConditionFact(
         codings=codings(res.get("code")),
@@ -187,6 +236,7 @@ def _condition(res: dict[str, Any]) -> ConditionFact | None:
         onset=onset or parse_date(res.get("recordedDate")),
         suspected=verification in SUSPECTED,
         relapsing=clinical == "relapse",
+        clinical=clinical,
     )
 
 
@@ -201,26 +251,84 @@ def _allergy(res: dict[str, Any]) -> tuple[Coding, ...] | None:
     return codings(substances)
 
 
-def _medication(res: dict[str, Any], terminology: Terminology, kind: str) -> MedicationFact:
+class _MedicationLibrary:
+    """Medication resources a ``medicationReference`` may name (R1), other than contained ones:
+    the draftOrders Bundle (by fullUrl or ``Medication/<id>``), then the prefetch's ``include``."""
+
+    def __init__(self, *bundles: Any) -> None:
+        self._by_reference: dict[str, dict[str, Any]] = {}
+        for bundle in bundles:
+            for entry in objects(bundle.get("entry")) if isinstance(bundle, dict) else []:
+                res = entry.get("resource")
+                if not isinstance(res, dict) or res.get("resourceType") != "Medication":
+                    continue
+                for key in (string(entry.get("fullUrl")), reference_to(res)):
+                    if key:
+                        self._by_reference.setdefault(key, res)
+
+    def resolve(self, order: dict[str, Any], reference: str) -> dict[str, Any] | None:
+        if reference.startswith("#"):
+            return next((r for r in objects(order.get("contained"))
+                         if r.get("resourceType") == "Medication" and f"#{string(r.get('id'))}" == reference), None)
+        if (found := self._by_reference.get(reference)) is not None:
+            return found
+        tail = "/".join(reference.rstrip("/").split("/")[-2:])  # an absolute URL ending Medication/<id>
+        return self._by_reference.get(tail)
+
+
+def _medication(res: dict[str, Any], terminology: Terminology, kind: str, library: _MedicationLibrary) -> MedicationFact:
     concept = res.get("medicationCodeableConcept")
-    reference = res.get("medicationReference")
+    reference = obj(res, "medicationReference")
+    if not concept and (target := string(reference.get("reference"))):
+        medication = library.resolve(res, target)
+        concept = medication.get("code") if medication else None
     coded = codings(concept)
-    text = concept_text(concept) or (reference.get("display", "") if isinstance(reference, dict) else "")
-    product = next((terminology.products[c] for s, c, _ in coded if c in terminology.products), None)
+    text = string(concept_text(concept) or reference.get("display"))
+    product = next((terminology.products[c] for _, c, _ in coded if c in terminology.products), None)
     dose = dosing.read(res, product)
+    brands = () if terminology.knows_rxnorm(coded) else terminology.brands.find(
+        " ".join([text] + [display for _, _, display in coded]))
     return MedicationFact(
         ref=reference_to(res),
         kind=kind,
         codings=coded,
-        text=string(text),
+        text=text,
         status=string(res.get("status")),
-        route=dosing.route(res, product, string(text)),
+        route=dosing.route(res, product, text),
         start=dose.start or parse_date(res.get("authoredOn")) or parse_date(res.get("dateWritten")),
         planned_days=dose.planned_days,
         single_dose_mg=dose.single_dose_mg,
         daily_dose_mg=dose.daily_dose_mg,
         reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
+        brands=brands,
     )
+
+
+def _recent_medications(
+    resources: list[dict[str, Any]], read: Callable[[dict[str, Any], str], MedicationFact]
+) -> tuple[RecentMedication, ...]:
+    """Completed prescriptions, completed dispenses and statements, each with its date (R8)."""
+    found = []
+    for res in resources:
+        rtype, status = res.get("resourceType"), res.get("status")
+        if _among(rtype, MEDICATION_ORDERS) and status == "completed":
+            when = parse_date(res.get("authoredOn")) or parse_date(
+                obj(obj(res, "dispenseRequest"), "validityPeriod").get("start"))
+            source = "completed prescription"
+        elif rtype == "MedicationDispense" and status == "completed":
+            when, source = parse_date(res.get("whenHandedOver")), "dispensed"
+        elif rtype == "MedicationStatement" and _among(status, CURRENT_STATEMENT | {"completed"}):
+            period = obj(res, "effectivePeriod")
+            when = None if status in CURRENT_STATEMENT else (
+                parse_date(res.get("effectiveDateTime")) or parse_date(period.get("end"))
+                or parse_date(period.get("start")) or parse_date(res.get("dateAsserted")))
+            source = "medication statement"
+        else:
+            continue
+        if when is None and not (rtype == "MedicationStatement" and status in CURRENT_STATEMENT):
+            continue  # a past prescription with no date cannot be placed in any window
+        found.append(RecentMedication(when, source, partial(read, res, "recent")))
+    return tuple(found)
 
 
 def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
@@ -230,24 +338,39 @@ def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
         text=concept_text(res.get("code")),
         status=string(res.get("status")),
         reason_codings=codings(res.get("reasonCode")),
+        details=tuple(t for d in objects(res.get("orderDetail")) if (t := concept_text(d))),
+        category=codings(res.get("category")),
     )
 
 
-def _latest_observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> dict[str, ObservationFact]:
-    """The most recent observation of each LOINC code the knowledge uses; others are not read
-    further (an EHR may send hundreds of vital signs that no rule looks at)."""
-    latest: dict[str, ObservationFact] = {}
+@dataclass
+class _Observations:
+    latest_day: dict[str, tuple[ObservationFact, ...]]
+    recorded_units: dict[str, frozenset[str]]
+
+
+def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _Observations:
+    """Per LOINC code the knowledge uses: every observation of its latest day (in file order, so the
+    first is "the latest"), and the units of its final results. Other codes are not read further
+    (an EHR may send hundreds of vital signs that no rule looks at)."""
+    latest: dict[str, list[ObservationFact]] = {}
+    units: dict[str, set[str]] = {}
     for res in resources:
         if res.get("resourceType") != "Observation" or _among(res.get("status"), DEAD_OBSERVATION):
             continue
         if not _mentions(res.get("code"), wanted):
             continue  # the common case, kept cheap: most observations are codes no rule reads
         coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in (LOINC, "")]
+        final = _among(res.get("status"), RESULT_STATUS)
         for obs in _observation(res, coded):
-            current = latest.get(obs.code)
-            if current is None or (obs.when or date.min) > (current.when or date.min):
-                latest[obs.code] = obs
-    return latest
+            if final and obs.value is not None:
+                units.setdefault(obs.code, set()).add(obs.unit)
+            day = latest.get(obs.code)
+            if day is None or (obs.when or date.min) > (day[0].when or date.min):
+                latest[obs.code] = [obs]
+            elif (obs.when or date.min) == (day[0].when or date.min):
+                day.append(obs)
+    return _Observations({c: tuple(d) for c, d in latest.items()}, {c: frozenset(u) for c, u in units.items()})
 
 
 def _mentions(concept: Any, wanted: frozenset[str]) -> bool:

@@ -24,7 +24,7 @@ from .dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from .errors import KnowledgeError, did_you_mean
 from .fhir import validate_resource
 from .rules import Module, Problems, RuleCompiler
-from .terminology import Terminology, compile_products, compile_valuesets
+from .terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
 CANONICAL = "https://cds-back-pain.example.org/fhir"
@@ -76,6 +76,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     valuesets = _valuesets(directory, set((sources.get("sources") or {})), problems)
     products_file = _validated(directory / "rxnorm-products.json", schemas.get("rxnorm-products"), problems) or {}
     _check_products(products_file, set((sources.get("sources") or {})), valuesets, problems)
+    brands_file = _validated(directory / "rxnorm-brands.json", schemas.get("rxnorm-brands"), problems) or {}
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
@@ -88,7 +89,11 @@ def load_knowledge(directory: Path) -> Knowledge:
         for vid in row.get("valuesets", []):
             name_only.setdefault(vid, []).append(row["name"].lower())
     products = compile_products(products_file)
-    terminology = Terminology(compile_valuesets(valuesets, name_only, frozenset(products)), products)
+    compiled = compile_valuesets(valuesets, name_only, frozenset(products))
+    _check_brands(brands_file, set((sources.get("sources") or {})), compiled, problems)
+    if problems:
+        raise KnowledgeError(problems)
+    terminology = Terminology(compiled, products, compile_brands(brands_file))
 
     reasons = services_file["override_reasons"]
     compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems)
@@ -127,7 +132,7 @@ def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
 
 def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
     validators = {}
-    for name in ("module", "guidelines", "services", "rxnorm-products"):
+    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands"):
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
         if schema is None:
             continue
@@ -286,6 +291,24 @@ def _check_source_labels(guidelines: dict[str, Any], problems: Problems) -> None
         if kind in LABEL_WORDS and LABEL_WORDS[kind] not in spec["label"].lower():
             problems.add("guidelines.yaml", f"guideline {gid}: label",
                          f"a {kind} source's label must say '{LABEL_WORDS[kind]}': cards show it as their source")
+
+
+def _check_brands(
+    table: dict[str, Any], source_keys: set[str], valuesets: dict[str, ValueSetIndex], problems: Problems
+) -> None:
+    """Each brand's ingredient must be in every value set it names: a brand maps to a drug the
+    knowledge already has, never to a new one."""
+    for i, row in enumerate(table.get("brands", [])):
+        path = f"$.brands[{i}]"
+        ingredient = row["ingredients"][0]["rxcui"]
+        for vid in row["valuesets"]:
+            if vid not in valuesets:
+                problems.add("rxnorm-brands.json", path, f"unknown value set '{vid}'")
+            elif not valuesets[vid].contains(RXNORM, ingredient):
+                problems.add("rxnorm-brands.json", path, f"ingredient {ingredient} is not in value set '{vid}'")
+        for key in row["sources"]:
+            if key not in source_keys:
+                problems.add("rxnorm-brands.json", path, f"source '{key}' is not in terminology-sources.yaml")
 
 
 def _check_unique_rules(modules: dict[str, Module], problems: Problems) -> None:

@@ -74,6 +74,7 @@ class Rule:
     override_reasons: tuple[tuple[str, str], ...]
     reference: Reference
     needs: frozenset[str] = field(default=frozenset())  # prefetch keys its conditions read
+    wants: frozenset[str] = field(default=frozenset())  # keys read when present, else taken as empty
     valuesets: frozenset[str] = field(default=frozenset())  # value sets its conditions read
     remarks: str = ""  # the author's why (indicator, thresholds): shown on the rule page
     # The conditions as written ({"when": ..., "unless": ...}): explain.py re-reads them to say
@@ -154,7 +155,7 @@ class RuleCompiler:
             notes=notes, selection=selection, suggestions=suggestions,
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
             reference=self.reference(data["reference"], where, f"{path} reference"), needs=needs,
-            remarks=data.get("remarks", "").strip(),
+            remarks=data.get("remarks", "").strip(), wants=frozenset().union(*(p.wants for p in predicates)),
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
             specs={key: data[key] for key in ("when", "unless") if key in data},
         )

@@ -57,6 +57,35 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Brand:
+    """An RxNorm brand name (BN) that names exactly one ingredient (rxnorm-brands.json)."""
+
+    name: str
+    ingredient_rxcui: str
+
+
+class BrandIndex:
+    """Every brand name in one whole-word, case-insensitive pattern: one search per order text,
+    longest names first so that "Solu-Medrol" is found as itself, not as "Medrol"."""
+
+    def __init__(self, brands: Iterable[Brand]) -> None:
+        self._by_name = {b.name.lower(): b for b in brands}
+        names = sorted(self._by_name, key=len, reverse=True)
+        alternation = "|".join(re.escape(n) for n in names)
+        self._pattern = re.compile(rf"(?<![A-Za-z])(?:{alternation})(?![A-Za-z])", re.IGNORECASE) if names else None
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def find(self, text: str) -> tuple[Brand, ...]:
+        """The brands named in a text, in order of appearance, each once."""
+        if self._pattern is None or not text:
+            return ()
+        found = dict.fromkeys(self._by_name[m.group(0).lower()] for m in self._pattern.finditer(text))
+        return tuple(found)
+
+
+@dataclass(frozen=True)
 class ValueSetIndex:
     """One compiled value set: exact codes, is-a prefixes, exclusions, ingredient names."""
 
@@ -93,12 +122,17 @@ class Match:
 class Terminology:
     """All value sets and the product table, compiled once at start-up."""
 
-    def __init__(self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product]) -> None:
+    def __init__(
+        self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product], brands: BrandIndex | None = None
+    ) -> None:
         self.valuesets = valuesets
         self.products = products
+        self.brands = brands or BrandIndex(())
         self.loinc_codes = frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == LOINC
         )
+        self._known_codes = frozenset(code for vs in valuesets.values() for code in vs.exact)
+        self._known_prefixes = tuple((s, p) for vs in valuesets.values() for s, ps in vs.is_a.items() for p in ps)
         self._known_rxnorm = frozenset(products) | frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == RXNORM
         )
@@ -115,10 +149,27 @@ class Terminology:
                 return Match(display or code, code, system)
         return None
 
-    def match_medication(self, codings: tuple[Coding, ...], text: str, valueset_id: str) -> Match | None:
-        """Match an order's medication by RxNorm code (product or ingredient), else by name.
+    def knows_code(self, codings: Iterable[Coding]) -> bool:
+        """Whether a coding is in some value set of the knowledge: then it, not the order's text, decides."""
+        for system, code, _ in codings:
+            code = _normalize(system, code)
+            if (system, code) in self._known_codes:
+                return True
+            if any(system == s and code.startswith(p) for s, p in self._known_prefixes):
+                return True
+        return False
 
-        The name is tried only when no coding is one we know: a known code that
+    def knows_rxnorm(self, codings: Iterable[Coding]) -> bool:
+        """Whether a coding is an RxNorm code of the product table or of a value set."""
+        return any(system == RXNORM and code in self._known_rxnorm for system, code, _ in codings)
+
+    def match_medication(
+        self, codings: tuple[Coding, ...], text: str, valueset_id: str, brands: tuple[Brand, ...] = ()
+    ) -> Match | None:
+        """Match an order's medication by RxNorm code (product or ingredient), else by brand
+        name (``brands``: those found in its text, see ``BrandIndex.find``), else by ingredient name.
+
+        Names are tried only when no coding is one we know: a known code that
         is not in the set is a clear "no", not a reason to guess from text.
         """
         vs = self.valuesets[valueset_id]
@@ -129,8 +180,11 @@ class Terminology:
                         return Match(display or text or code, code, system)
             elif vs.contains(system, code):
                 return Match(display or text or code, code, system)
-        if any(system == RXNORM and code in self._known_rxnorm for system, code, _ in codings):
+        if self.knows_rxnorm(codings):
             return None
+        for brand in brands:
+            if vs.contains(RXNORM, brand.ingredient_rxcui):
+                return Match(brand.name, None, None, by_name=True)
         words = " ".join([text] + [display for _, _, display in codings])
         for name, pattern in vs.names:
             if pattern.search(words):
@@ -191,6 +245,10 @@ def compile_valuesets(
     for vid in resources:
         build(vid, ())
     return compiled
+
+
+def compile_brands(table: dict[str, Any]) -> BrandIndex:
+    return BrandIndex(Brand(row["name"], row["ingredients"][0]["rxcui"]) for row in table.get("brands", []))
 
 
 def compile_products(table: dict[str, Any]) -> dict[str, Product]:

@@ -23,8 +23,9 @@ SYSTEMS = {
     "loinc": "http://loinc.org",
     "cpt": "http://www.ama-assn.org/go/cpt",
 }
-PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
-               "AllergyIntolerance": "allergies", "Observation": "observations"}
+PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications", "Medication": "medications",
+               "AllergyIntolerance": "allergies", "Observation": "observations",
+               "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
 
 
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +81,19 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         dosage["route"] = {"text": route} if isinstance(route, str) else {
             "coding": [{"system": SYSTEMS["snomed"], "code": route["snomed"], "display": route.get("display", "")}],
             "text": route.get("display", "")}
+    if spec.get("route_code"):  # a coded route on the order itself (R5)
+        dosage = res.setdefault("dosageInstruction", [{}])[0]
+        dosage["route"] = _concept(spec["route_code"])
+    return res
+
+
+def statement(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
+    """A MedicationStatement (R8): what the patient reports taking, e.g. prescribed elsewhere."""
+    res = medication(spec, patient, f"case-statement-{n}", "active")
+    res["resourceType"] = "MedicationStatement"
+    for key in ("intent", "authoredOn"):
+        res.pop(key, None)
+    res["effectiveDateTime"] = spec.get("start", "2026-11-23")
     return res
 
 
@@ -114,6 +128,10 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
                            "intent": "order", "subject": {"reference": f"Patient/{patient}"}, "code": _concept(spec)}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
+    if spec.get("detail"):  # free-text order detail (R3 reads it with the code text)
+        res["orderDetail"] = [{"text": spec["detail"]}]
+    if spec.get("category"):  # e.g. SNOMED CT 387713003 Surgical procedure (R3)
+        res["category"] = [_concept(spec["category"])]
     return res
 
 
@@ -150,6 +168,9 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
     resources += [medication(m, pid, f"case-active-{i}", "active") for i, m in enumerate(record.get("medications", []))]
     resources += [observation(o, pid, i) for i, o in enumerate(record.get("observations", []))]
     resources += [allergy(a, pid, i) for i, a in enumerate(record.get("allergies", []))]
+    resources += [statement(s, pid, i) for i, s in enumerate(record.get("statements", []))]
+    # a record medication named through a Medication of the prefetch searchset (its `include`, R1)
+    resources += [r.pop("_bundle_medication") for r in list(resources) if "_bundle_medication" in r]
     prefetch: dict[str, Any] = {"patient": patient}
     for key in PREFETCH_OF.values():
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}

@@ -11,8 +11,12 @@ import pytest
 import yaml
 
 from cds_service.config import knowledge_dir
+from cds_service.dosing import ROUTES
 from cds_service.errors import KnowledgeError
 from cds_service.knowledge import load_knowledge
+from helpers import ROOT
+
+ROUTE_WORDS = ", ".join(ROUTES)  # the one route vocabulary, as knowledge check lists it
 
 KNOWLEDGE = knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR"))
 CROMOLYN_ROUTE = "        - {medication: cromolyn}\n        - {route: [oral]}\n"
@@ -33,12 +37,11 @@ def _problems(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
 
 @pytest.mark.parametrize("route, message", [
     ("[intravenous]", "modules/mcas.yaml: rule mcas.cromolyn-onset: when.all[1].route[0]: 'intravenous' is not one of: "
-                      "oral, parenteral, topical, nasal, inhaled, ophthalmic, rectal, transdermal "
-                      "(did you mean 'parenteral'? intravenous orders count as parenteral)"),
+                      f"{ROUTE_WORDS} (did you mean 'parenteral'? intravenous orders count as parenteral)"),
     ("parenteral", "modules/mcas.yaml: rule mcas.cromolyn-onset: when.all[1].route: takes a list, e.g. [parenteral], "
                    "not the word 'parenteral'"),
     ("[parenterl]", "modules/mcas.yaml: rule mcas.cromolyn-onset: when.all[1].route[0]: 'parenterl' is not one of: "
-                    "oral, parenteral, topical, nasal, inhaled, ophthalmic, rectal, transdermal (did you mean 'parenteral'?)"),
+                    f"{ROUTE_WORDS} (did you mean 'parenteral'?)"),
 ])
 def test_a_route_outside_the_vocabulary_is_refused_with_the_fix(tmp_path, route, message):
     problems = _problems(tmp_path, "modules/mcas.yaml", CROMOLYN_ROUTE,
@@ -56,10 +59,12 @@ def test_an_unknown_key_names_the_rule_and_causes_no_knock_on_error(tmp_path):
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    text = (ROOT / "knowledge/modules/mcas.yaml").read_text()
+    opened = text[: text.index("        - {route: [oral]}\n    indicator: info\n")].count("\n") + 1  # 1-based
     problems = _problems(tmp_path, "modules/mcas.yaml", "        - {route: [oral]}\n    indicator: info\n",
                          "        - {route: [oral]\n    indicator: info\n")
-    assert problems == ["modules/mcas.yaml: line 241, column 5: not valid YAML: did not find expected ',' or '}' "
-                        "(while parsing a flow mapping at line 240)"]
+    assert problems == [f"modules/mcas.yaml: line {opened + 1}, column 5: not valid YAML: did not find expected ',' "
+                        f"or '}}' (while parsing a flow mapping at line {opened})"]
 
 
 def test_a_misspelt_value_set_gets_a_did_you_mean(tmp_path):

@@ -83,3 +83,83 @@ def test_latest_observation_wins_and_entered_in_error_is_ignored(terminology):
     facts = _facts(terminology, observations=[obs(-1.5, "2025-01-01"), obs(-0.5, "2026-06-01"),
                                               obs(-3.0, "2026-09-01", "entered-in-error")])
     assert facts.latest_observations["38267-1"].value == -0.5
+
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def _morphine_medication(mid="m1"):
+    return {"resourceType": "Medication", "id": mid,
+            "code": {"coding": [{"system": RXNORM, "code": "892582"}], "text": "morphine sulfate 15 MG Oral Tablet"}}
+
+
+def test_medication_reference_resolves_contained_bundle_full_url_and_prefetch(terminology):
+    contained = {"resourceType": "MedicationRequest", "id": "a", "status": "draft",
+                 "contained": [_morphine_medication()], "medicationReference": {"reference": "#m1"}}
+    by_url = {"resourceType": "MedicationRequest", "id": "b", "status": "draft",
+              "medicationReference": {"reference": "http://ehr.example/fhir/Medication/m2"}}
+    dangling = {"resourceType": "MedicationRequest", "id": "c", "status": "draft",
+                "medicationReference": {"reference": "Medication/nowhere"}}
+    context = {"patientId": "p", "draftOrders": {"resourceType": "Bundle", "entry": [
+        {"resource": contained}, {"resource": by_url}, {"resource": dangling},
+        {"fullUrl": "urn:uuid:0d1c", "resource": _morphine_medication("m2")}]}}
+    active = {"resourceType": "MedicationRequest", "id": "d", "status": "active",
+              "medicationReference": {"reference": "Medication/m3"}}
+    data = {"medications": {"resourceType": "Bundle", "entry": [
+        {"resource": active}, {"resource": _morphine_medication("m3"), "search": {"mode": "include"}}]}}
+    facts = build_facts("order-sign", context, data, terminology, NOW)
+    assert [m.codings[0][1] if m.codings else None for m in facts.draft_medications] == ["892582", "892582", None]
+    assert facts.active_medications[0].text == "morphine sulfate 15 MG Oral Tablet"
+
+
+def test_a_brand_is_read_only_without_a_known_code_and_as_whole_words(terminology):
+    brand_only = {"resourceType": "MedicationRequest", "id": "a", "status": "draft",
+                  "medicationCodeableConcept": {"text": "Solu-Medrol 125 mg IV, not MS Continuous"}}
+    coded = {"resourceType": "MedicationRequest", "id": "b", "status": "draft",
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "892582"}], "text": "MS Contin 15 mg"}}
+    first, second = _facts(terminology, [brand_only, coded]).draft_medications
+    assert [b.name for b in first.brands] == ["Solu-Medrol"]  # not "Medrol", not "MS Contin" inside "Continuous"
+    assert second.brands == ()  # a coded product wins over a brand word
+
+
+def test_the_orders_own_route_wins_over_the_product_table(terminology):
+    def steroid(route):
+        return {"resourceType": "MedicationRequest", "id": route or "none", "status": "draft",
+                "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1743704"}]},
+                "dosageInstruction": [{"route": {"coding": [{"system": "http://snomed.info/sct", "code": route}]}}]
+                if route else []}
+    routes = [m.route for m in _facts(terminology, [steroid("404820008"), steroid("72607000"), steroid(None)]).draft_medications]
+    assert routes == ["neuraxial", "neuraxial", "parenteral"]
+
+
+def test_every_observation_of_the_latest_day_is_kept(terminology):
+    def tscore(code, when, value):
+        return {"resourceType": "Observation", "status": "final", "effectiveDateTime": when,
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "valueQuantity": {"value": value}}
+    facts = _facts(terminology, observations=[tscore("38264-8", "2026-06-01", -1.1), tscore("38264-8", "2026-06-01", -2.6),
+                                              tscore("38264-8", "2023-01-01", -3.0)], hook="patient-view")
+    assert [o.value for o in facts.latest_day_observations["38264-8"]] == [-1.1, -2.6]
+    assert facts.latest_observations["38264-8"].value == -1.1
+
+
+@pytest.mark.parametrize("resource, counts", [
+    ({"resourceType": "MedicationDispense", "status": "completed", "whenHandedOver": "2026-08-15"}, True),
+    ({"resourceType": "MedicationDispense", "status": "completed", "whenHandedOver": "2025-08-15"}, False),
+    ({"resourceType": "MedicationDispense", "status": "in-progress", "whenHandedOver": "2026-08-15"}, False),
+    ({"resourceType": "MedicationRequest", "status": "completed"}, False),  # undated: no window holds it
+    ({"resourceType": "MedicationRequest", "status": "completed", "authoredOn": "2026-01-10"}, True),
+    ({"resourceType": "MedicationStatement", "status": "intended"}, True),
+    ({"resourceType": "MedicationStatement", "status": "completed", "effectiveDateTime": "2024-02-01"}, False),
+])
+def test_recent_days_counts_dispenses_prescriptions_and_statements_in_the_window(terminology, resource, counts):
+    from cds_service.conditions import CompileContext, compile_condition
+
+    resource = {**resource, "medicationCodeableConcept": {
+        "coding": [{"system": RXNORM, "code": "1870230"}], "text": "epinephrine 0.3 MG Auto-Injector"}}
+    key = {"MedicationDispense": "medicationDispenses", "MedicationStatement": "medicationStatements"}.get(
+        resource["resourceType"], "medications")
+    data = {"medications": {"resourceType": "Bundle", "entry": []}, key: {"resourceType": "Bundle", "entry": [{"resource": resource}]}}
+    facts = build_facts("patient-view", {"patientId": "p"}, data, terminology, NOW)
+    present = compile_condition({"active_medication": {"valueset": "epinephrine-auto-injectors", "recent_days": 365}},
+                                CompileContext(terminology, {}))
+    assert (present(facts, None) is not None) is counts

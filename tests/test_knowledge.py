@@ -132,3 +132,24 @@ def test_knowledge_check_command_prints_a_summary(runner):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["status"] == "ok" and summary["rules"] >= 23 and summary["codes"] > 100
+
+
+def _edit_brands(tmp_path: Path, change) -> list[str]:
+    target = _broken_copy(tmp_path)
+    path = target / "rxnorm-brands.json"
+    table = json.loads(path.read_text())
+    change(next(b for b in table["brands"] if b["name"] == "MS Contin"))
+    path.write_text(json.dumps(table))
+    with pytest.raises(KnowledgeError) as error:
+        load_knowledge(target)
+    return error.value.problems
+
+
+def test_a_brand_must_map_to_an_ingredient_of_the_value_sets_it_names(tmp_path):
+    problems = _edit_brands(tmp_path, lambda brand: brand.update(valuesets=["h2-antihistamines"]))
+    assert any("rxnorm-brands.json" in p and "7052 is not in value set 'h2-antihistamines'" in p for p in problems), problems
+
+
+def test_a_brand_row_with_an_unknown_key_is_refused(tmp_path):
+    problems = _edit_brands(tmp_path, lambda brand: brand.update(nickname="Ms C"))
+    assert any("rxnorm-brands.json" in p and "nickname" in p for p in problems), problems
