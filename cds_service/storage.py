@@ -164,14 +164,21 @@ class Storage:
             self._local.conn = None  # reconnect next time
             return False
 
-    def record_cards(self, service_id: str, hook_instance: str, issued: Iterable[IssuedCard]) -> None:
+    def record_cards(self, service_id: str, hook_instance: str, issued: Iterable[IssuedCard],
+                     patient_key: str | None = None) -> None:
+        """The cards served, each with every rule it carries; ``patient_key`` is a keyed hash of the
+        patient id (``pseudonym.patient_key``), never the id itself."""
         issued = list(issued)
         if not issued:
             return
         at = _now()
         with self._transaction(durable=False) as tx:
-            self._executemany(tx, "INSERT INTO issued_card VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                              [(c.uuid, c.rule_id, service_id, hook_instance, at) for c in issued])
+            self._executemany(tx, "INSERT INTO issued_card (card_uuid, rule_id, service_id, hook_instance, issued_at, "
+                              "patient_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              [(c.uuid, c.rule_id, service_id, hook_instance, at, patient_key) for c in issued])
+            self._executemany(tx, "INSERT INTO card_rule VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                              [(c.uuid, rule, key) for c in issued
+                               for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids))])
             self._executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",
                               [(s, c.uuid) for c in issued for s in c.suggestion_uuids])
 
@@ -189,6 +196,16 @@ class Storage:
         with self._transaction() as tx:
             self._executemany(tx, "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
+    def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
+        """(rule id, item key) of the cards overridden for this patient at or after ``since``: one
+        indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
+        rows = self._execute(
+            self._connection(),
+            "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
+            "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
+            "WHERE c.patient_key = ? AND f.outcome = 'overridden'", (patient_key,)).fetchall()
+        return frozenset((rule, key) for rule, key, at in rows if _at_or_after(at, since))
+
     def remember_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
         """Remember a JWT id until it expires; False when it was already seen (a replay)."""
         with self._transaction() as tx:
@@ -200,13 +217,15 @@ class Storage:
     def stats(self) -> dict[str, Any]:
         conn = self._connection()
         result: dict[str, Any] = {}
-        issued = conn.execute("SELECT rule_id, COUNT(*) FROM issued_card GROUP BY rule_id ORDER BY rule_id").fetchall()
+        # Per rule: a merged card counts once for every rule it carries, and so does its feedback.
+        issued = conn.execute("SELECT rule_id, COUNT(DISTINCT card_uuid) FROM card_rule "
+                              "GROUP BY rule_id ORDER BY rule_id").fetchall()
         for rule_id, count in issued:
             result[rule_id] = _entry(count)
         query = (
-            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code, COUNT(DISTINCT f.card_uuid) "
-            "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
-            "GROUP BY COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code"
+            "SELECT COALESCE(r.rule_id, '(unknown card)'), f.outcome, f.override_code, COUNT(DISTINCT f.card_uuid) "
+            "FROM feedback f LEFT JOIN card_rule r ON r.card_uuid = f.card_uuid "
+            "GROUP BY COALESCE(r.rule_id, '(unknown card)'), f.outcome, f.override_code"
         )
         for rule_id, outcome, reason, count in conn.execute(query).fetchall():
             entry = result.setdefault(rule_id, _entry(0))
@@ -222,17 +241,28 @@ class Storage:
         not filtered here: its timestamps are the EHR's, with any offset, so the caller parses them."""
         conn = self._connection()
         issued = self._execute(
-            conn, "SELECT rule_id, issued_at FROM issued_card WHERE issued_at >= ? AND issued_at < ? ORDER BY issued_at",
+            conn, "SELECT DISTINCT r.rule_id, c.issued_at, c.card_uuid FROM issued_card c "
+            "JOIN card_rule r ON r.card_uuid = c.card_uuid "
+            "WHERE c.issued_at >= ? AND c.issued_at < ? ORDER BY c.issued_at",
             (issued_since or "", issued_until or "\uffff")).fetchall()
+        issued = [row[:2] for row in issued]
         feedback = conn.execute(
-            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
-            "f.override_code, f.override_display FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
+            "SELECT DISTINCT COALESCE(r.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
+            "f.override_code, f.override_display FROM feedback f LEFT JOIN card_rule r ON r.card_uuid = f.card_uuid "
             "ORDER BY f.outcome_timestamp").fetchall()
         return {"issued": [tuple(row) for row in issued], "feedback": [tuple(row) for row in feedback]}
 
 
 def _entry(issued: int) -> dict[str, Any]:
     return {"issued": issued, "accepted": 0, "overridden": 0, "override_reasons": {}}
+
+
+def _at_or_after(timestamp: str, since: datetime) -> bool:
+    try:
+        at = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return False  # an unreadable time suppresses nothing: the card is shown
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) >= since
 
 
 def _uuid(value: str) -> str:

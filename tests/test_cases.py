@@ -2,13 +2,18 @@
 that fails when a rule lacks a positive or a negative case."""
 from __future__ import annotations
 
+import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from casebuilder import build_request
+from cds_service.cards import MERGED_RULES, IssuedCard
+from cds_service.pseudonym import patient_key
+from helpers import NOW, SERVICES
 from conformance import assert_conformant
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -16,13 +21,15 @@ CASES = [case for path in sorted(CASES_DIR.glob("*.yaml")) for case in yaml.safe
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_case(hooks, case):
-    response = hooks.call(build_request(case))
+def test_case(app, hooks, case):
+    request = build_request(case)
+    seed_feedback(app, request, case.get("feedback", []))
+    response = hooks.call(request)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert_conformant(body)
-    got = Counter((c["source"]["topic"]["code"], c["indicator"]) for c in body["cards"])
-    want = Counter((e["rule"], e["indicator"]) for e in case["expect"])
+    got = Counter(card_key(c) for c in body["cards"])
+    want = Counter((e["rule"], e["indicator"], tuple(e.get("merged_rules", ()))) for e in case["expect"])
     assert got == want, f"{case['description']}: got {sorted(got)}"
     for expectation in case["expect"]:
         card = next(c for c in body["cards"] if c["source"]["topic"]["code"] == expectation["rule"])
@@ -36,10 +43,35 @@ def test_case(hooks, case):
             assert [s["label"] for s in card.get("suggestions", [])] == expectation["suggestions"]
 
 
+def seed_feedback(app, request, feedback):
+    """Stored feedback before the call (case key ``feedback``): for each entry, a card of ``rule``
+    issued to this patient about ``drug_ingredient`` (none: a patient-level rule) and its outcome
+    ``days_ago`` days before the pinned clock."""
+    rt = app.extensions["cds"]
+    patient = patient_key(rt.override_window.secret, request["context"]["patientId"])
+    for entry in feedback:
+        card = str(uuid.uuid4())
+        rt.storage.record_cards(SERVICES[request["hook"]], request["hookInstance"],
+                                [IssuedCard(card, (entry["rule"],), (), (entry.get("drug_ingredient", ""),))],
+                                patient_key=patient)
+        item = {"card": card, "outcome": entry["outcome"],
+                "outcomeTimestamp": (NOW - timedelta(days=entry["days_ago"])).isoformat()}
+        if entry.get("reason"):
+            item["overrideReason"] = {"reason": {"system": rt.knowledge.override_reason_system, "code": entry["reason"]}}
+        rt.storage.record_feedback(SERVICES[request["hook"]], [item])
+
+
+def card_key(card):
+    """What a case expects of a card: its rule id, indicator and, for a merged card, every rule
+    merged into it in order (``merged_rules``; the first is the card's own rule id)."""
+    return card["source"]["topic"]["code"], card["indicator"], tuple(card.get("extension", {}).get(MERGED_RULES, ()))
+
+
 def test_every_rule_has_a_positive_and_a_negative_case(app):
     rules = {rule.id for module in app.extensions["cds"].knowledge.modules.values() for rule in module.rules}
-    positive = {e["rule"] for case in CASES for e in case["expect"]}
-    negative = {case["rule"] for case in CASES if case["rule"] not in {e["rule"] for e in case["expect"]}}
+    positive = {r for case in CASES for e in case["expect"] for r in [e["rule"], *e.get("merged_rules", ())]}
+    negative = {case["rule"] for case in CASES
+                if case["rule"] not in {r for e in case["expect"] for r in [e["rule"], *e.get("merged_rules", ())]}}
     assert sorted(rules - positive) == [], "rules without a positive case"
     assert sorted(rules - negative) == [], "rules without a negative case"
     assert {case["rule"] for case in CASES} <= rules, "cases for rules that do not exist"

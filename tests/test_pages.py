@@ -32,7 +32,7 @@ def test_a_browser_gets_a_page_about_the_rule(client):
     assert "order-select: looks at each draft medication order" in text
     assert "Warning rather than critical" in text  # the author's remarks: why this indicator
     assert "fentanyl or remifentanil are the safer choices" in text  # the guideline statement
-    assert "Replace with fentanyl (recommended)" in text
+    assert "Replace with fentanyl injection (parenteral order) (recommended)" in text
     assert 'href="/valuesets/mcas-histamine-releasing-opioids"' in response.get_data(as_text=True)
 
 
@@ -43,7 +43,7 @@ def test_head_answers_as_get_would(client):
 
 def test_the_page_lists_positive_and_negative_cases(client):
     text = _text(client.get(RULE, headers=BROWSER).get_data(as_text=True))
-    assert re.search(r"Cards expected \(\d+\) .*morphine drafted for a patient with MCAS", text)
+    assert re.search(r"Cards expected \(\d+\) .*a parenteral morphine draft is offered fentanyl injection", text)
     assert re.search(r"No card expected \(\d+\) .*hydromorphone is another opioid", text)
 
 

@@ -97,7 +97,7 @@ def _versions(store: Storage) -> list[int]:
 
 
 def _card(rule_id: str, suggestions: int = 1) -> IssuedCard:
-    return IssuedCard(str(uuid.uuid4()), rule_id, tuple(str(uuid.uuid4()) for _ in range(suggestions)))
+    return IssuedCard(str(uuid.uuid4()), (rule_id,), tuple(str(uuid.uuid4()) for _ in range(suggestions)))
 
 
 def _overridden(card: IssuedCard, code: str | None = "patient-declined", when: str = WHEN) -> dict[str, Any]:
