@@ -55,17 +55,18 @@ class IssuedCard:
 
 
 def item_key(finding: Finding, terminology: Terminology) -> str:
-    """What an override is remembered by, with the patient and the rule: a drug's first RxNorm
-    ingredient (else its code, else its name), a procedure's code (else its name), or "" for a
-    patient-level finding."""
+    """What an override is remembered by, with the patient and the rule: a drug's RxNorm
+    ingredient (the ingredients joined by "+" for a combination product; else its code, else its
+    name), a procedure's code (else its name), or "" for a patient-level finding. Any product of
+    the same ingredient counts as the same drug."""
     item = finding.item
     if item is None:
         return ""
     codes = [code for system, code, _ in getattr(item, "codings", ()) if code]
     rxnorm = [code for system, code, _ in getattr(item, "codings", ()) if system == RXNORM and code]
     if rxnorm:
-        expanded = terminology.expand_rxnorm(rxnorm[0])
-        return expanded[1] if len(expanded) > 1 else expanded[0]
+        ingredients = terminology.expand_rxnorm(rxnorm[0])[1:]
+        return "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
     return codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
 
 
