@@ -98,7 +98,7 @@ def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, re
         "uuid": str(uuid.uuid4()),
         "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix)) + suffix,
         "indicator": lead.indicator,
-        "detail": "\n\n".join(_detail(f, facts, merged, rules_url) for f in group),
+        "detail": _merged_detail(group, facts, rules_url) if merged else _detail(lead, facts),
         "source": _source(lead, rules_url),
     }
     suggestions = _merged_suggestions(group, facts, terminology)
@@ -175,21 +175,32 @@ def shorten(text: str, limit: int) -> str:
 WHY = "**Why this card**"
 
 
-def _detail(finding: Finding, facts: Facts, section: bool = False, rules_url: str | None = None) -> str:
-    """What to do (the rule's text and notes), then why (the evidence). A ``section`` of a merged
-    card is headed by the rule's title and closed by its rule id, linked to its rule page."""
+def _detail(finding: Finding, facts: Facts, shown: set[str] | None = None) -> str:
+    """What to do (the rule's own text: its detail and notes), then why (the evidence lines, but
+    those in ``shown``, already listed by an earlier section of the same card)."""
     values = _values(finding, facts, escape(_item_name(finding)))
     parts = [finding.rule.detail.strip().format_map(values)]
     parts += [note.strip().format_map(values) for note in finding.notes]
-    why = "\n".join(f"- {escape(e.text)}" for e in finding.evidence)
-    parts.append(f"{WHY}\n\n{why}")
+    lines = [escape(e.text) for e in finding.evidence if shown is None or e.text not in shown]
+    if lines:
+        parts.append(WHY + "\n\n" + "\n".join(f"- {line}" for line in lines))
+    if shown is not None:
+        shown.update(e.text for e in finding.evidence)
     if any(e.by_name for e in finding.evidence):
         parts.append("_The order carries no code we know, so it was recognised by its name: check the order._")
-    if section:
-        parts.insert(0, f"### {finding.rule.title}")
-        rule_id = finding.rule.id
-        parts.append(f"Rule: [{rule_id}]({rules_url}/{rule_id})" if rules_url else f"Rule: {rule_id}")
     return "\n\n".join(parts)
+
+
+def _merged_detail(group: tuple[Finding, ...], facts: Facts, rules_url: str | None) -> str:
+    """A section per finding: its rule's title, its text and evidence, and its rule id linked to
+    the rule's page (what it checks, the guideline statement), so each finding stays traceable."""
+    shown: set[str] = set()
+    sections = []
+    for finding in group:
+        rule_id = finding.rule.id
+        link = f"[{rule_id}]({rules_url}/{rule_id})" if rules_url else rule_id
+        sections.append(f"### {finding.rule.title}\n\n{_detail(finding, facts, shown)}\n\nRule: {link}")
+    return "\n\n".join(sections)
 
 
 def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def _not(arg: Any, ctx: CompileContext) -> Predicate:
     absent_note = None
     if word in ("condition", "allergy", "active_medication"):
         vid, _ = _valueset(inner_arg, ctx.terminology)
-        absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title.lower()}"
+        absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title}"
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if inner(facts, item) is not None:

@@ -2,22 +2,14 @@
 that fails when a rule lacks a positive or a negative case."""
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
 from casebuilder import build_request
-from cds_service.cards import MERGED_RULES, IssuedCard
-from cds_service.pseudonym import patient_key
-from helpers import NOW, SERVICES
+from case_cards import CASES, seed_feedback
+from cds_service.cards import MERGED_RULES
 from conformance import assert_conformant
-
-CASES_DIR = Path(__file__).parent / "cases"
-CASES = [case for path in sorted(CASES_DIR.glob("*.yaml")) for case in yaml.safe_load(path.read_text())["cases"]]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
@@ -41,24 +33,6 @@ def test_case(app, hooks, case):
             assert fragment.lower() not in card["detail"].lower(), card["detail"]
         if "suggestions" in expectation:
             assert [s["label"] for s in card.get("suggestions", [])] == expectation["suggestions"]
-
-
-def seed_feedback(app, request, feedback):
-    """Stored feedback before the call (case key ``feedback``): for each entry, a card of ``rule``
-    issued to this patient about ``drug_ingredient`` (none: a patient-level rule) and its outcome
-    ``days_ago`` days before the pinned clock."""
-    rt = app.extensions["cds"]
-    patient = patient_key(rt.override_window.secret, request["context"]["patientId"])
-    for entry in feedback:
-        card = str(uuid.uuid4())
-        rt.storage.record_cards(SERVICES[request["hook"]], request["hookInstance"],
-                                [IssuedCard(card, (entry["rule"],), (), (entry.get("drug_ingredient", ""),))],
-                                patient_key=patient)
-        item = {"card": card, "outcome": entry["outcome"],
-                "outcomeTimestamp": (NOW - timedelta(days=entry["days_ago"])).isoformat()}
-        if entry.get("reason"):
-            item["overrideReason"] = {"reason": {"system": rt.knowledge.override_reason_system, "code": entry["reason"]}}
-        rt.storage.record_feedback(SERVICES[request["hook"]], [item])
 
 
 def card_key(card):
