@@ -95,6 +95,9 @@ class Facts:
     draft_service_requests: tuple[ServiceRequestFact, ...]
     latest_observations: dict[str, ObservationFact]
     available: frozenset[str]
+    # Every draft order of the request (order-select: not only the selected ones), for the
+    # conditions that look at the other orders being signed together (draft_medication, ...).
+    all_drafts: tuple[MedicationFact | ServiceRequestFact, ...] = ()
     # Matches of record lookups by value set, shared by the rules of this one call (many rules
     # ask "does the patient have X?" for the same X); never shared between calls.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -138,6 +141,9 @@ def build_facts(
         ),
         latest_observations=_latest_observations(resources_in(data.get("observations")), terminology.loinc_codes),
         available=frozenset(data),
+        all_drafts=tuple(_medication(r, terminology, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS)
+                         else _service_request(r) for r in drafts
+                         if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)),
     )
 
 
