@@ -7,7 +7,8 @@ case file, and proved able to fail on a deliberately unsafe rule.
    the service cannot tell (unknown) never gets a parenteral product, except for a drug that
    exists only as an injection (the neuromuscular blockers);
 3. a created order carries no dosing (nothing carried over that may not fit the new product);
-4. a parenteral product is created only to replace a parenteral draft or when the request holds
+4. no NSAID card is about aspirin at an antiplatelet dose (325 mg or less, or no dose given);
+5. a parenteral product is created only to replace a parenteral draft or when the request holds
    a procedure, except the few created in patient-view that exist only for that route
    (``PARENTERAL_BY_NATURE``); remifentanil (anaesthesia only) only with a procedure drafted.
 """
@@ -25,6 +26,7 @@ from helpers import NOW, ROOT, SERVICES
 
 REMIFENTANIL = "73032"  # RxNorm ingredient
 ASPIRIN = "1191"
+NSAID_RULES = {"ms-lbp.nsaid-risk", "mcas.nsaid-caution"}
 INJECTION_ONLY = {"mcas.neuromuscular-blocker"}  # atracurium and alike exist only as injections
 # Products created from patient-view that exist only as an injection and replace no order: the
 # epinephrine auto-injector (the patient's rescue device) and zoledronic acid (a yearly infusion).
@@ -41,6 +43,11 @@ def violations(item: Served, knowledge) -> list[str]:
     has_procedure = any(r["resourceType"] == "ServiceRequest" for r in drafts.values())
     for card in item.cards:
         rule = card["source"]["topic"]["code"]
+        if rule in NSAID_RULES:
+            for med in draft_meds.values():
+                low_dose = med.single_dose_mg is None or med.single_dose_mg <= 325
+                if ASPIRIN in _ingredients(med, terminology) and low_dose and _name_of(med) in card["summary"]:
+                    found.append(f"{item.case['id']}: {rule}: an NSAID card about antiplatelet-dose aspirin")
         for suggestion in card.get("suggestions", []):
             where = f"{item.case['id']}: {rule}: {suggestion['label']}"
             deleted = [a["resourceId"] for a in suggestion["actions"] if a["type"] == "delete"]
@@ -89,6 +96,10 @@ def _drafts(request):
 def _name(resource) -> str:
     concept = resource.get("medicationCodeableConcept") or resource.get("code") or {}
     return concept.get("text") or next((c.get("display", "") for c in concept.get("coding", [])), "")
+
+
+def _name_of(med) -> str:
+    return med.name[:30]  # a long name may be shortened in the summary
 
 
 def _ingredients(med, terminology) -> set[str]:
