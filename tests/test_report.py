@@ -67,9 +67,13 @@ def test_the_period_bounds_both_issued_cards_and_feedback():
 @pytest.fixture
 def database(app_config, monkeypatch):
     """A service database with real cards and feedback, made over HTTP; the CLI reads it."""
-    app = create_app(app_config)
+    app = create_app({**app_config, "OVERRIDE_WINDOW_DAYS": 0})  # the same card six times, overrides or not
     client = app.test_client()
     body = request_fixture("order-select/mcas-adult--morphine.json")
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    text = "1 ML morphine sulfate 4 MG/ML Injection"  # parenteral: the fentanyl swap is offered and accepted once
+    draft["medicationCodeableConcept"] = {"text": text, "coding": [
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1732006", "display": text}]}
     for i in range(6):
         (card,) = client.post("/cds-services/back-pain-order-select", json=body).get_json()["cards"]
         outcome = {"outcome": "accepted", "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]} if i == 0 else {
