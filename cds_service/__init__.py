@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import timedelta
 from typing import Any, Mapping
 
 from flask import Flask
 from flask_cors import CORS
 
 from . import discovery, metrics
-from .api import OrjsonProvider, Runtime, cds, ops, register_errors
+from .api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from .auth import Verifier
 from .config import database_url, fetch_policy, knowledge_dir, settings
 from .errors import (
@@ -32,6 +33,7 @@ from .knowledge import load_knowledge
 from .logs import configure_logging
 from .pages import bp as pages_bp
 from .preview import bp as preview_bp
+from .pseudonym import load_secret
 from .storage import Retention, Storage
 from .wsgi import CollapseSlashes
 
@@ -68,7 +70,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
                                      discovery.templates(knowledge),
-                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti))
+                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti),
+                                     _override_window(app))
 
     CORS(
         app,
@@ -86,6 +89,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_errors(app)
     _warn_if_open(app)
     return app
+
+
+def _override_window(app: Flask) -> OverrideWindow | None:
+    days = int(app.config["OVERRIDE_WINDOW_DAYS"] or 0)
+    secret = load_secret(app.config["PATIENT_KEY_SECRET"], app.config["DEVELOPMENT"], app.instance_path)
+    if days > 0 and secret is None:
+        log.warning("override window off: set CDS_PATIENT_KEY_SECRET (shared by every instance) to switch it on")
+    return OverrideWindow(secret, timedelta(days=days)) if days > 0 and secret else None
 
 
 def _warn_if_open(app: Flask) -> None:

@@ -20,7 +20,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,11 +35,21 @@ from .decision import decide
 from .hooks import parse_feedback, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
+from .pseudonym import patient_key
 from .storage import Storage
 
 log = logging.getLogger("cds_service.api")
 cds = Blueprint("cds", __name__)
 ops = Blueprint("ops", __name__)
+
+
+@dataclass(frozen=True)
+class OverrideWindow:
+    """How long an override silences a card (same patient, rule and item), and the HMAC key of
+    the patient ids it is remembered by."""
+
+    secret: bytes
+    length: timedelta
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Runtime:
     clock: Callable[[], datetime]
     prefetch: dict[str, dict[str, str]]  # service id -> prefetch templates (discovery.templates)
     verifier: auth.Verifier
+    override_window: OverrideWindow | None = None  # None: off
 
 
 def runtime() -> Runtime:
@@ -99,20 +110,42 @@ def call_service(service_id: str) -> Any:
     data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
                   queued_seconds=queued, issuer=g.get("issuer"))
     t1 = time.perf_counter()
-    decision = decide(service, hook_request, data, rt.knowledge, rt.clock(), rules_url=_rules_url())
+    now = rt.clock()
+    patient = _patient_key(rt.override_window, hook_request.context)
+    decision = decide(service, hook_request, data, rt.knowledge, now, rules_url=_rules_url(),
+                      overridden=_recent_overrides(rt, patient, now))
     t2 = time.perf_counter()
-    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued)  # best effort: never fails the call
+    # best effort: never fails the call
+    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued, patient_key=patient)
     t3 = time.perf_counter()
     metrics.call_stages(service.id, prefetch=t1 - t0, evaluate=t2 - t1, store=t3 - t2)
     metrics.cards_returned(decision.cards)
     log.info("service call", extra={
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
-        "rules_skipped": decision.skipped, "rules_failed": decision.failed,
+        "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
         "store_ms": round((t3 - t2) * 1000, 2),
     })
     return jsonify({"cards": decision.cards})
+
+
+def _patient_key(window: OverrideWindow | None, context: dict[str, Any]) -> str | None:
+    patient_id = context.get("patientId")
+    return patient_key(window.secret, patient_id) if window and isinstance(patient_id, str) else None
+
+
+def _recent_overrides(rt: Runtime, patient: str | None, now: datetime) -> frozenset[tuple[str, str]]:
+    """(rule id, item key) overridden for this patient within the window; nothing on a storage
+    fault, so that a fault shows cards rather than costing the decision."""
+    if patient is None or rt.override_window is None:
+        return frozenset()
+    try:
+        return rt.storage.recent_overrides(patient, now - rt.override_window.length)
+    except Exception as exc:  # any storage fault: show the cards
+        log.error("override lookup failed; cards shown", extra={"request_id": g.request_id,
+                                                                  "error": type(exc).__name__})
+        return frozenset()
 
 
 @cds.post("/cds-services/<service_id>/feedback")

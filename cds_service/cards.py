@@ -1,12 +1,18 @@
 """Findings to CDS Hooks 2.0 cards: the only module that writes card JSON.
 
 Sans-IO. Each card carries a fresh uuid, a summary under 140 characters that
-names the drug or procedure, an indicator, Markdown detail that says why (the
-evidence lines), what to do and the reference, ``source.topic.code`` = the
-rule id, override reasons for warnings and criticals, and suggestions whose
-created resources are validated as FHIR R4 before they leave. Text from the
-EHR is escaped so that no raw HTML reaches the clinician's screen. Empty
-members are left out, as the spec requires.
+names the drug or procedure (shortened at a word boundary), an indicator,
+Markdown detail that says what to do, then why (the evidence lines),
+``source.topic.code`` = the rule id and ``source.url`` = the rule's page (which
+holds the guideline statement), override reasons for warnings and criticals,
+and suggestions whose created resources are validated as FHIR R4 before they
+leave. A group of several findings (a module's info findings in patient-view)
+becomes one merged card: a section per finding, each with its rule id and a
+link to its rule page, every suggestion kept and duplicates merged; its
+``source.topic.code`` is the first finding's rule id and the extension
+``MERGED_RULES`` lists every rule id in it. Text from the EHR is escaped so
+that no raw HTML reaches the clinician's screen. Empty members are left out,
+as the spec requires.
 """
 from __future__ import annotations
 
@@ -29,13 +35,39 @@ _UNSAFE = re.compile(r"[\[\]`*_\\]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+MERGED_RULES = "https://cds-back-pain.example.org/cds-hooks/extension/merged-rules"
+
+
 @dataclass(frozen=True)
 class IssuedCard:
-    """What storage keeps of a card: no patient data."""
+    """What storage keeps of a card: its rule ids (several for a merged card, the lead first),
+    its suggestions, and per rule the item key an override is remembered by (``item_key``)."""
 
     uuid: str
-    rule_id: str
+    rule_ids: tuple[str, ...]
     suggestion_uuids: tuple[str, ...]
+    item_keys: tuple[str, ...] = ()  # parallel to rule_ids
+
+    @property
+    def rule_id(self) -> str:
+        """The card's ``source.topic.code``: its only rule, or the lead rule of a merged card."""
+        return self.rule_ids[0]
+
+
+def item_key(finding: Finding, terminology: Terminology) -> str:
+    """What an override is remembered by, with the patient and the rule: a drug's RxNorm
+    ingredient (the ingredients joined by "+" for a combination product; else its code, else its
+    name), a procedure's code (else its name), or "" for a patient-level finding. Any product of
+    the same ingredient counts as the same drug."""
+    item = finding.item
+    if item is None:
+        return ""
+    codes = [code for system, code, _ in getattr(item, "codings", ()) if code]
+    rxnorm = [code for system, code, _ in getattr(item, "codings", ()) if system == RXNORM and code]
+    if rxnorm:
+        ingredients = terminology.expand_rxnorm(rxnorm[0])[1:]
+        return "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
+    return codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
 
 
 def escape(text: str) -> str:
@@ -44,35 +76,68 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(lambda m: "\\" + m.group(0), text)
 
 
-def build_cards(findings: list[Finding], facts: Facts, terminology: Terminology,
+def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Terminology,
                 reason_system: str, rules_url: str | None) -> tuple[list[dict[str, Any]], list[IssuedCard]]:
+    """One card per group of findings (``engine.Outcome.cards``), and what storage keeps of each."""
     cards, issued = [], []
-    for finding in findings:
-        card = _card(finding, facts, terminology, reason_system, rules_url)
+    for group in groups:
+        card = _card(group, facts, terminology, reason_system, rules_url)
         cards.append(card)
-        issued.append(IssuedCard(card["uuid"], finding.rule.id,
-                                 tuple(s["uuid"] for s in card.get("suggestions", []))))
+        issued.append(IssuedCard(card["uuid"], tuple(f.rule.id for f in group),
+                                 tuple(s["uuid"] for s in card.get("suggestions", [])),
+                                 tuple(item_key(f, terminology) for f in group)))
     return cards, issued
 
 
-def _card(finding: Finding, facts: Facts, terminology: Terminology, reason_system: str, rules_url: str | None) -> dict[str, Any]:
-    rule = finding.rule
+def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, reason_system: str,
+          rules_url: str | None) -> dict[str, Any]:
+    lead = group[0]
+    merged = len(group) > 1
+    suffix = f" (+{len(group) - 1} more below)" if merged else ""
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
-        "summary": _summary(rule.summary, finding, facts),
-        "indicator": finding.indicator,
-        "detail": _detail(finding, facts),
-        "source": _source(finding, rules_url),
+        "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix)) + suffix,
+        "indicator": lead.indicator,
+        "detail": _merged_detail(group, facts, rules_url) if merged else _detail(lead, facts),
+        "source": _source(lead, rules_url),
     }
-    suggestions = [s for s in (_suggestion(s, finding, facts, terminology) for s in finding.suggestions) if s]
+    suggestions = _merged_suggestions(group, facts, terminology)
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = rule.selection or "any"
-    if finding.indicator != "info" and rule.override_reasons:
-        card["overrideReasons"] = [{"system": reason_system, "code": c, "display": d} for c, d in rule.override_reasons]
-    if rule.links:
-        card["links"] = [{"label": link["label"], "url": link["url"], "type": "absolute"} for link in rule.links]
+        card["selectionBehavior"] = (lead.rule.selection or "any") if not merged else "any"
+    if lead.indicator != "info" and lead.rule.override_reasons:
+        card["overrideReasons"] = [{"system": reason_system, "code": c, "display": d}
+                                   for c, d in lead.rule.override_reasons]
+    links = list(dict.fromkeys((link["label"], link["url"]) for f in group for link in f.rule.links))
+    if links:
+        card["links"] = [{"label": label, "url": url, "type": "absolute"} for label, url in links]
+    if merged:
+        card["extension"] = {MERGED_RULES: [f.rule.id for f in group]}
     return card
+
+
+def _merged_suggestions(group: tuple[Finding, ...], facts: Facts, terminology: Terminology) -> list[dict[str, Any]]:
+    """Every finding's suggestions in order; one whose actions repeat an earlier one's is left out
+    (the same drug offered by two findings is offered once, under the first label)."""
+    kept, seen = [], set()
+    for finding in group:
+        for spec in finding.suggestions:
+            suggestion = _suggestion(spec, finding, facts, terminology)
+            if suggestion is None:
+                continue
+            key = tuple(_action_key(a) for a in suggestion["actions"])
+            if key not in seen:
+                seen.add(key)
+                kept.append(suggestion)
+    return kept
+
+
+def _action_key(action: dict[str, Any]) -> tuple[str, ...]:
+    if action["type"] == "delete":
+        return ("delete", action["resourceId"])
+    resource = action["resource"]
+    concept = resource.get("medicationCodeableConcept") or resource.get("code") or {}
+    return ("create", resource["resourceType"], *(c["code"] for c in concept.get("coding", [])))
 
 
 def _values(finding: Finding, facts: Facts, item_name: str) -> dict[str, str]:
@@ -88,32 +153,61 @@ def _item_name(finding: Finding) -> str:
     return getattr(finding.item, "name", "") or ""
 
 
-def _summary(template: str, finding: Finding, facts: Facts) -> str:
+def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT) -> str:
     name = _item_name(finding)
     text = template.format_map(_values(finding, facts, name))
-    if len(text) > SUMMARY_LIMIT and name:  # shorten the drug name, never the risk
-        room = max(8, len(name) - (len(text) - SUMMARY_LIMIT) - 1)
-        text = template.format_map(_values(finding, facts, name[:room].rstrip() + "…"))
-    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
+    if len(text) > limit and name:  # shorten the drug or procedure name, never the risk
+        room = max(8, len(name) - (len(text) - limit) - 1)
+        text = template.format_map(_values(finding, facts, shorten(name, room)))
+    return shorten(text, limit)
 
 
-def _detail(finding: Finding, facts: Facts) -> str:
+def shorten(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut at a word boundary and marked with "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut.strip():
+        cut = cut[: cut.rstrip().rfind(" ")]
+    return cut.rstrip(" ,;:-(") + "…"
+
+
+WHY = "**Why this card**"
+
+
+def _detail(finding: Finding, facts: Facts, shown: set[str] | None = None) -> str:
+    """What to do (the rule's own text: its detail and notes), then why (the evidence lines, but
+    those in ``shown``, already listed by an earlier section of the same card)."""
     values = _values(finding, facts, escape(_item_name(finding)))
     parts = [finding.rule.detail.strip().format_map(values)]
     parts += [note.strip().format_map(values) for note in finding.notes]
-    why = "\n".join(f"- {escape(e.text)}" for e in finding.evidence)
-    parts.append(f"**Why this card**\n\n{why}")
+    lines = [escape(e.text) for e in finding.evidence if shown is None or e.text not in shown]
+    if lines:
+        parts.append(WHY + "\n\n" + "\n".join(f"- {line}" for line in lines))
+    if shown is not None:
+        shown.update(e.text for e in finding.evidence)
     if any(e.by_name for e in finding.evidence):
         parts.append("_The order carries no code we know, so it was recognised by its name: check the order._")
-    ref = finding.rule.reference
-    parts.append(f"**Evidence:** {ref.statement.strip()} ({ref.label})")
     return "\n\n".join(parts)
 
 
+def _merged_detail(group: tuple[Finding, ...], facts: Facts, rules_url: str | None) -> str:
+    """A section per finding: its rule's title, its text and evidence, and its rule id linked to
+    the rule's page (what it checks, the guideline statement), so each finding stays traceable."""
+    shown: set[str] = set()
+    sections = []
+    for finding in group:
+        rule_id = finding.rule.id
+        link = f"[{rule_id}]({rules_url}/{rule_id})" if rules_url else rule_id
+        sections.append(f"### {finding.rule.title}\n\n{_detail(finding, facts, shown)}\n\nRule: {link}")
+    return "\n\n".join(sections)
+
+
 def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:
+    """The rule's page (what it checks, the guideline statement and reference), else the guideline."""
     rule = finding.rule
     source: dict[str, Any] = {"label": rule.reference.label}
-    url = rule.reference.url or (f"{rules_url}/{rule.id}" if rules_url else None)
+    url = (f"{rules_url}/{rule.id}" if rules_url else None) or rule.reference.url
     if url:
         source["url"] = url
     source["topic"] = {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}

@@ -131,7 +131,7 @@ def _not(arg: Any, ctx: CompileContext) -> Predicate:
     absent_note = None
     if word in ("condition", "allergy", "active_medication", "observation_recorded"):
         vid, _ = _valueset(inner_arg, ctx.terminology)
-        absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title.lower()}"
+        absent_note = f"None recorded: {ctx.terminology.valuesets[vid].title}"
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if inner(facts, item) is not None:
@@ -376,6 +376,24 @@ def _routes(arg: Any, key: str) -> frozenset[str]:
     return frozenset(arg)
 
 
+def _drafted_together(kind: type, matches: Callable[[Any, Any, str], Any]) -> Callable[..., Predicate]:
+    """``draft_medication`` / ``draft_procedure``: another draft order of the same request (not the
+    item itself) is in the value set; in order-select every draft counts, not only the selection."""
+    def compile_word(arg: Any, ctx: CompileContext) -> Predicate:
+        vid, label = _valueset(arg, ctx.terminology)
+
+        def check(facts: Facts, item: Any) -> list[Evidence] | None:
+            own = getattr(item, "ref", None)
+            for draft in facts.all_drafts:
+                if isinstance(draft, kind) and (own is None or draft.ref != own) and matches(ctx.terminology, draft, vid):
+                    return [Evidence(f"Drafted in the same order: {draft.name}", label)]
+            return None
+
+        return Predicate(check, frozenset(), frozenset({vid}))
+
+    return compile_word
+
+
 def _route(arg: Any, ctx: CompileContext) -> Predicate:
     routes = _routes(arg, "route")
 
@@ -553,6 +571,8 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "procedure_named": _procedure_named,
     "procedure_category": _procedure_category,
     "route": _route,
+    "draft_medication": _drafted_together(MedicationFact, lambda t, d, vid: t.match_medication(d.codings, d.text, vid)),
+    "draft_procedure": _drafted_together(ServiceRequestFact, lambda t, d, vid: t.match_codes(d.codings, vid)),
     "course_days_over": _course_days_over,
     "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),
     "single_dose_mg_over": _dose_over("single_dose_mg", "Single dose"),

@@ -72,6 +72,11 @@ DEFAULTS: dict[str, Any] = {
     "STAFF_USERS": {},
     # The preview console (/preview): off unless switched on; staff only when STAFF_USERS is set.
     "PREVIEW_ENABLED": False,
+    # Override window: a warning or critical card overridden for the same patient, rule and drug
+    # within this many days is not shown again (0 switches it off). Needs PATIENT_KEY_SECRET
+    # (HMAC key for the patient ids kept in storage; SECURITY.md), generated in development.
+    "OVERRIDE_WINDOW_DAYS": 30,
+    "PATIENT_KEY_SECRET": None,
     # Positive and negative cases shown on the rule pages: resolved by cases_dir() when unset.
     "RULE_CASES_DIR": None,
     # Personas and draft orders the preview console offers: the checkout's fhir_fixtures when unset.

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Collection
 
-from .cards import IssuedCard, build_cards, fhir_version_card
+from .cards import IssuedCard, build_cards, fhir_version_card, item_key
 from .engine import Finding, evaluate
 from .facts import build_facts
 from .fhir import pre_r4_sign
@@ -33,19 +33,29 @@ class Decision:
     skipped: list[str]  # rule ids whose data could not be had
     failed: list[str]  # rule ids that raised (logged by id in the engine)
     findings: list[Finding] = field(default_factory=list)  # why each card was issued (evaluate prints it)
+    suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
-           now: datetime, *, rules_url: str | None = None) -> Decision:
+           now: datetime, *, rules_url: str | None = None,
+           overridden: Collection[tuple[str, str]] = frozenset()) -> Decision:
     """The cards ``service`` answers ``hook_request`` with, given the prefetch ``data``.
 
-    ``rules_url`` is where a card's source link points when its guideline has no URL
-    (the service's public ``/rules``); without it such cards carry no URL.
+    ``rules_url`` is the service's public ``/rules``: each card's source link points to its
+    rule's page there (else to the guideline's URL). ``overridden`` holds (rule id, item key)
+    pairs overridden for this patient within the override window (looked up by the caller): a
+    warning or critical card for one of them is not shown again. Info cards always are.
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
         return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts)
-    cards, issued = build_cards(outcome.findings, facts, knowledge.terminology,
-                                knowledge.override_reason_system, rules_url)
-    return Decision(cards, issued, outcome.skipped, outcome.failed, outcome.findings)
+    shown, suppressed = [], []
+    for group in outcome.cards:
+        lead = group[0]
+        if lead.indicator != "info" and (lead.rule.id, item_key(lead, knowledge.terminology)) in overridden:
+            suppressed.append(lead.rule.id)
+        else:
+            shown.append(group)
+    cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url)
+    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed)

@@ -1,8 +1,11 @@
 """Rule evaluation: compiled rules over one call's facts, giving findings.
 
 Sans-IO. ``evaluate(modules, facts)`` takes a service's compiled modules and
-the facts (which carry ``now``) and returns an ``Outcome``: findings in the
-order cards should be shown, and the rule ids skipped or failed. A rule
+the facts (which carry ``now``) and returns an ``Outcome``: the findings
+grouped into cards, in the order cards should be shown, and the rule ids
+skipped or failed. A group is one finding, except in patient-view, where all
+the info findings of a module share one merged card (after its warnings and
+criticals), so that no finding is hidden. A rule
 whose data could not be had is skipped; a rule that raises is logged by id and
 the other rules still run. Nothing here writes card JSON (``cards.py`` does).
 """
@@ -32,13 +35,17 @@ class Finding:
 
 @dataclass
 class Outcome:
-    findings: list[Finding]
+    cards: list[tuple[Finding, ...]]  # one group per card: a finding, or a module's merged info findings
     skipped: list[str]
     failed: list[str]
 
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for group in self.cards for f in group]
+
 
 def evaluate(modules: list[Module], facts: Facts) -> Outcome:
-    """All findings for the facts' hook, criticals first; in patient-view one info card per module."""
+    """All findings for the facts' hook, criticals first; in patient-view a module's info findings merged."""
     outcome = Outcome([], [], [])
     for module in modules:
         if not module.gate.needs <= facts.available:
@@ -59,18 +66,19 @@ def evaluate(modules: list[Module], facts: Facts) -> Outcome:
             except Exception as exc:  # one broken rule must not hide the others' cards
                 log.error("rule failed", extra={"rule_id": rule.id, "error": type(exc).__name__})
                 outcome.failed.append(rule.id)
-        outcome.findings.extend(_order(found, facts.hook))
-    outcome.findings.sort(key=lambda f: SEVERITY[f.indicator])
+        outcome.cards.extend(_group(found, facts.hook))
+    outcome.cards.sort(key=lambda group: SEVERITY[group[0].indicator])  # stable: module, then file order
     return outcome
 
 
-def _order(found: list[Finding], hook: str) -> list[Finding]:
+def _group(found: list[Finding], hook: str) -> list[tuple[Finding, ...]]:
+    """One card per finding; in patient-view one card for all of a module's info findings."""
     found = sorted(found, key=lambda f: SEVERITY[f.indicator])  # stable: file order within a severity
     if hook != "patient-view":
-        return found
-    urgent = [f for f in found if f.indicator != "info"]
-    info = [f for f in found if f.indicator == "info"]
-    return urgent + info[:1]
+        return [(f,) for f in found]
+    urgent = [(f,) for f in found if f.indicator != "info"]
+    info = tuple(f for f in found if f.indicator == "info")
+    return urgent + ([info] if info else [])
 
 
 def _items(rule: Rule, facts: Facts) -> tuple[Any, ...]:

@@ -131,6 +131,9 @@ class Facts:
     recorded_units: dict[str, frozenset[str]] = field(default_factory=dict)
     past_conditions: tuple[ConditionFact, ...] = ()  # any clinical status, for `statuses` (R13)
     recent_medications: tuple[RecentMedication, ...] = ()
+    # Every draft order of the request (order-select: not only the selected ones), for the
+    # conditions that look at the other orders being signed together (draft_medication, ...).
+    all_drafts: tuple[MedicationFact | ServiceRequestFact, ...] = ()
     # Matches of record lookups by value set, shared by the rules of this one call (many rules
     # ask "does the patient have X?" for the same X); never shared between calls.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -187,6 +190,9 @@ def build_facts(
         latest_day_observations=observations.latest_day,
         recorded_units=observations.recorded_units,
         available=frozenset(data),
+        all_drafts=tuple(medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS)
+                         else _service_request(r) for r in drafts
+                         if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)),
     )
 
 

@@ -310,16 +310,23 @@ class Storage:
     # ------------------------------------------------------------------ writes
 
     def record_cards(self, service_id: str, hook_instance: str, issued: Iterable[IssuedCard],
-                     at: datetime | None = None) -> bool:
-        """Remember the cards issued (best effort): False, logged and counted, when they could not be."""
+                     patient_key: str | None = None, at: datetime | None = None) -> bool:
+        """Remember the cards issued (best effort): False, logged and counted, when they could not be.
+
+        Each card is stored with every rule it carries; ``patient_key`` is a keyed hash of the
+        patient id (``pseudonym.patient_key``), never the id itself."""
         issued = list(issued)
         if not issued:
             return True
         when = _iso(at)
         try:
             with self._transaction(CARDS) as tx:
-                self._executemany(tx, "INSERT INTO issued_card VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                  [(c.uuid, c.rule_id, service_id, hook_instance, when) for c in issued])
+                self._executemany(tx, "INSERT INTO issued_card (card_uuid, rule_id, service_id, hook_instance, issued_at, "
+                                  "patient_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                  [(c.uuid, c.rule_id, service_id, hook_instance, when, patient_key) for c in issued])
+                self._executemany(tx, "INSERT INTO card_rule VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                  [(c.uuid, rule, key) for c in issued
+                                   for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids))])
                 self._executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",
                                   [(s, c.uuid) for c in issued for s in c.suggestion_uuids])
             return True
@@ -349,6 +356,20 @@ class Storage:
             raise StorageUnavailable("feedback could not be stored just now; send it again later",
                                      retry_after=RETRY_AFTER_SECONDS) from exc
         return [(rules.get(row[0], "unknown"), row[2]) for row in rows]
+
+    def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
+        """(rule id, item key) of the cards overridden for this patient at or after ``since``: one
+        indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
+        try:  # a read may wait on a lock too (PostgreSQL): bounded like the card records
+            rows = self._execute(
+                self._configured(CARDS),
+                "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
+                "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
+                "WHERE c.patient_key = ? AND f.outcome = 'overridden'", (patient_key,)).fetchall()
+        except self._errors:
+            self._drop_connection()  # heal for the next call; the caller shows the cards
+            raise
+        return frozenset((rule, key) for rule, key, at in rows if _at_or_after(at, since))
 
     def _rules_of(self, tx: Any, card_uuids: set[str]) -> dict[str, str]:
         found = {}
@@ -423,7 +444,8 @@ class Storage:
              ["DELETE FROM feedback WHERE card_uuid = ? AND outcome = ? AND outcome_timestamp = ?"], feedback_before),
             ("issued_card", "SELECT card_uuid FROM issued_card c WHERE issued_at < ? AND NOT EXISTS "
                             "(SELECT 1 FROM feedback f WHERE f.card_uuid = c.card_uuid) LIMIT ?",
-             ["DELETE FROM issued_suggestion WHERE card_uuid = ?", "DELETE FROM issued_card WHERE card_uuid = ?"],
+             ["DELETE FROM issued_suggestion WHERE card_uuid = ?", "DELETE FROM card_rule WHERE card_uuid = ?",
+              "DELETE FROM issued_card WHERE card_uuid = ?"],
              cards_before),
         ]
         for table, select, deletes, cutoff in jobs:
@@ -465,13 +487,15 @@ class Storage:
     def stats(self) -> dict[str, Any]:
         conn = self._connection()
         result: dict[str, Any] = {}
-        issued = conn.execute("SELECT rule_id, COUNT(*) FROM issued_card GROUP BY rule_id ORDER BY rule_id").fetchall()
+        # Per rule: a merged card counts once for every rule it carries, and so does its feedback.
+        issued = conn.execute("SELECT rule_id, COUNT(DISTINCT card_uuid) FROM card_rule "
+                              "GROUP BY rule_id ORDER BY rule_id").fetchall()
         for rule_id, count in issued:
             result[rule_id] = _entry(count)
         query = (
-            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code, COUNT(DISTINCT f.card_uuid) "
-            "FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
-            "GROUP BY COALESCE(c.rule_id, '(unknown card)'), f.outcome, f.override_code"
+            "SELECT COALESCE(r.rule_id, '(unknown card)'), f.outcome, f.override_code, COUNT(DISTINCT f.card_uuid) "
+            "FROM feedback f LEFT JOIN card_rule r ON r.card_uuid = f.card_uuid "
+            "GROUP BY COALESCE(r.rule_id, '(unknown card)'), f.outcome, f.override_code"
         )
         for rule_id, outcome, reason, count in conn.execute(query).fetchall():
             entry = result.setdefault(rule_id, _entry(0))
@@ -487,17 +511,28 @@ class Storage:
         not filtered here: its timestamps are the EHR's, with any offset, so the caller parses them."""
         conn = self._connection()
         issued = self._execute(
-            conn, "SELECT rule_id, issued_at FROM issued_card WHERE issued_at >= ? AND issued_at < ? ORDER BY issued_at",
+            conn, "SELECT DISTINCT r.rule_id, c.issued_at, c.card_uuid FROM issued_card c "
+            "JOIN card_rule r ON r.card_uuid = c.card_uuid "
+            "WHERE c.issued_at >= ? AND c.issued_at < ? ORDER BY c.issued_at",
             (issued_since or "", issued_until or "\uffff")).fetchall()
+        issued = [row[:2] for row in issued]
         feedback = conn.execute(
-            "SELECT COALESCE(c.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
-            "f.override_code, f.override_display FROM feedback f LEFT JOIN issued_card c ON c.card_uuid = f.card_uuid "
+            "SELECT DISTINCT COALESCE(r.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
+            "f.override_code, f.override_display FROM feedback f LEFT JOIN card_rule r ON r.card_uuid = f.card_uuid "
             "ORDER BY f.outcome_timestamp").fetchall()
         return {"issued": [tuple(row) for row in issued], "feedback": [tuple(row) for row in feedback]}
 
 
 def _entry(issued: int) -> dict[str, Any]:
     return {"issued": issued, "accepted": 0, "overridden": 0, "override_reasons": {}}
+
+
+def _at_or_after(timestamp: str, since: datetime) -> bool:
+    try:
+        at = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return False  # an unreadable time suppresses nothing: the card is shown
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) >= since
 
 
 def _uuid(value: str) -> str:

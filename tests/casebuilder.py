@@ -218,7 +218,8 @@ def negative_kind(knowledge: Any, case: dict[str, Any]) -> str:
 
 def explain_case(app: Any, case: dict[str, Any], got: Counter, want: Counter) -> str:
     """For each rule missing or unexpected, which of its conditions held and which did not."""
-    differing = sorted({rule for rule, _ in (got - want) + (want - got)})
+    # keys are (rule, indicator, merged rules): a merged card stands for each of its rules
+    differing = sorted({rule for key in (got - want) + (want - got) for rule in (key[0], *(key[2] if len(key) > 2 else ()))})
     return explain_request(app.extensions["cds"].knowledge, build_request(case), differing, NOW)
 
 

@@ -57,6 +57,7 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'test.sqlite3'}",
         "CLOCK": lambda: NOW,
         "OPEN_FHIR_SERVERS": [],
+        "PATIENT_KEY_SECRET": "test-only-patient-key-secret",
     }
 
 

@@ -47,13 +47,18 @@ def test_rules_whose_data_is_missing_are_skipped_not_guessed(app):
     assert "mcas.epinephrine-autoinjector" not in [f.rule.id for f in outcome.findings]
 
 
-def test_patient_view_puts_warnings_first_and_one_info_card_per_module(app):
+def test_patient_view_puts_warnings_first_and_merges_each_modules_info_findings(app):
     knowledge, facts = _setup(app, {"hook": "patient-view", "patient": "mcas-ms-older-adult"})
-    findings = evaluate(list(knowledge.modules.values()), facts).findings
-    indicators = [f.indicator for f in findings]
+    outcome = evaluate(list(knowledge.modules.values()), facts)
+    indicators = [group[0].indicator for group in outcome.cards]
     assert indicators == sorted(indicators, key=["critical", "warning", "info"].index)
     for module in ("mcas", "ms-lbp"):
-        assert sum(1 for f in findings if f.indicator == "info" and f.rule.module == module) <= 1
+        info = [g for g in outcome.cards if g[0].indicator == "info" and g[0].rule.module == module]
+        assert len(info) <= 1  # one card for all of a module's info findings
+    merged = next(g for g in outcome.cards if len(g) > 1)  # the older adult has several mcas info findings
+    assert {f.indicator for f in merged} == {"info"} and len({f.rule.module for f in merged}) == 1
+    assert all(len(g) == 1 for g in outcome.cards if g[0].indicator != "info")
+    assert sum(len(g) for g in outcome.cards) == len(outcome.findings)
 
 
 def test_decide_gives_from_a_fixture_the_cards_the_endpoint_gives(app, hooks):

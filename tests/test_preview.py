@@ -19,7 +19,8 @@ from test_pages import BROWSER, _basic, _text
 CHROMIUM = os.environ.get("CDS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-MORPHINE = "1 ML morphine sulfate 4 MG/ML Injection"  # a parenteral order: the one-click swap is offered
+MORPHINE = "morphine sulfate 15 MG Oral Tablet"
+SUCCINYLCHOLINE = "succinylcholine chloride 20 MG/ML Injectable Solution"
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def browser_page(tmp_path):
 
 
 @pytest.mark.slow
-def test_in_a_real_browser_an_mcas_patient_gets_the_opioid_warning_with_its_actions(live_server, browser_page, tmp_path):
+def test_in_a_real_browser_an_mcas_patient_gets_the_blocker_card_with_its_actions(live_server, browser_page, tmp_path):
     page = browser_page
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
@@ -125,22 +126,22 @@ def test_in_a_real_browser_an_mcas_patient_gets_the_opioid_warning_with_its_acti
     page.goto(f"{live_server}/preview")
     page.get_by_label("mcas-adult").check()
     page.get_by_label("order-select").check()
-    page.get_by_label(MORPHINE).check()
+    page.get_by_label(SUCCINYLCHOLINE).check()
     page.get_by_role("button", name="Call the service").click()
 
-    card = page.locator('article.card[data-rule="mcas.histamine-releasing-opioid"]')
+    card = page.locator('article.card[data-rule="mcas.neuromuscular-blocker"]')
     card.wait_for()
-    assert card.locator(".indicator").inner_text().lower() == "warning"
-    assert "morphine" in card.locator(".summary").inner_text()
-    # the stylesheet loaded under the CSP: a warning card has the warning colour
-    assert card.evaluate("el => getComputedStyle(el).borderLeftColor") == "rgb(199, 106, 0)"
-    suggestion = card.locator(".suggestion", has_text="Replace with fentanyl injection")
+    assert card.locator(".indicator").inner_text().lower() == "critical"
+    assert "succinylcholine" in card.locator(".summary").inner_text()
+    # the stylesheet loaded under the CSP: a critical card has the critical colour
+    assert card.evaluate("el => getComputedStyle(el).borderLeftColor") == "rgb(192, 38, 45)"
+    suggestion = card.locator(".suggestion", has_text="Replace with rocuronium")
     actions = suggestion.locator(".actions li").all_inner_texts()
-    assert any(a.startswith("create: Add a draft order for") and "fentanyl" in a for a in actions), actions
-    assert any(a.startswith("delete: Remove the draft order for 1 ML morphine") for a in actions), actions
+    assert any(a.startswith("create: Add a draft order for") and "rocuronium" in a for a in actions), actions
+    assert any(a.startswith("delete: Remove the draft order for succinylcholine") for a in actions), actions
     assert "Tolerated this before without a reaction" in card.locator(".overrides").inner_text()
-    assert card.locator(".detail strong", has_text="Do not leave the pain untreated").count() == 1
-    assert "mcas.histamine-releasing-opioid" in page.locator("#raw-response").inner_text()
+    assert "rocuronium or vecuronium" in card.locator(".detail").inner_text().lower()
+    assert "mcas.neuromuscular-blocker" in page.locator("#raw-response").inner_text()
     assert problems == []  # no CSP violation, no failed load (the browser's favicon guess aside)
     shot = os.environ.get("CDS_PREVIEW_SCREENSHOT")  # for a person to look at; never committed
     page.screenshot(path=shot or str(tmp_path / "preview.png"), full_page=True)

@@ -67,7 +67,7 @@ def test_the_period_bounds_both_issued_cards_and_feedback():
 @pytest.fixture
 def database(app_config, monkeypatch):
     """A service database with real cards and feedback, made over HTTP; the CLI reads it."""
-    app = create_app(app_config)
+    app = create_app({**app_config, "OVERRIDE_WINDOW_DAYS": 0})  # the same card six times, overrides or not
     client = app.test_client()
     body = request_fixture("order-select/mcas-adult--morphine-injection.json")
     for i in range(6):

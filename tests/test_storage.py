@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ from helpers import POSTGRES_URL
 
 WHEN = "2026-11-23T12:01:02.345Z"
 SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/override-reason"
-TABLES = {"schema_version", "issued_card", "issued_suggestion", "feedback", "jwt_replay"}
+TABLES = {"schema_version", "issued_card", "issued_suggestion", "feedback", "jwt_replay", "card_rule"}
 
 
 @contextmanager
@@ -72,7 +73,7 @@ def _versions(store: Storage) -> list[int]:
 
 
 def _card(rule_id: str, suggestions: int = 1) -> IssuedCard:
-    return IssuedCard(str(uuid.uuid4()), rule_id, tuple(str(uuid.uuid4()) for _ in range(suggestions)))
+    return IssuedCard(str(uuid.uuid4()), (rule_id,), tuple(str(uuid.uuid4()) for _ in range(suggestions)))
 
 
 def _overridden(card: IssuedCard, code: str | None = "patient-declined", when: str = WHEN) -> dict[str, Any]:
@@ -234,6 +235,31 @@ def test_stats_attribute_feedback_to_rules(storage):
                                   "override_reasons": {"patient-declined": 1}},
         "(unknown card)": {"issued": 0, "accepted": 0, "overridden": 1, "override_reasons": {}},
     }
+
+
+def test_a_merged_card_and_its_feedback_count_for_every_rule_it_carries(storage):
+    merged = IssuedCard(str(uuid.uuid4()), ("mcas.anti-mediator-therapy", "mcas.bone-health"), (str(uuid.uuid4()),))
+    storage.record_cards("back-pain-patient-view", "hook-1", [merged])
+    storage.record_feedback("back-pain-patient-view", [_accepted(merged)])
+    stats = storage.stats()
+    for rule in merged.rule_ids:
+        assert stats[rule] == {"issued": 1, "accepted": 1, "overridden": 0, "override_reasons": {}}
+    assert sorted(r for r, _ in storage.card_history()["issued"]) == sorted(merged.rule_ids)
+
+
+def test_recent_overrides_are_read_by_patient_key_rule_item_and_time(storage):
+    since = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    cards = {name: IssuedCard(str(uuid.uuid4()), ("mcas.histamine-releasing-opioid",), (), (item,))
+             for name, item in [("recent", "7052"), ("old", "2670"), ("accepted", "3423")]}
+    storage.record_cards("back-pain-order-sign", "hook-1", list(cards.values()), patient_key="k1")
+    storage.record_cards("back-pain-order-sign", "hook-2", [_card("mcas.neuromuscular-blocker")], patient_key="k2")
+    storage.record_feedback("back-pain-order-sign", [
+        _overridden(cards["recent"], when="2026-11-20T08:00:00-05:00"),
+        _overridden(cards["old"], when="2026-10-31T23:59:00Z"),
+        {**_overridden(cards["accepted"]), "outcome": "accepted", "acceptedSuggestions": [{"id": str(uuid.uuid4())}]},
+    ])
+    assert storage.recent_overrides("k1", since) == {("mcas.histamine-releasing-opioid", "7052")}
+    assert storage.recent_overrides("k2", since) == frozenset()
 
 
 def test_card_history_reads_issued_cards_within_bounds_and_all_feedback(storage):

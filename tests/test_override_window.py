@@ -1,0 +1,103 @@
+"""The override window over HTTP (issue 8, R10): a warning overridden for a patient is not shown
+again for the same rule and drug within the window; another patient, another drug, an older
+override or a storage fault shows it. And feedback on a merged card counts for every rule in it."""
+from __future__ import annotations
+
+import copy
+import sqlite3
+from datetime import timedelta
+
+from casebuilder import build_request
+from cds_service.cards import MERGED_RULES
+from helpers import NOW, rule_ids
+
+RULE = "mcas.histamine-releasing-opioid"
+MORPHINE = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet"}
+CODEINE = {"rxcui": "993781", "text": "acetaminophen 300 MG / codeine phosphate 30 MG Oral Tablet"}
+
+
+def _sign(drug, patient_id=None):
+    request = build_request({"hook": "order-sign", "patient": "mcas-adult", "drafts": [{"medication": drug}]})
+    if patient_id:  # the same record under another patient id (another patient, as storage sees it)
+        request = copy.deepcopy(request)
+        request["context"]["patientId"] = patient_id
+    return request
+
+
+def _override(client, card, days_ago=1):
+    item = {"card": card["uuid"], "outcome": "overridden",
+            "outcomeTimestamp": (NOW - timedelta(days=days_ago)).isoformat().replace("+00:00", "Z"),
+            "overrideReason": {"reason": {"system": card["overrideReasons"][0]["system"], "code": "tolerated-before"}}}
+    assert client.post("/cds-services/back-pain-order-sign/feedback", json={"feedback": [item]}).status_code == 200
+
+
+def _overridden_morphine_card(hooks, client, days_ago=1):
+    (card,) = hooks.cards(_sign(MORPHINE))
+    assert card["source"]["topic"]["code"] == RULE
+    _override(client, card, days_ago)
+
+
+def test_an_overridden_card_is_not_shown_again_to_the_same_patient_for_the_same_drug(hooks, client):
+    _overridden_morphine_card(hooks, client)
+    assert hooks.cards(_sign(MORPHINE)) == []
+
+
+def test_another_patient_still_gets_the_card(hooks, client):
+    _overridden_morphine_card(hooks, client)
+    assert rule_ids(hooks.cards(_sign(MORPHINE, patient_id="another-patient"))) == [RULE]
+
+
+def test_another_drug_under_the_same_rule_still_gets_the_card(hooks, client):
+    _overridden_morphine_card(hooks, client)
+    assert rule_ids(hooks.cards(_sign(CODEINE))) == [RULE]
+
+
+def test_an_override_older_than_the_window_no_longer_silences(hooks, client):
+    _overridden_morphine_card(hooks, client, days_ago=31)
+    assert rule_ids(hooks.cards(_sign(MORPHINE))) == [RULE]
+
+
+def test_an_acceptance_does_not_silence(hooks, client):
+    (card,) = hooks.cards(_sign(MORPHINE))
+    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": NOW.isoformat()}
+    client.post("/cds-services/back-pain-order-sign/feedback", json={"feedback": [item]})
+    assert rule_ids(hooks.cards(_sign(MORPHINE))) == [RULE]
+
+
+def test_a_storage_fault_on_the_lookup_shows_the_cards(hooks, client, app, monkeypatch, service_log):
+    _overridden_morphine_card(hooks, client)
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app.extensions["cds"].storage, "recent_overrides", broken)
+    assert rule_ids(hooks.cards(_sign(MORPHINE))) == [RULE]
+    assert any("override lookup failed" in line for line in service_log)
+
+
+def test_window_zero_switches_it_off(app_config, client):
+    from cds_service import create_app
+
+    app = create_app({**app_config, "OVERRIDE_WINDOW_DAYS": 0})
+    assert app.extensions["cds"].override_window is None
+
+
+def test_storage_keeps_a_keyed_hash_not_the_patient_id(hooks, app):
+    hooks.cards(_sign(MORPHINE))
+    storage = app.extensions["cds"].storage
+    rows = storage._connection().execute("SELECT patient_key FROM issued_card").fetchall()
+    assert len(rows) == 1 and len(rows[0][0]) == 64 and "mcas-adult" not in rows[0][0]
+
+
+def test_feedback_on_a_merged_card_counts_for_every_rule_in_it(hooks, client, app):
+    request = build_request({"hook": "patient-view", "patient": "mcas-adult"})
+    cards = hooks.cards(request)
+    merged = next(c for c in cards if MERGED_RULES in c.get("extension", {}))
+    rules = merged["extension"][MERGED_RULES]
+    assert len(rules) >= 2
+    item = {"card": merged["uuid"], "outcome": "accepted", "outcomeTimestamp": NOW.isoformat(),
+            "acceptedSuggestions": [{"id": merged["suggestions"][0]["uuid"]}]}
+    client.post("/cds-services/back-pain-patient-view/feedback", json={"feedback": [item]})
+    stats = app.extensions["cds"].storage.stats()
+    for rule in rules:
+        assert stats[rule]["issued"] == 1 and stats[rule]["accepted"] == 1, rule
