@@ -32,7 +32,7 @@ RETENTION = Retention(issued_card_days=2, feedback_days=5, interval_seconds=6 * 
 
 
 def _cards(count: int) -> list[IssuedCard]:
-    return [IssuedCard(str(uuid.uuid4()), RULE, (str(uuid.uuid4()), str(uuid.uuid4()))) for _ in range(count)]
+    return [IssuedCard(str(uuid.uuid4()), (RULE,), (str(uuid.uuid4()), str(uuid.uuid4()))) for _ in range(count)]
 
 
 def _size(store: Storage) -> int:
