@@ -89,6 +89,11 @@ def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Te
     return cards, issued
 
 
+ADULT_AGE = 18
+CHILD_NOTE = ("_One-click orders of adult-strength products are not offered for a patient under 18:"
+              " choose a paediatric product and dose._")
+
+
 def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, reason_system: str,
           rules_url: str | None) -> dict[str, Any]:
     lead = group[0]
@@ -102,6 +107,8 @@ def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, re
         "source": _source(lead, rules_url),
     }
     suggestions = _merged_suggestions(group, facts, terminology)
+    if any(_adult_only(spec, facts) for f in group for spec in f.suggestions):
+        card["detail"] += "\n\n" + CHILD_NOTE
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = (lead.rule.selection or "any") if not merged else "any"
@@ -215,6 +222,8 @@ def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:
 
 
 def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:
+    if _adult_only(spec, facts):
+        return None  # the whole suggestion: a "replace" must never shrink to a bare delete
     actions = [a for a in (_action(a, finding, facts, terminology) for a in spec.actions) if a]
     if not actions:
         return None
@@ -225,6 +234,15 @@ def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: T
     if spec.recommended:
         suggestion["isRecommended"] = True
     return suggestion
+
+
+def _adult_only(spec: Suggestion, facts: Facts) -> bool:
+    """A suggestion that creates a medication for a patient under 18, unless the rule marked it
+    ``for_children``: the product table holds adult strengths (a 10 mg montelukast tablet is not a
+    4-year-old's dose), so a child gets the advice without a one-click order."""
+    if spec.for_children or facts.age_years is None or facts.age_years >= ADULT_AGE:
+        return False
+    return any(action.kind == "create_medication" for action in spec.actions)
 
 
 def _action(action: Action, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:

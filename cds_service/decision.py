@@ -44,7 +44,8 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     ``rules_url`` is the service's public ``/rules``: each card's source link points to its
     rule's page there (else to the guideline's URL). ``overridden`` holds (rule id, item key)
     pairs overridden for this patient within the override window (looked up by the caller): a
-    warning or critical card for one of them is not shown again. Info cards always are.
+    warning card for one of them is not shown again. Critical and info cards always are: a
+    critical finding (a red flag, a drug to avoid in anaesthesia) may be new since the override.
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
         return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [])
@@ -53,7 +54,7 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     shown, suppressed = [], []
     for group in outcome.cards:
         lead = group[0]
-        if lead.indicator != "info" and (lead.rule.id, item_key(lead, knowledge.terminology)) in overridden:
+        if lead.indicator == "warning" and (lead.rule.id, item_key(lead, knowledge.terminology)) in overridden:
             suppressed.append(lead.rule.id)
         else:
             shown.append(group)

@@ -42,6 +42,7 @@ class Suggestion:
     actions: tuple[Action, ...]
     when: Predicate | None = None
     recommended: bool = False
+    for_children: bool = False  # its products and doses fit patients under 18 too (cards.ADULT_AGE)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ class RuleCompiler:
             actions = tuple(self.action(a, where, f"{where_item}.actions[{j}]", on_drafts)
                             for j, a in enumerate(item["actions"]))
             when = self.condition(item["when"], where, f"{where_item}.when") if "when" in item else None
-            built.append(Suggestion(item["label"], actions, when, item.get("recommended", False)))
+            built.append(Suggestion(item["label"], actions, when, item.get("recommended", False),
+                                    item.get("for_children", False)))
         if spec["selection"] == "at-most-one" and sum(s.recommended for s in built) > 1:
             self.problems.add(where, f"{path} suggestions", "at-most-one allows one recommended suggestion")
         return spec["selection"], tuple(built)

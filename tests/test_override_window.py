@@ -42,6 +42,15 @@ def test_an_overridden_card_is_not_shown_again_to_the_same_patient_for_the_same_
     assert hooks.cards(_sign(MORPHINE)) == []
 
 
+def test_a_critical_card_is_shown_again_after_an_override(hooks, client):
+    # a critical finding may be new since the override (a red flag, a degranulating blocker)
+    succinylcholine = {"rxcui": "1594589", "text": "succinylcholine chloride 20 MG/ML Injectable Solution"}
+    (card,) = hooks.cards(_sign(succinylcholine))
+    assert card["indicator"] == "critical"
+    _override(client, card)
+    assert rule_ids(hooks.cards(_sign(succinylcholine))) == ["mcas.neuromuscular-blocker"]
+
+
 def test_another_patient_still_gets_the_card(hooks, client):
     _overridden_morphine_card(hooks, client)
     assert rule_ids(hooks.cards(_sign(MORPHINE, patient_id="another-patient"))) == [RULE]

@@ -10,7 +10,10 @@ case file, and proved able to fail on a deliberately unsafe rule.
 4. no NSAID card is about aspirin at an antiplatelet dose (325 mg or less, or no dose given);
 5. a parenteral product is created only to replace a parenteral draft or when the request holds
    a procedure, except the few created in patient-view that exist only for that route
-   (``PARENTERAL_BY_NATURE``); remifentanil (anaesthesia only) only with a procedure drafted.
+   (``PARENTERAL_BY_NATURE``); remifentanil (anaesthesia only) only with surgery or vertebral
+   augmentation drafted, never with an awake procedure such as a contrast study;
+6. a patient under 18 is offered no one-click medication but the weight-banded auto-injectors
+   (the product table holds adult strengths).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ import yaml
 
 from case_cards import CASES, Served, served
 from casebuilder import build_request
-from cds_service.facts import build_facts
+from cds_service.facts import ServiceRequestFact, build_facts
+from cds_service.terminology import RXNORM
 from helpers import NOW, ROOT, SERVICES
 
 REMIFENTANIL = "73032"  # RxNorm ingredient
+UNDER_ANAESTHESIA = ("spine-surgery", "spine-vertebral-augmentation")  # value sets of drafted procedures
+CHILD_PRODUCTS = ("epinephrine-auto-injectors",)  # value sets whose products a child may be given
 ASPIRIN = "1191"
 NSAID_RULES = {"ms-lbp.nsaid-risk", "mcas.nsaid-caution"}
 INJECTION_ONLY = {"mcas.neuromuscular-blocker"}  # atracurium and alike exist only as injections
@@ -41,6 +47,9 @@ def violations(item: Served, knowledge) -> list[str]:
     drafts = {f"{r['resourceType']}/{r['id']}": r for r in _drafts(request)}
     draft_meds = {m.ref: m for m in facts.draft_medications}
     has_procedure = any(r["resourceType"] == "ServiceRequest" for r in drafts.values())
+    under_anaesthesia = any(terminology.match_codes(draft.codings, vid) for draft in facts.all_drafts
+                            if isinstance(draft, ServiceRequestFact) for vid in UNDER_ANAESTHESIA)
+    child = facts.age_years is not None and facts.age_years < 18
     for card in item.cards:
         rule = card["source"]["topic"]["code"]
         if rule in NSAID_RULES:
@@ -83,8 +92,11 @@ def violations(item: Served, knowledge) -> list[str]:
                     if request["hook"] == "patient-view" and not any(
                             key in product.name.lower() or key in rule for key in PARENTERAL_BY_NATURE.values()):
                         found.append(f"{where}: a parenteral product created at chart open ({product.name})")
-                if REMIFENTANIL in ingredients and not has_procedure:
-                    found.append(f"{where}: remifentanil without a procedure in the request")
+                if REMIFENTANIL in ingredients and not under_anaesthesia:
+                    found.append(f"{where}: remifentanil without surgery under anaesthesia in the request")
+                if child and not any(terminology.match_medication(
+                        ((RXNORM, product.rxcui, product.name),), product.name, vid) for vid in CHILD_PRODUCTS):
+                    found.append(f"{where}: an adult-strength product offered to a patient aged {facts.age_years}")
     return found
 
 
@@ -146,4 +158,4 @@ def test_the_invariants_catch_a_deliberately_unsafe_rule(tmp_path, app_config):
     cards = client.post(f"/cds-services/{SERVICES[request['hook']]}", json=request).get_json()["cards"]
     found = violations(Served(case, request, cards), unsafe.extensions["cds"].knowledge)
     assert any("replaces a oral order with a parenteral product" in v for v in found), found
-    assert any("remifentanil without a procedure" in v for v in found), found
+    assert any("remifentanil without surgery under anaesthesia" in v for v in found), found

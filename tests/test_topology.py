@@ -105,14 +105,14 @@ def test_feedback_at_one_instance_is_attributed_to_the_rule_of_a_card_the_other_
 
 def test_a_card_overridden_through_one_instance_is_not_shown_again_by_the_other(topology: Topology):
     def call(base: str, patient: str) -> list[str]:
-        body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+        body = request_fixture("order-select/mcas-adult--morphine-injection.json")
         body["context"]["patientId"] = patient
         answer = requests.post(base + ORDER_SELECT, json=body, headers=topology.bearer(ORDER_SELECT), timeout=10)
         assert answer.status_code == 200, answer.text
         return [c["source"]["topic"]["code"] for c in answer.json()["cards"]]
 
     patient, other = f"topology-{uuid.uuid4()}", f"topology-{uuid.uuid4()}"
-    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    body = request_fixture("order-select/mcas-adult--morphine-injection.json")
     body["context"]["patientId"] = patient
     issued = requests.post(topology.a.base + ORDER_SELECT, json=body, headers=topology.bearer(ORDER_SELECT), timeout=10)
     (card,) = issued.json()["cards"]
@@ -121,7 +121,7 @@ def test_a_card_overridden_through_one_instance_is_not_shown_again_by_the_other(
     assert overridden.status_code == 200
     assert call(topology.b.base, patient) == []  # the other instance remembers the override
     assert call(topology.a.base, patient) == []
-    assert call(topology.b.base, other) == ["mcas.neuromuscular-blocker"]  # only for that patient
+    assert call(topology.b.base, other) == ["mcas.histamine-releasing-opioid"]  # only for that patient
 
 
 def test_killing_one_instance_loses_no_acknowledged_feedback_and_the_other_keeps_answering(topology: Topology):
