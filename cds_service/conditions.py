@@ -453,7 +453,8 @@ def _reason(arg: Any, ctx: CompileContext) -> Predicate:
 
 def _no_reason(arg: Any, ctx: CompileContext) -> Predicate:
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        return [Evidence("No reason given on the order")] if not getattr(item, "reason_codings", ()) else None
+        given = getattr(item, "reason_codings", ()) or getattr(item, "reason_text", "")
+        return None if given else [Evidence("No reason given on the order")]
 
     return Predicate(check, frozenset(), frozenset())
 

@@ -10,6 +10,7 @@ boundsPeriod, else quantity / daily units. Anything unreadable is None.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -34,6 +35,10 @@ ROUTE_WORDS = (
     ("inhal", "inhaled"), ("ophthalmic", "ophthalmic"), ("rectal", "rectal"), ("transdermal", "transdermal"),
     ("epidural", "neuraxial"), ("intrathecal", "neuraxial"),
 )
+# Forms named by short words that also occur inside other words ("Liqui-Gels" and "gelatin capsule"
+# are oral): matched as whole words, after ROUTE_WORDS.
+_FORM_WORDS = re.compile(r"\b(gel|patch)\b")
+_FORM_ROUTES = {"gel": "topical", "patch": "transdermal"}
 # SNOMED CT route codes of the FHIR R4 route value set (http://hl7.org/fhir/ValueSet/route-codes).
 SNOMED_ROUTES = {"26643006": "oral", "47625008": "parenteral", "78421000": "parenteral",
                  "34206005": "parenteral", "6064005": "topical", "46713006": "nasal", "18679011000001101": "inhaled",
@@ -85,7 +90,10 @@ def route_of_word(text: str) -> str | None:
 
 def _route_from_words(text: str) -> str | None:
     lowered = text.lower()
-    return next((value for word, value in ROUTE_WORDS if word in lowered), None)
+    found = next((value for word, value in ROUTE_WORDS if word in lowered), None)
+    if found is None and (form := _FORM_WORDS.search(lowered)):
+        return _FORM_ROUTES[form.group(1)]
+    return found
 
 
 def _days(value: Any, unit: Any) -> float | None:

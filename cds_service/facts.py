@@ -95,6 +95,7 @@ class ServiceRequestFact:
     reason_codings: tuple[Coding, ...]
     details: tuple[str, ...] = ()  # orderDetail texts: read by procedure_named with the code text
     category: tuple[Coding, ...] = ()
+    reason_text: str = ""  # a reason given in words only: still a reason (no_reason is false)
 
     @property
     def name(self) -> str:
@@ -344,6 +345,7 @@ def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
         text=concept_text(res.get("code")),
         status=string(res.get("status")),
         reason_codings=codings(res.get("reasonCode")),
+        reason_text=concept_text(res.get("reasonCode")),
         details=tuple(t for d in objects(res.get("orderDetail")) if (t := concept_text(d))),
         category=codings(res.get("category")),
     )
