@@ -237,10 +237,19 @@ def _active_medication(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset({"medications"}), frozenset({vid}), wants)
 
 
-def _medication_match(terminology: Terminology, med: MedicationFact, vid: str, routes: frozenset[str]) -> Match | None:
+def _medication_match(
+    facts: Facts, terminology: Terminology, med: MedicationFact, vid: str, routes: frozenset[str]
+) -> Match | None:
     if routes and med.route is not None and med.route not in routes:
         return None  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
-    return terminology.match_medication(med.codings, med.text, vid, med.brands)
+    return _medication_in(facts, terminology, med, vid)
+
+
+def _medication_in(facts: Facts, terminology: Terminology, med: MedicationFact, vid: str) -> Match | None:
+    """``match_medication``, once per call for each medication and value set: many rules ask it
+    of the same orders (by name, it is a regular expression search per ingredient)."""
+    key = ("medication", med.codings, med.text, med.brands, vid)
+    return _remember(facts, key, lambda: terminology.match_medication(med.codings, med.text, vid, med.brands))
 
 
 def _active_in(
@@ -250,7 +259,7 @@ def _active_in(
     for med in facts.active_medications:
         if at_least is not None and (med.start is None or (facts.today - med.start).days < at_least):
             continue
-        if (match := _medication_match(terminology, med, vid, routes)) is not None:
+        if (match := _medication_match(facts, terminology, med, vid, routes)) is not None:
             since = _date(med.start)
             if at_least is not None:
                 since += f" ({(facts.today - med.start).days} days)" if med.start else ""
@@ -261,7 +270,7 @@ def _active_in(
     for past in facts.recent_medications:
         if past.when is not None and not oldest <= past.when <= facts.today:
             continue
-        if (match := _medication_match(terminology, past.medication, vid, routes)) is not None:
+        if (match := _medication_match(facts, terminology, past.medication, vid, routes)) is not None:
             when = "current" if past.when is None else _date(past.when)
             text = f"Recent {past.source}: {past.medication.name} ({describe(match)}), {when}"
             return text, match.by_name
@@ -285,7 +294,7 @@ def _medication(arg: Any, ctx: CompileContext) -> Predicate:
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, MedicationFact):
             return None
-        match = ctx.terminology.match_medication(item.codings, item.text, vid, item.brands)
+        match = _medication_in(facts, ctx.terminology, item, vid)
         if match is None:
             return None
         return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label, match.by_name)]
@@ -460,8 +469,7 @@ def _no_reason(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _latest(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
-    vs = terminology.valuesets[vid]
-    candidates = [o for code, o in facts.latest_observations.items() if vs.contains(LOINC, code)]
+    candidates = [o for code, o in facts.latest_observations.items() if terminology.contains(vid, LOINC, code)]
     return max(candidates, key=lambda o: o.when or date.min, default=None)
 
 
@@ -517,8 +525,7 @@ def _observation_at_most(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _lowest_of_latest_day(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
-    vs = terminology.valuesets[vid]
-    days = [day for code, day in facts.latest_day_observations.items() if vs.contains(LOINC, code)]
+    days = [day for code, day in facts.latest_day_observations.items() if terminology.contains(vid, LOINC, code)]
     if not days:
         return None
     latest = max(day[0].when or date.min for day in days)
@@ -531,11 +538,10 @@ def _observation_recorded(arg: Any, ctx: CompileContext) -> Predicate:
     ``units``, in one of them (R15: "a weight in kg exists", "a tryptase exists")."""
     vid, label = _valueset(arg, ctx.terminology)
     units = frozenset(arg.get("units", [])) if isinstance(arg, dict) else frozenset()
-    vs = ctx.terminology.valuesets[vid]
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for code, seen in facts.recorded_units.items():
-            if vs.contains(LOINC, code) and (not units or seen & units):
+            if ctx.terminology.contains(vid, LOINC, code) and (not units or seen & units):
                 latest = facts.latest_observations.get(code)
                 name = latest.text if latest else code
                 return [Evidence(f"Result on record: {name}" + (f" in {', '.join(sorted(seen & units))}" if units else ""),

@@ -38,7 +38,9 @@ def string(value: Any) -> str:
 
 def objects(value: Any) -> list[dict[str, Any]]:
     """The JSON objects of a FHIR array, skipping anything that is not an object."""
-    return [item for item in as_list(value) if isinstance(item, dict)]
+    if isinstance(value, list):  # the common case first: this runs for every element of a chart
+        return [item for item in value if isinstance(item, dict)]
+    return [value] if isinstance(value, dict) else []
 
 
 def resources_in(value: Any) -> list[dict[str, Any]]:

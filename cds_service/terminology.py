@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+MEMBERSHIP_CACHE = 65536  # distinct (system, code) pairs remembered; a chart repeats a few hundred
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -136,6 +138,17 @@ class Terminology:
         self._known_rxnorm = frozenset(products) | frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == RXNORM
         )
+        # Every rule asks "is this code in set X?" of the same few hundred codes, call after
+        # call: each code's sets are computed once (a code alone is no patient data).
+        self.valuesets_of = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._valuesets_of)
+
+    def _valuesets_of(self, system: str, code: str) -> frozenset[str]:
+        """The ids of the value sets that contain the coding."""
+        return frozenset(vid for vid, vs in self.valuesets.items() if vs.contains(system, code))
+
+    def contains(self, valueset_id: str, system: str, code: str) -> bool:
+        """``ValueSetIndex.contains``, remembered per coding."""
+        return valueset_id in self.valuesets_of(system, code)
 
     def expand_rxnorm(self, code: str) -> tuple[str, ...]:
         """The code itself and, for a known product, its ingredients."""
@@ -143,9 +156,8 @@ class Terminology:
         return (code,) + tuple(i.rxcui for i in product.ingredients) if product else (code,)
 
     def match_codes(self, codings: Iterable[Coding], valueset_id: str) -> Match | None:
-        vs = self.valuesets[valueset_id]
         for system, code, display in codings:
-            if vs.contains(system, code):
+            if self.contains(valueset_id, system, code):
                 return Match(display or code, code, system)
         return None
 
@@ -176,14 +188,14 @@ class Terminology:
         for system, code, display in codings:
             if system == RXNORM:
                 for candidate in self.expand_rxnorm(code):
-                    if vs.contains(RXNORM, candidate):
+                    if self.contains(valueset_id, RXNORM, candidate):
                         return Match(display or text or code, code, system)
-            elif vs.contains(system, code):
+            elif self.contains(valueset_id, system, code):
                 return Match(display or text or code, code, system)
         if self.knows_rxnorm(codings):
             return None
         for brand in brands:
-            if vs.contains(RXNORM, brand.ingredient_rxcui):
+            if self.contains(valueset_id, RXNORM, brand.ingredient_rxcui):
                 return Match(brand.name, None, None, by_name=True)
         words = " ".join([text] + [display for _, _, display in codings])
         for name, pattern in vs.names:
