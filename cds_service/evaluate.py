@@ -36,7 +36,8 @@ from .prefetch import FetchPolicy, gather
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
-               "AllergyIntolerance": "allergies", "Observation": "observations"}
+               "AllergyIntolerance": "allergies", "Observation": "observations",
+               "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
 OFFLINE = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
 
 

@@ -164,6 +164,13 @@ def build_facts(
     def medication(res: dict[str, Any], kind: str) -> MedicationFact:
         return _medication(res, terminology, kind, library)
 
+    # Each draft order is read once: the focus (the selection, or every draft at signing) and the
+    # conditions that look at the other drafts of the request share the same facts.
+    draft_facts: dict[int, MedicationFact | ServiceRequestFact] = {
+        id(r): medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS) else _service_request(r)
+        for r in drafts if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)
+    }
+    focused = [draft_facts[id(r)] for r in focus if id(r) in draft_facts]
     observations = _observations(resources_in(data.get("observations")), terminology.loinc_codes)
     conditions = [c for r in resources_in(data.get("conditions")) if (c := _condition(r))]
     return Facts(
@@ -183,17 +190,13 @@ def build_facts(
             medications + resources_in(data.get("medicationStatements")) + resources_in(data.get("medicationDispenses")),
             medication,
         ),
-        draft_medications=tuple(medication(r, "draft") for r in focus if _among(r.get("resourceType"), MEDICATION_ORDERS)),
-        draft_service_requests=tuple(
-            _service_request(r) for r in focus if _among(r.get("resourceType"), SERVICE_ORDERS)
-        ),
+        draft_medications=tuple(f for f in focused if isinstance(f, MedicationFact)),
+        draft_service_requests=tuple(f for f in focused if isinstance(f, ServiceRequestFact)),
         latest_observations={code: day[0] for code, day in observations.latest_day.items()},
         latest_day_observations=observations.latest_day,
         recorded_units=observations.recorded_units,
         available=frozenset(data),
-        all_drafts=tuple(medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS)
-                         else _service_request(r) for r in drafts
-                         if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)),
+        all_drafts=tuple(draft_facts.values()),
     )
 
 

@@ -95,3 +95,23 @@ def test_as_a_subprocess_the_exit_status_says_whether_a_card_was_issued():
     assert (card.returncode, silent.returncode) == (1, 0), card.stderr + silent.stderr
     assert json.loads(card.stdout)["fired"][0]["rule"] == "mcas.neuromuscular-blocker"
     assert json.loads(silent.stdout)["cards"] == []
+
+
+def test_a_bundle_carries_statements_into_the_offline_call_as_the_live_service_reads_them(app):
+    """An auto-injector the patient reports (MedicationStatement) counts as present in the live
+    service; the offline evaluation of a Bundle (and so the preview console) must agree."""
+    from cds_service.evaluate import evaluate_request, request_from_bundle
+    from helpers import NOW, rule_ids
+
+    knowledge = app.extensions["cds"].knowledge
+    bundle = json.loads((FIXTURES / "patients/mcas-adult.json").read_text())
+    before = rule_ids(evaluate_request(knowledge, request_from_bundle(bundle, "patient-view", []), NOW, "").cards)
+    assert "mcas.epinephrine-autoinjector" in before
+    statement = {"resourceType": "MedicationStatement", "id": "carried", "status": "active",
+                 "subject": {"reference": "Patient/mcas-adult"},
+                 "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                           "code": "727347"}],
+                                               "text": "NDA019430 0.3 ML epinephrine 1 MG/ML Auto-Injector [Epipen]"}}
+    bundle["entry"].append({"fullUrl": "http://127.0.0.1:8081/MedicationStatement/carried", "resource": statement})
+    after = rule_ids(evaluate_request(knowledge, request_from_bundle(bundle, "patient-view", []), NOW, "").cards)
+    assert "mcas.epinephrine-autoinjector" not in after
