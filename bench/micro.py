@@ -106,7 +106,7 @@ def main() -> None:
                 "decide": decided,
                 "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance, decided().issued),
                 "response json": None,
-                "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw,
+                "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw, buffered=True,
                                                   content_type="application/json"),
             }
             timed: dict[str, Any] = {}

@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +32,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, discovery, front, logs, metrics
 from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
-from .decision import decide
-from .hooks import parse_feedback, parse_hook_request
+from .decision import Decision, decide
+from .hooks import HookRequest, parse_feedback, parse_hook_request
 from .knowledge import Knowledge, Service
 from .prefetch import FetchPolicy, gather
 from .pseudonym import patient_key
@@ -115,19 +116,34 @@ def call_service(service_id: str) -> Any:
     decision = decide(service, hook_request, data, rt.knowledge, now, rules_url=_rules_url(),
                       overridden=_recent_overrides(rt, patient, now))
     t2 = time.perf_counter()
-    # best effort: never fails the call
-    rt.storage.record_cards(service.id, hook_request.hook_instance, decision.issued, patient_key=patient)
-    t3 = time.perf_counter()
-    metrics.call_stages(service.id, prefetch=t1 - t0, evaluate=t2 - t1, store=t3 - t2)
     metrics.cards_returned(decision.cards)
-    log.info("service call", extra={
+    response = jsonify({"cards": decision.cards})
+    # What was issued is remembered once the answer is sent (the server closes the response):
+    # the write costs the caller no time, and it is best effort, so it can never fail the call.
+    # The parsed request goes with it, so that freeing a long chart's objects is not waited for either.
+    fields = {
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
-        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2), "evaluate_ms": round((t2 - t1) * 1000, 2),
-        "store_ms": round((t3 - t2) * 1000, 2),
-    })
-    return jsonify({"cards": decision.cards})
+        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2),
+        "evaluate_ms": round((t2 - t1) * 1000, 2),
+    }
+    response.call_on_close(partial(_after_answer, rt, service.id, hook_request, data, decision, patient, fields,
+                                   (t1 - t0, t2 - t1)))
+    return response
+
+
+def _after_answer(rt: Runtime, service_id: str, hook_request: HookRequest, data: dict[str, Any], decision: Decision,
+                  patient: str | None, fields: dict[str, Any], stages: tuple[float, float]) -> None:
+    """Once the answer is sent: store the issued cards, then log and time the call (store included)."""
+    t0 = time.perf_counter()
+    try:
+        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient)
+    except Exception as exc:  # never raised by storage faults (logged there); a bug must not go unseen
+        log.error("recording the cards failed", extra={"request_id": fields["request_id"], "error": type(exc).__name__})
+    store = time.perf_counter() - t0
+    metrics.call_stages(service_id, prefetch=stages[0], evaluate=stages[1], store=store)
+    log.info("service call", extra={**fields, "store_ms": round(store * 1000, 2)})
 
 
 def _patient_key(window: OverrideWindow | None, context: dict[str, Any]) -> str | None:

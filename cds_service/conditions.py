@@ -242,14 +242,7 @@ def _medication_match(
 ) -> Match | None:
     if routes and med.route is not None and med.route not in routes:
         return None  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
-    return _medication_in(facts, terminology, med, vid)
-
-
-def _medication_in(facts: Facts, terminology: Terminology, med: MedicationFact, vid: str) -> Match | None:
-    """``match_medication``, once per call for each medication and value set: many rules ask it
-    of the same orders (by name, it is a regular expression search per ingredient)."""
-    key = ("medication", med.codings, med.text, med.brands, vid)
-    return _remember(facts, key, lambda: terminology.match_medication(med.codings, med.text, vid, med.brands))
+    return med.sets.get(vid)  # matched once, when its facts were built
 
 
 def _active_in(
@@ -294,7 +287,7 @@ def _medication(arg: Any, ctx: CompileContext) -> Predicate:
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, MedicationFact):
             return None
-        match = _medication_in(facts, ctx.terminology, item, vid)
+        match = item.sets.get(vid)
         if match is None:
             return None
         return [Evidence(f"{_order_word(item)}: {item.name} ({describe(match)})", label, match.by_name)]
@@ -578,7 +571,7 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "procedure_named": _procedure_named,
     "procedure_category": _procedure_category,
     "route": _route,
-    "draft_medication": _drafted_together(MedicationFact, lambda t, d, vid: t.match_medication(d.codings, d.text, vid)),
+    "draft_medication": _drafted_together(MedicationFact, lambda t, d, vid: d.sets.get(vid)),
     "draft_procedure": _drafted_together(ServiceRequestFact, lambda t, d, vid: t.match_codes(d.codings, vid)),
     "course_days_over": _course_days_over,
     "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),

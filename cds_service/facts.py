@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import dosing
-from .fhir import codings, concept_text, first_code, number, obj, objects, string, parse_date, reference_to, resources_in
-from .terminology import LOINC, Brand, Coding, Terminology
+from .fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
+from .terminology import LOINC, Brand, Coding, Match, Terminology
 
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -61,6 +61,9 @@ class MedicationFact:
     daily_dose_mg: float | None
     reason_codings: tuple[Coding, ...]
     brands: tuple[Brand, ...] = ()  # brand names in its text, read only when it has no RxNorm code we know
+    # The value sets it is in, and why (``Terminology.medication_sets``): every rule asks of the
+    # same orders, so each is matched once per call, not once per rule.
+    sets: Mapping[str, Match] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -298,6 +301,7 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
     dose = dosing.read(res, product)
     brands = () if terminology.knows_rxnorm(coded) else terminology.brands.find(
         " ".join([text] + [display for _, _, display in coded]))
+    sets = terminology.medication_sets(coded, text, brands)
     return MedicationFact(
         ref=reference_to(res),
         kind=kind,
@@ -311,6 +315,7 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
         daily_dose_mg=dose.daily_dose_mg,
         reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
         brands=brands,
+        sets=sets,
     )
 
 
@@ -369,7 +374,7 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _O
     for res in resources:
         if res.get("resourceType") != "Observation" or _among(res.get("status"), DEAD_OBSERVATION):
             continue
-        if not _mentions(res.get("code"), wanted):
+        if not has_code(res.get("code"), wanted):
             continue  # the common case, kept cheap: most observations are codes no rule reads
         coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in (LOINC, "")]
         final = _among(res.get("status"), RESULT_STATUS)
@@ -382,16 +387,6 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _O
             elif (obs.when or date.min) == (day[0].when or date.min):
                 day.append(obs)
     return _Observations({c: tuple(d) for c, d in latest.items()}, {c: frozenset(u) for c, u in units.items()})
-
-
-def _mentions(concept: Any, wanted: frozenset[str]) -> bool:
-    """Whether a CodeableConcept carries any of the wanted codes (a quick look, no copies)."""
-    for cc in objects(concept):
-        for coding in objects(cc.get("coding")):
-            code = coding.get("code")
-            if isinstance(code, str) and code in wanted:
-                return True
-    return False
 
 
 def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFact]:

@@ -67,21 +67,42 @@ def next_link(bundle: Any) -> str | None:
     return None
 
 
+def _each(value: Any) -> Any:
+    """What to loop over for a FHIR array or a single element put in its place (not copied:
+    this runs for every element of a chart); the caller skips what is not an object."""
+    return value if isinstance(value, list) else (value,)
+
+
 def codings(concept: Any) -> tuple[tuple[str, str, str], ...]:
     """(system, code, display) of every coding that has a code, across one or more CodeableConcepts."""
     found = []
-    for cc in objects(concept):
-        for coding in objects(cc.get("coding")):
+    for cc in _each(concept):
+        if not isinstance(cc, dict):
+            continue
+        for coding in _each(cc.get("coding")):
+            if not isinstance(coding, dict):
+                continue
             code = coding.get("code")
             if isinstance(code, str) and code.strip():
                 found.append((string(coding.get("system")), code.strip(), string(coding.get("display"))))
     return tuple(found)
 
 
+def has_code(concept: Any, wanted: frozenset[str]) -> bool:
+    """Whether a CodeableConcept (or several) carries any of the wanted codes, as they are
+    written: a quick look that copies nothing, for every observation of a long chart."""
+    for cc in _each(concept):
+        if isinstance(cc, dict):
+            for coding in _each(cc.get("coding")):
+                if isinstance(coding, dict) and isinstance(code := coding.get("code"), str) and code in wanted:
+                    return True
+    return False
+
+
 def concept_text(concept: Any) -> str:
     """The human text of one or more CodeableConcepts: ``text``, else the first display."""
-    for cc in objects(concept):
-        if isinstance(cc.get("text"), str) and cc["text"].strip():
+    for cc in _each(concept):
+        if isinstance(cc, dict) and isinstance(cc.get("text"), str) and cc["text"].strip():
             return cc["text"].strip()
     for _, _, display in codings(concept):
         if display:

@@ -66,15 +66,54 @@ class Brand:
     ingredient_rxcui: str
 
 
+_LETTERS = re.compile(r"[a-z]+")
+
+
+def ascii_words(text: str) -> frozenset[str] | None:
+    """The runs of letters of an ASCII text, lower-cased: a whole-word name can only be in the
+    text if its first run of letters is (``name_pattern``'s boundaries are runs of letters).
+    None for a non-ASCII text, where case folding may change lengths: then search every name."""
+    return frozenset(_LETTERS.findall(text.lower())) if text.isascii() else None
+
+
+def _first_word(name: str) -> str | None:
+    """A name's first run of letters, the key a text must hold; None when it has none we can key."""
+    found = _LETTERS.search(name.lower()) if name.isascii() else None
+    return found.group(0) if found else None
+
+
+class NameIndex:
+    """Whole-word, case-insensitive names (``name_pattern``), looked for in a text all at once.
+
+    Only the names whose first word the text holds are searched: an order's text has a handful of
+    words, the index hundreds of names, so most texts need no regular expression at all."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._by_word: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+        for name in dict.fromkeys(names):
+            self._by_word.setdefault(_first_word(name), []).append((name, name_pattern(name)))
+
+    def find(self, text: str) -> frozenset[str]:
+        """The names in the text (each whole word, any case)."""
+        if not text:
+            return frozenset()
+        words = ascii_words(text)
+        keys = self._by_word if words is None else [None, *words]
+        return frozenset(name for key in keys for name, pattern in self._by_word.get(key, ()) if pattern.search(text))
+
+
 class BrandIndex:
     """Every brand name in one whole-word, case-insensitive pattern: one search per order text,
-    longest names first so that "Solu-Medrol" is found as itself, not as "Medrol"."""
+    longest names first so that "Solu-Medrol" is found as itself, not as "Medrol". A text
+    holding none of the brands' first words is not searched."""
 
     def __init__(self, brands: Iterable[Brand]) -> None:
         self._by_name = {b.name.lower(): b for b in brands}
         names = sorted(self._by_name, key=len, reverse=True)
         alternation = "|".join(re.escape(n) for n in names)
         self._pattern = re.compile(rf"(?<![A-Za-z])(?:{alternation})(?![A-Za-z])", re.IGNORECASE) if names else None
+        first = {_first_word(n) for n in names}
+        self._first_words = None if None in first else frozenset(w for w in first if w)
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -82,6 +121,9 @@ class BrandIndex:
     def find(self, text: str) -> tuple[Brand, ...]:
         """The brands named in a text, in order of appearance, each once."""
         if self._pattern is None or not text:
+            return ()
+        words = ascii_words(text)
+        if words is not None and self._first_words is not None and words.isdisjoint(self._first_words):
             return ()
         found = dict.fromkeys(self._by_name[m.group(0).lower()] for m in self._pattern.finditer(text))
         return tuple(found)
@@ -141,6 +183,12 @@ class Terminology:
         # Every rule asks "is this code in set X?" of the same few hundred codes, call after
         # call: each code's sets are computed once (a code alone is no patient data).
         self.valuesets_of = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._valuesets_of)
+        # Ingredient names (for orders without a code we know): each name once, with its sets.
+        self._sets_by_name: dict[str, list[str]] = {}
+        for vid, vs in valuesets.items():
+            for name, _ in vs.names:
+                self._sets_by_name.setdefault(name, []).append(vid)
+        self._names = NameIndex(self._sets_by_name)
 
     def _valuesets_of(self, system: str, code: str) -> frozenset[str]:
         """The ids of the value sets that contain the coding."""
@@ -178,30 +226,35 @@ class Terminology:
     def match_medication(
         self, codings: tuple[Coding, ...], text: str, valueset_id: str, brands: tuple[Brand, ...] = ()
     ) -> Match | None:
-        """Match an order's medication by RxNorm code (product or ingredient), else by brand
-        name (``brands``: those found in its text, see ``BrandIndex.find``), else by ingredient name.
+        """Whether an order's medication is in one value set (``medication_sets``)."""
+        return self.medication_sets(codings, text, brands).get(valueset_id)
 
-        Names are tried only when no coding is one we know: a known code that
-        is not in the set is a clear "no", not a reason to guess from text.
+    def medication_sets(
+        self, codings: tuple[Coding, ...], text: str, brands: tuple[Brand, ...] = ()
+    ) -> dict[str, Match]:
+        """Every value set an order's medication is in, with why, in one pass: by RxNorm code
+        (product or ingredient) or other coding, the first coding that matches; else by brand name
+        (``brands``: those found in its text, see ``BrandIndex.find``); else by ingredient name,
+        the first in alphabetical order.
+
+        Names are tried only when no coding is one we know: a known code that is not in a set is
+        a clear "no", not a reason to guess from text.
         """
-        vs = self.valuesets[valueset_id]
+        found: dict[str, Match] = {}
         for system, code, display in codings:
-            if system == RXNORM:
-                for candidate in self.expand_rxnorm(code):
-                    if self.contains(valueset_id, RXNORM, candidate):
-                        return Match(display or text or code, code, system)
-            elif self.contains(valueset_id, system, code):
-                return Match(display or text or code, code, system)
+            for candidate in self.expand_rxnorm(code) if system == RXNORM else (code,):
+                for vid in self.valuesets_of(system, candidate):
+                    found.setdefault(vid, Match(display or text or code, code, system))
         if self.knows_rxnorm(codings):
-            return None
+            return found
         for brand in brands:
-            if self.contains(valueset_id, RXNORM, brand.ingredient_rxcui):
-                return Match(brand.name, None, None, by_name=True)
+            for vid in self.valuesets_of(RXNORM, brand.ingredient_rxcui):
+                found.setdefault(vid, Match(brand.name, None, None, by_name=True))
         words = " ".join([text] + [display for _, _, display in codings])
-        for name, pattern in vs.names:
-            if pattern.search(words):
-                return Match(name, None, None, by_name=True)
-        return None
+        for name in sorted(self._names.find(words)):
+            for vid in self._sets_by_name[name]:
+                found.setdefault(vid, Match(name, None, None, by_name=True))
+        return found
 
 
 def compile_valuesets(

@@ -12,6 +12,9 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import settings
 
+from flask import Flask
+from flask.testing import FlaskClient
+
 from cds_service import create_app
 from helpers import NOW, POSTGRES_URL, SERVICES
 
@@ -20,6 +23,19 @@ from helpers import NOW, POSTGRES_URL, SERVICES
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+class ClosingClient(FlaskClient):
+    """A test client that closes each response as a server does once the answer is sent, so what
+    a view leaves for after the answer (storing the issued cards, pruning) has run when the call
+    returns. Werkzeug's client closes only buffered responses."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+Flask.test_client_class = ClosingClient  # every app of the test session, however it was made
 
 
 

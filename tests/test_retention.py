@@ -130,7 +130,7 @@ def test_workers_prune_by_themselves_after_answering(app_config):
     store = _old_rows(app_config["DATABASE_URL"])
     app = create_app({**app_config, "PRUNE_INTERVAL_SECONDS": 300})
     try:
-        response = app.test_client().get("/healthz")
+        response = app.test_client().get("/healthz", buffered=False)  # not closed yet
         assert store.row_counts()["issued_card"] == 5  # nothing happens before the answer is sent
         response.close()  # what the WSGI server does once the answer is sent
         assert store.row_counts()["issued_card"] == 2
