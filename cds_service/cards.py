@@ -253,21 +253,27 @@ def _action(action: Action, finding: Finding, facts: Facts, terminology: Termino
             return None  # an active order is not removed from a card; the rest still applies
         return {"type": "delete", "description": f"Remove the draft order for {_item_name(finding) or ref}",
                 "resourceId": ref}
+    resource = suggested_resource(action, facts.patient_id, terminology)
     if action.kind == "create_medication":
-        resource = _medication_request(action.args, facts, terminology)
         name = resource["medicationCodeableConcept"]["text"]
         return {"type": "create", "description": f"Add a draft order for {name}", "resource": resource}
-    resource = _service_request(action.args, facts, terminology)
     return {"type": "create", "description": f"Add a draft order: {resource['code']['text']}", "resource": resource}
 
 
-def _medication_request(args: dict[str, Any], facts: Facts, terminology: Terminology) -> dict[str, Any]:
+def suggested_resource(action: Action, patient_id: str, terminology: Terminology) -> dict[str, Any]:
+    """The draft resource a create action suggests for the patient, validated as FHIR R4."""
+    if action.kind == "create_medication":
+        return _medication_request(action.args, patient_id, terminology)
+    return _service_request(action.args, patient_id, terminology)
+
+
+def _medication_request(args: dict[str, Any], patient_id: str, terminology: Terminology) -> dict[str, Any]:
     product = terminology.products[args["rxcui"]]
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "order",
-        "subject": {"reference": f"Patient/{facts.patient_id}"},
+        "subject": {"reference": f"Patient/{patient_id}"},
         "medicationCodeableConcept": {
             "text": product.name,
             "coding": [{"system": RXNORM, "code": product.rxcui, "display": product.name}],
@@ -282,7 +288,8 @@ def _medication_request(args: dict[str, Any], facts: Facts, terminology: Termino
 
 # Shapes of created resources that passed FHIR R4 validation. A suggestion's resource differs
 # between calls only in its subject (a FHIR id the request schema has already checked), so each
-# shape is validated once per process; the set is bounded by the actions in the knowledge.
+# shape is validated once; the set is bounded by the actions in the knowledge, and the warm-up
+# validates them all before the server forks (``warm.warm``).
 _VALID_SHAPES: set[bytes] = set()
 
 
@@ -294,7 +301,7 @@ def _validated(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def _service_request(args: dict[str, Any], facts: Facts, terminology: Terminology) -> dict[str, Any]:
+def _service_request(args: dict[str, Any], patient_id: str, terminology: Terminology) -> dict[str, Any]:
     vs = terminology.valuesets[args["valueset"]]
     system, code = next((s, c) for (s, c) in vs.exact if c == args["code"])
     display = vs.exact[(system, code)]
@@ -302,7 +309,7 @@ def _service_request(args: dict[str, Any], facts: Facts, terminology: Terminolog
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "order",
-        "subject": {"reference": f"Patient/{facts.patient_id}"},
+        "subject": {"reference": f"Patient/{patient_id}"},
         "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
     }
     if args.get("priority"):

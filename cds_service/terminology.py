@@ -163,6 +163,46 @@ class Match:
     by_name: bool = False
 
 
+class _Membership:
+    """Which value sets hold a coding, from flat look-ups: exact codes and exclusions by (system,
+    code), is-a prefixes by system and length; a code costs a few dictionary reads, whatever the
+    number of value sets."""
+
+    def __init__(self, valuesets: Iterable[ValueSetIndex]) -> None:
+        self._exact: dict[tuple[str, str], set[str]] = {}
+        self._excluded: dict[tuple[str, str], set[str]] = {}
+        self._prefixes: dict[str, dict[str, set[str]]] = {}
+        for vs in valuesets:
+            for key in vs.exact:
+                self._exact.setdefault(key, set()).add(vs.id)
+            for key in vs.excluded:
+                self._excluded.setdefault(key, set()).add(vs.id)
+            for system, prefixes in vs.is_a.items():
+                for prefix in prefixes:
+                    self._prefixes.setdefault(system, {}).setdefault(prefix, set()).add(vs.id)
+        self._lengths = {system: sorted({len(p) for p in prefixes}) for system, prefixes in self._prefixes.items()}
+
+    def of(self, system: str, code: str) -> frozenset[str]:
+        """The ids of the value sets that contain the coding (``ValueSetIndex.contains``, all at once)."""
+        code = _normalize(system, code)
+        found = set(self._exact.get((system, code), ()))
+        prefixes = self._prefixes.get(system)
+        if prefixes:
+            for length in self._lengths[system]:
+                if length > len(code):
+                    break
+                found |= prefixes.get(code[:length], set())
+        return frozenset(found - self._excluded.get((system, code), set()))
+
+    def known(self, system: str, code: str) -> bool:
+        """Whether some value set names the coding, exactly or by a prefix (exclusions aside)."""
+        code = _normalize(system, code)
+        if (system, code) in self._exact:
+            return True
+        prefixes = self._prefixes.get(system, {})
+        return any(code[:length] in prefixes for length in self._lengths.get(system, ()) if length <= len(code))
+
+
 class Terminology:
     """All value sets and the product table, compiled once at start-up."""
 
@@ -175,24 +215,19 @@ class Terminology:
         self.loinc_codes = frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == LOINC
         )
-        self._known_codes = frozenset(code for vs in valuesets.values() for code in vs.exact)
-        self._known_prefixes = tuple((s, p) for vs in valuesets.values() for s, ps in vs.is_a.items() for p in ps)
         self._known_rxnorm = frozenset(products) | frozenset(
             code for vs in valuesets.values() for (system, code) in vs.exact if system == RXNORM
         )
+        self._membership = _Membership(valuesets.values())
         # Every rule asks "is this code in set X?" of the same few hundred codes, call after
-        # call: each code's sets are computed once (a code alone is no patient data).
-        self.valuesets_of = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._valuesets_of)
+        # call: each code's sets are remembered (a code alone is no patient data).
+        self.valuesets_of = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._membership.of)
         # Ingredient names (for orders without a code we know): each name once, with its sets.
         self._sets_by_name: dict[str, list[str]] = {}
         for vid, vs in valuesets.items():
             for name, _ in vs.names:
                 self._sets_by_name.setdefault(name, []).append(vid)
         self._names = NameIndex(self._sets_by_name)
-
-    def _valuesets_of(self, system: str, code: str) -> frozenset[str]:
-        """The ids of the value sets that contain the coding."""
-        return frozenset(vid for vid, vs in self.valuesets.items() if vs.contains(system, code))
 
     def contains(self, valueset_id: str, system: str, code: str) -> bool:
         """``ValueSetIndex.contains``, remembered per coding."""
@@ -211,13 +246,7 @@ class Terminology:
 
     def knows_code(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is in some value set of the knowledge: then it, not the order's text, decides."""
-        for system, code, _ in codings:
-            code = _normalize(system, code)
-            if (system, code) in self._known_codes:
-                return True
-            if any(system == s and code.startswith(p) for s, p in self._known_prefixes):
-                return True
-        return False
+        return any(self._membership.known(system, code) for system, code, _ in codings)
 
     def knows_rxnorm(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is an RxNorm code of the product table or of a value set."""

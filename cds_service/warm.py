@@ -5,7 +5,9 @@ lazily on first use (schema validators, regular expressions, code paths of
 facts, engine and cards, orjson, Flask's request machinery). The master runs
 each service once on a synthetic chart before it forks, so every worker
 inherits those pages already touched and no caller gets a cold first call.
-Nothing is fetched, recorded or logged: the decision is built and dropped.
+Every resource a card can suggest is also built and validated as FHIR R4. Nothing is fetched,
+recorded or logged: the decision is built and dropped. ``cds-service serve``
+runs it again in each worker before it takes a call (copy-on-write pages).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import orjson
 from flask import Flask
 
 from .decision import decide
-from .fhir import validate_resource
+from .cards import suggested_resource
 from .hooks import parse_hook_request
 from .prefetch import FetchPolicy, gather
 
@@ -30,17 +32,6 @@ _DRAFT = {
     "medicationCodeableConcept": {"text": "acetaminophen 500 MG Oral Tablet"},
 }
 
-# The resource kinds cards suggest, with every member cards.py may set.
-_CODED = {"coding": [{"system": "http://example.org/warm-up", "code": "x", "display": "x"}], "text": "x"}
-_SUGGESTED = (
-    {"resourceType": "MedicationRequest", "status": "draft", "intent": "order",
-     "subject": {"reference": f"Patient/{_PATIENT}"}, "medicationCodeableConcept": _CODED,
-     "dispenseRequest": {"quantity": {"value": 1}}, "note": [{"text": "x"}]},
-    {"resourceType": "ServiceRequest", "status": "draft", "intent": "order", "priority": "routine",
-     "subject": {"reference": f"Patient/{_PATIENT}"}, "code": _CODED, "note": [{"text": "x"}]},
-)
-
-
 def warm(app: Flask) -> None:
     """Run each service once, in-process, on a synthetic chart with no condition."""
     runtime = app.extensions["cds"]
@@ -51,8 +42,13 @@ def warm(app: Flask) -> None:
         data = gather(request, templates, (), _NO_FETCH)
         decision = decide(service, request, data, runtime.knowledge, runtime.clock(), rules_url="http://localhost/rules")
         orjson.dumps({"cards": decision.cards})
-    for resource in _SUGGESTED:  # the FHIR models of card suggestions load their field types lazily
-        validate_resource(resource)
+    # Every resource a card can suggest, validated as FHIR R4 now (the models load lazily, and
+    # each shape is validated once): no call pays for it, and a broken action shows at start-up.
+    knowledge = runtime.knowledge
+    for module in knowledge.modules.values():
+        for rule in module.rules:
+            for action in (a for s in rule.suggestions for a in s.actions if a.kind != "delete_item"):
+                suggested_resource(action, _PATIENT, knowledge.terminology)
     with app.test_client() as client:  # Flask's routing and response path, on a route without auth
         client.get("/healthz")
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cds_service.facts import build_facts
+from cds_service.terminology import ICD10CM, normalize_icd10
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
 
@@ -163,3 +164,38 @@ def test_recent_days_counts_dispenses_prescriptions_and_statements_in_the_window
     present = compile_condition({"active_medication": {"valueset": "epinephrine-auto-injectors", "recent_days": 365}},
                                 CompileContext(terminology, {}))
     assert (present(facts, None) is not None) is counts
+
+
+def _probe_codes(terminology):
+    """Every code of the knowledge, each also cut short and lengthened (is-a prefixes, children),
+    in every system the knowledge uses, and a few codes in no set."""
+    systems = {s for vs in terminology.valuesets.values() for s, _ in vs.codes()}
+    codes = {c for vs in terminology.valuesets.values() for _, c in vs.codes()} | {"", "X", "99999999"}
+    grown = {v for c in codes for v in (c[:-1], c + "1", c + ".9", c.replace(".", ""))}
+    return [(s, c) for s in systems for c in sorted(codes | grown)]
+
+
+def test_value_set_look_ups_answer_as_each_value_set_defines(terminology):
+    """The flat look-up index the engine reads gives, for every coding, exactly the sets whose
+    definition (codes, is-a prefixes, exclusions) holds it."""
+    for system, code in _probe_codes(terminology):
+        expected = {vid for vid, vs in terminology.valuesets.items() if vs.contains(system, code)}
+        assert terminology.valuesets_of(system, code) == expected, (system, code)
+        norm = normalize_icd10(code) if system == ICD10CM else code.strip()
+        named = any((system, norm) in vs.exact or any(norm.startswith(p) for p in vs.is_a.get(system, ()))
+                    for vs in terminology.valuesets.values())
+        assert terminology.knows_code([(system, code, "")]) == named, (system, code)
+
+
+def test_an_uncoded_order_is_matched_by_every_ingredient_name_it_holds(terminology):
+    """Name matching done once per order finds, for every value set, the name a search of each of
+    the set's names in turn finds (whole words, any case), and no other."""
+    names = sorted({n for vs in terminology.valuesets.values() for n, _ in vs.names})
+    texts = [f"{n.upper()} 10 MG tab" for n in names] + [f"{n}x tablet" for n in names[:40]] + [
+        "Morphine / hydromorphone", "co-codamol", "pre-ibuprofen gel", "IBUPROFEN-famotidine", "nothing here",
+        "Ibuprofène 400", "İbuprofen"]
+    for text in texts:
+        sets = terminology.medication_sets((), text)
+        for vid, vs in terminology.valuesets.items():
+            first = next((n for n, pattern in vs.names if pattern.search(text)), None)
+            assert (sets[vid].display if vid in sets else None) == first, (text, vid)
