@@ -170,6 +170,7 @@ def validate_resource(resource: dict[str, Any]) -> None:
 _PRE_R4_TYPES = {"MedicationOrder": "MedicationRequest", "ProcedureRequest": "ServiceRequest",
                  "DiagnosticOrder": "ServiceRequest", "ReferralRequest": "ServiceRequest",
                  "DeviceUseRequest": "DeviceRequest"}
+_PRE_R4_SIGNALLING = frozenset(_PRE_R4_TYPES) | {"Condition", "AllergyIntolerance"}
 
 
 def pre_r4_sign(context: dict[str, Any], data: dict[str, Any]) -> str | None:
@@ -181,16 +182,15 @@ def pre_r4_sign(context: dict[str, Any], data: dict[str, Any]) -> str | None:
     call that shows these signs is answered with one card that says so rather
     than with cards, or silence, computed from half the record.
     """
-    found = resources_in(context.get("draftOrders")) + [r for v in data.values() for r in resources_in(v)]
-    for res in found:
-        kind = res.get("resourceType")
-        if not isinstance(kind, str):
-            continue
-        if kind in _PRE_R4_TYPES:
-            return f"{kind} resources (R4 has {_PRE_R4_TYPES[kind]})"
-        if kind in ("Condition", "AllergyIntolerance") and any(
-                isinstance(res.get(f), str) for f in ("clinicalStatus", "verificationStatus")):
-            return f"{kind} statuses as plain codes (R4 has CodeableConcepts)"
-        if kind == "AllergyIntolerance" and ("substance" in res or "status" in res):
-            return "AllergyIntolerance.substance or .status (R4 has code and clinicalStatus)"
+    for value in (context.get("draftOrders"), *data.values()):
+        for res in resources_in(value):
+            kind = res.get("resourceType")
+            if not isinstance(kind, str) or kind not in _PRE_R4_SIGNALLING:
+                continue  # most of a chart: observations, and R4 resources of other types
+            if kind in _PRE_R4_TYPES:
+                return f"{kind} resources (R4 has {_PRE_R4_TYPES[kind]})"
+            if any(isinstance(res.get(f), str) for f in ("clinicalStatus", "verificationStatus")):
+                return f"{kind} statuses as plain codes (R4 has CodeableConcepts)"
+            if kind == "AllergyIntolerance" and ("substance" in res or "status" in res):
+                return "AllergyIntolerance.substance or .status (R4 has code and clinicalStatus)"
     return None
