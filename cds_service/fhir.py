@@ -52,9 +52,19 @@ def resources_in(value: Any) -> list[dict[str, Any]]:
     return [value] if isinstance(value.get("resourceType"), str) else []
 
 
+def _each(value: Any) -> Any:
+    """What to loop over for a FHIR array or a single element put in its place (not copied:
+    this runs for every element of a chart); the caller skips what is not an object."""
+    return value if isinstance(value, list) else (value,)
+
+
 def holds_outcome(value: Any) -> bool:
-    """True for an OperationOutcome, or a Bundle that carries one (a failed prefetch)."""
-    return any(res.get("resourceType") == "OperationOutcome" for res in resources_in(value))
+    """True for an OperationOutcome, or a Bundle that carries one (a failed prefetch): a look at
+    every entry of a long chart that copies nothing."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+    return any(isinstance(entry, dict) and isinstance(res := entry.get("resource"), dict)
+               and res.get("resourceType") == "OperationOutcome" for entry in _each(value.get("entry")))
 
 
 def next_link(bundle: Any) -> str | None:
@@ -65,12 +75,6 @@ def next_link(bundle: Any) -> str | None:
         if link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
-
-
-def _each(value: Any) -> Any:
-    """What to loop over for a FHIR array or a single element put in its place (not copied:
-    this runs for every element of a chart); the caller skips what is not an object."""
-    return value if isinstance(value, list) else (value,)
 
 
 def codings(concept: Any) -> tuple[tuple[str, str, str], ...]:
