@@ -14,6 +14,7 @@ take their validator.
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -502,26 +503,32 @@ def _is_high(obs: ObservationFact, limit: Mapping[str, Any]) -> bool:
 OBSERVATION_PICKS = ("latest", "lowest-of-latest-day")
 
 
-def _observation_at_most(arg: Any, ctx: CompileContext) -> Predicate:
-    """The latest value (``of: latest``), or the lowest of the latest day's values (``of:
-    lowest-of-latest-day``: every site of the latest DXA exam, R11), is at most ``value``."""
-    vid, label = _valueset(arg, ctx.terminology)
-    limit = float(arg["value"])
-    units = frozenset(arg.get("units", []))
-    pick = arg.get("of", "latest")
-    if pick not in OBSERVATION_PICKS:
-        raise ConditionError(f"observation_at_most 'of' must be one of {', '.join(OBSERVATION_PICKS)}, not {pick!r}")
+def _observation_compared(word: str, holds: Callable[[float, float], bool], relation: str) -> Callable[..., Predicate]:
+    """``observation_at_most`` (value <= limit) and ``observation_below`` (value < limit, for bands
+    that end just under a limit, "under 15 kg"): the latest value (``of: latest``), or the lowest
+    of the latest day's values (``of: lowest-of-latest-day``: every site of the latest DXA exam,
+    R11), compared with ``value``."""
+    def compiler(arg: Any, ctx: CompileContext) -> Predicate:
+        vid, label = _valueset(arg, ctx.terminology)
+        limit = float(arg["value"])
+        units = frozenset(arg.get("units", []))
+        pick = arg.get("of", "latest")
+        if pick not in OBSERVATION_PICKS:
+            raise ConditionError(f"{word} 'of' must be one of {', '.join(OBSERVATION_PICKS)}, not {pick!r}")
 
-    def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        obs = _latest(facts, ctx.terminology, vid) if pick == "latest" else _lowest_of_latest_day(facts, ctx.terminology, vid)
-        if obs is None or obs.value is None or obs.value > limit:
-            return None
-        if units and obs.unit not in units:
-            return None
-        what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
-        return [Evidence(f"{what} {obs.text}: {obs.value:g} on {_date(obs.when)} (at or below {limit:g})", label)]
+        def check(facts: Facts, item: Any) -> list[Evidence] | None:
+            obs = (_latest(facts, ctx.terminology, vid) if pick == "latest"
+                   else _lowest_of_latest_day(facts, ctx.terminology, vid))
+            if obs is None or obs.value is None or not holds(obs.value, limit):
+                return None
+            if units and obs.unit not in units:
+                return None
+            what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
+            return [Evidence(f"{what} {obs.text}: {obs.value:g} on {_date(obs.when)} ({relation} {limit:g})", label)]
 
-    return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+        return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+    return compiler
 
 
 def _lowest_of_latest_day(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
@@ -586,7 +593,8 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "reason": _reason,
     "no_reason": _no_reason,
     "observation_high": _observation_high,
-    "observation_at_most": _observation_at_most,
+    "observation_at_most": _observation_compared("observation_at_most", operator.le, "at or below"),
+    "observation_below": _observation_compared("observation_below", operator.lt, "below"),
     "observation_recorded": _observation_recorded,
 }
 
