@@ -548,10 +548,12 @@ OBSERVATION_PICKS = ("latest", "lowest-of-latest-day")
 
 
 def _observation_compared(word: str, holds: Callable[[float, float], bool], relation: str) -> Callable[..., Predicate]:
-    """``observation_at_most`` (value <= limit) and ``observation_below`` (value < limit, for bands
-    that end just under a limit, "under 15 kg"): the latest value (``of: latest``), or the lowest
-    of the latest day's values (``of: lowest-of-latest-day``: every site of the latest DXA exam,
-    R11), compared with ``value``."""
+    """``observation_at_most`` (value <= limit), ``observation_below`` (value < limit, for bands
+    that end just under a limit, "under 15 kg") and ``observation_at_least`` (value >= limit): the
+    latest value (``of: latest``), or the lowest of the latest day's values (``of:
+    lowest-of-latest-day``: every site of the latest DXA exam, R11), compared with ``value``. With
+    ``units``, a latest value in other units never holds, so a band is written with these positive
+    words, not with a ``not`` that a weight in pounds would also satisfy."""
     def compiler(arg: Any, ctx: CompileContext) -> Predicate:
         vid, label = _valueset(arg, ctx.terminology)
         limit = float(arg["value"])
@@ -641,6 +643,7 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "observation_high": _observation_high,
     "observation_at_most": _observation_compared("observation_at_most", operator.le, "at or below"),
     "observation_below": _observation_compared("observation_below", operator.lt, "below"),
+    "observation_at_least": _observation_compared("observation_at_least", operator.ge, "at or above"),
     "observation_recorded": _observation_recorded,
 }
 
