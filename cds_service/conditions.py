@@ -18,7 +18,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .dosing import ROUTES, route_of_word
 from .errors import did_you_mean
@@ -351,7 +351,7 @@ def _phrases(arg: Any) -> tuple[list[re.Pattern[str]], frozenset[str]]:
     return [name_pattern(phrase) for phrase in phrases], frozenset(w.lower() for w in negations)
 
 
-def _phrase_in(texts: Any, patterns: list[re.Pattern[str]], negations: frozenset[str]) -> str | None:
+def _phrase_in(texts: Iterable[str], patterns: list[re.Pattern[str]], negations: frozenset[str]) -> str | None:
     """The first phrase found, not negated, in one of the texts, as written there."""
     for words in texts:
         for pattern in patterns:
@@ -428,7 +428,7 @@ def _drafted_together(kind: type, matches: Callable[[Any, Any, str], Any]) -> Ca
     return compile_word
 
 
-def _other_drafts(facts: Facts, item: Any) -> Any:
+def _other_drafts(facts: Facts, item: Any) -> Iterator[MedicationFact | ServiceRequestFact]:
     """The draft orders of the same request other than the item itself (every draft in order-select)."""
     own = getattr(item, "ref", None)
     return (draft for draft in facts.all_drafts if own is None or draft.ref != own)
