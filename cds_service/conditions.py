@@ -14,10 +14,11 @@ take their validator.
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .dosing import ROUTES, route_of_word
 from .errors import did_you_mean
@@ -323,21 +324,46 @@ def _procedure_named(arg: Any, ctx: CompileContext) -> Predicate:
     """The last resort for orders no code names (bed rest) or that carry no code we know (a
     text-only "epidural steroid injection"): a phrase as whole words in the order's text, coding
     displays or order details, and not negated ("no bed rest", "avoid strict bedrest")."""
-    phrases = arg.get("phrases", []) if isinstance(arg, dict) else arg
-    negations = frozenset(w.lower() for w in (arg.get("negations", DEFAULT_NEGATIONS) if isinstance(arg, dict)
-                                              else DEFAULT_NEGATIONS))
-    patterns = [name_pattern(phrase) for phrase in phrases]
+    patterns, negations = _phrases(arg)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if not isinstance(item, ServiceRequestFact) or ctx.terminology.knows_code(item.codings):
             return None
-        for words in (item.text, *(d for _, _, d in item.codings), *item.details):
-            for pattern in patterns:
-                for found in pattern.finditer(words):
-                    if not _negated(words[: found.start()], negations):
-                        return [Evidence(f"Draft order: {item.name} (recognised by its name: '{found.group(0)}')",
-                                         by_name=True)]
-        return None
+        found = _phrase_in((item.text, *(d for _, _, d in item.codings), *item.details), patterns, negations)
+        if found is None:
+            return None
+        return [Evidence(f"Draft order: {item.name} (recognised by its name: '{found}')", by_name=True)]
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _phrases(arg: Any) -> tuple[list[re.Pattern[str]], frozenset[str]]:
+    """``{phrases, negations?}`` (or a plain list of phrases): whole-word patterns and negation words."""
+    phrases = arg.get("phrases", []) if isinstance(arg, dict) else arg
+    negations = arg.get("negations", DEFAULT_NEGATIONS) if isinstance(arg, dict) else DEFAULT_NEGATIONS
+    return [name_pattern(phrase) for phrase in phrases], frozenset(w.lower() for w in negations)
+
+
+def _phrase_in(texts: Iterable[str], patterns: list[re.Pattern[str]], negations: frozenset[str]) -> str | None:
+    """The first phrase found, not negated, in one of the texts, as written there."""
+    for words in texts:
+        for pattern in patterns:
+            for found in pattern.finditer(words):
+                if not _negated(words[: found.start()], negations):
+                    return found.group(0)
+    return None
+
+
+def _reason_named(arg: Any, ctx: CompileContext) -> Predicate:
+    """A medication order whose reason in words (text or displays) or one of its notes says one of
+    the phrases, not negated: "Premedication before CT" (a reason no value set codes)."""
+    patterns, negations = _phrases(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact):
+            return None
+        found = _phrase_in(item.stated_texts, patterns, negations)
+        return None if found is None else [Evidence(f"{_order_word(item)}: {item.name}, its reason or note says '{found}'")]
 
     return Predicate(check, frozenset(), frozenset())
 
@@ -385,15 +411,34 @@ def _drafted_together(kind: type, matches: Callable[[Any, Any, str], Any]) -> Ca
         vid, label = _valueset(arg, ctx.terminology)
 
         def check(facts: Facts, item: Any) -> list[Evidence] | None:
-            own = getattr(item, "ref", None)
-            for draft in facts.all_drafts:
-                if isinstance(draft, kind) and (own is None or draft.ref != own) and matches(ctx.terminology, draft, vid):
+            for draft in _other_drafts(facts, item):
+                if isinstance(draft, kind) and matches(ctx.terminology, draft, vid):
                     return [Evidence(f"Drafted in the same order: {draft.name}", label)]
             return None
 
         return Predicate(check, frozenset(), frozenset({vid}))
 
     return compile_word
+
+
+def _other_drafts(facts: Facts, item: Any) -> Iterator[MedicationFact | ServiceRequestFact]:
+    """The draft orders of the same request other than the item itself (every draft in order-select)."""
+    own = getattr(item, "ref", None)
+    return (draft for draft in facts.all_drafts if own is None or draft.ref != own)
+
+
+def _drafted_with(arg: Any, ctx: CompileContext) -> Predicate:
+    """Another draft order of the same request meets the condition, judged as if it were the item:
+    ``{drafted_with: {procedure_category: [...]}}`` asks whether a surgical order is drafted too."""
+    inner = compile_condition(arg, ctx)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for draft in _other_drafts(facts, item):
+            if (found := inner(facts, draft)) is not None:
+                return [Evidence(f"Drafted in the same order: {draft.name}")] + [e for e in found if e.text]
+        return None
+
+    return Predicate(check, inner.needs, inner.valuesets, inner.wants)
 
 
 def _route(arg: Any, ctx: CompileContext) -> Predicate:
@@ -495,26 +540,34 @@ def _is_high(obs: ObservationFact, limit: Mapping[str, Any]) -> bool:
 OBSERVATION_PICKS = ("latest", "lowest-of-latest-day")
 
 
-def _observation_at_most(arg: Any, ctx: CompileContext) -> Predicate:
-    """The latest value (``of: latest``), or the lowest of the latest day's values (``of:
-    lowest-of-latest-day``: every site of the latest DXA exam, R11), is at most ``value``."""
-    vid, label = _valueset(arg, ctx.terminology)
-    limit = float(arg["value"])
-    units = frozenset(arg.get("units", []))
-    pick = arg.get("of", "latest")
-    if pick not in OBSERVATION_PICKS:
-        raise ConditionError(f"observation_at_most 'of' must be one of {', '.join(OBSERVATION_PICKS)}, not {pick!r}")
+def _observation_compared(word: str, holds: Callable[[float, float], bool], relation: str) -> Callable[..., Predicate]:
+    """``observation_at_most`` (value <= limit), ``observation_below`` (value < limit, for bands
+    that end just under a limit, "under 15 kg") and ``observation_at_least`` (value >= limit): the
+    latest value (``of: latest``), or the lowest of the latest day's values (``of:
+    lowest-of-latest-day``: every site of the latest DXA exam, R11), compared with ``value``. With
+    ``units``, a latest value in other units never holds, so a band is written with these positive
+    words, not with a ``not`` that a weight in pounds would also satisfy."""
+    def compiler(arg: Any, ctx: CompileContext) -> Predicate:
+        vid, label = _valueset(arg, ctx.terminology)
+        limit = float(arg["value"])
+        units = frozenset(arg.get("units", []))
+        pick = arg.get("of", "latest")
+        if pick not in OBSERVATION_PICKS:
+            raise ConditionError(f"{word} 'of' must be one of {', '.join(OBSERVATION_PICKS)}, not {pick!r}")
 
-    def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        obs = _latest(facts, ctx.terminology, vid) if pick == "latest" else _lowest_of_latest_day(facts, ctx.terminology, vid)
-        if obs is None or obs.value is None or obs.value > limit:
-            return None
-        if units and obs.unit not in units:
-            return None
-        what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
-        return [Evidence(f"{what} {obs.text}: {obs.value:g} on {_date(obs.when)} (at or below {limit:g})", label)]
+        def check(facts: Facts, item: Any) -> list[Evidence] | None:
+            obs = (_latest(facts, ctx.terminology, vid) if pick == "latest"
+                   else _lowest_of_latest_day(facts, ctx.terminology, vid))
+            if obs is None or obs.value is None or not holds(obs.value, limit):
+                return None
+            if units and obs.unit not in units:
+                return None
+            what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
+            return [Evidence(f"{what} {obs.text}: {obs.value:g} on {_date(obs.when)} ({relation} {limit:g})", label)]
 
-    return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+        return Predicate(check, frozenset({"observations"}), frozenset({vid}))
+
+    return compiler
 
 
 def _lowest_of_latest_day(facts: Facts, terminology: Terminology, vid: str) -> ObservationFact | None:
@@ -573,13 +626,17 @@ _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "route": _route,
     "draft_medication": _drafted_together(MedicationFact, lambda t, d, vid: d.sets.get(vid)),
     "draft_procedure": _drafted_together(ServiceRequestFact, lambda t, d, vid: t.match_codes(d.codings, vid)),
+    "drafted_with": _drafted_with,
     "course_days_over": _course_days_over,
     "daily_dose_mg_over": _dose_over("daily_dose_mg", "Maximum daily dose"),
     "single_dose_mg_over": _dose_over("single_dose_mg", "Single dose"),
     "reason": _reason,
     "no_reason": _no_reason,
+    "reason_named": _reason_named,
     "observation_high": _observation_high,
-    "observation_at_most": _observation_at_most,
+    "observation_at_most": _observation_compared("observation_at_most", operator.le, "at or below"),
+    "observation_below": _observation_compared("observation_below", operator.lt, "below"),
+    "observation_at_least": _observation_compared("observation_at_least", operator.ge, "at or above"),
     "observation_recorded": _observation_recorded,
 }
 

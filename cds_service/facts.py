@@ -61,6 +61,9 @@ class MedicationFact:
     daily_dose_mg: float | None
     reason_codings: tuple[Coding, ...]
     brands: tuple[Brand, ...] = ()  # brand names in its text, read only when it has no RxNorm code we know
+    # What the prescriber wrote about it: the reason's text and displays, and its notes (read only
+    # by reason_named; no_reason still asks for a reasonCode, as documented).
+    stated_texts: tuple[str, ...] = ()
     # The value sets it is in, and why (``Terminology.medication_sets``): every rule asks of the
     # same orders, so each is matched once per call, not once per rule.
     sets: Mapping[str, Match] = field(default_factory=dict, compare=False, repr=False)
@@ -315,8 +318,17 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
         daily_dose_mg=dose.daily_dose_mg,
         reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
         brands=brands,
+        stated_texts=_stated_texts(res),
         sets=sets,
     )
+
+
+def _stated_texts(res: dict[str, Any]) -> tuple[str, ...]:
+    """The words of an order's reason (text and coding displays) and of its notes."""
+    reasons = [*objects(res.get("reasonCode")), *objects(res.get("reasonCodeableConcept"))]
+    words = [t for cc in reasons for t in (string(cc.get("text")), *(d for _, _, d in codings(cc)))]
+    words += [string(note.get("text")) for note in objects(res.get("note"))]
+    return tuple(w for w in words if w)
 
 
 def _recent_medications(

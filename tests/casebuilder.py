@@ -75,6 +75,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
                                                              "system": "http://unitsofmeasure.org", "code": "d"}}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
+    if spec.get("note"):  # the prescriber's note (Annotation text), read by reason_named
+        res["note"] = [{"text": spec["note"]}]
     if spec.get("route"):  # text: the engine does not trust it; {snomed, display}: a coded route it reads
         dosage = res.setdefault("dosageInstruction", [{}])[0]
         route = spec["route"]

@@ -153,3 +153,16 @@ def test_a_brand_must_map_to_an_ingredient_of_the_value_sets_it_names(tmp_path):
 def test_a_brand_row_with_an_unknown_key_is_refused(tmp_path):
     problems = _edit_brands(tmp_path, lambda brand: brand.update(nickname="Ms C"))
     assert any("rxnorm-brands.json" in p and "nickname" in p for p in problems), problems
+
+
+def test_the_steroid_card_knows_premedication_by_the_premedication_rules_own_triggers():
+    """ms-lbp.corticosteroid-for-back-pain is silent when a steroid is drafted with a procedure
+    that mcas.procedure-premedication premedicates for; the two lists live in two module files
+    and must stay equal, or a premedicated procedure would again draw a steroid warning."""
+    def rule(module, rule_id):
+        rules = yaml.safe_load((KNOWLEDGE / "modules" / f"{module}.yaml").read_text())["rules"]
+        return next(r for r in rules if r["id"] == rule_id)
+
+    triggers = rule("mcas", "mcas.procedure-premedication")["when"]
+    silenced = rule("ms-lbp", "ms-lbp.corticosteroid-for-back-pain")["unless"]["any"]
+    assert {"drafted_with": triggers} in silenced
