@@ -61,6 +61,9 @@ def main(argv: list[str]) -> None:
         def load(self) -> Any:
             return create_baseline_app()
 
+        def warm_worker(self, worker: Any) -> None:
+            """A bare app has nothing to warm."""
+
     cli._Gunicorn = Baseline  # serve() builds its options and instantiates the class from module globals
     cli.main(["serve", *argv], prog_name="bench-baseline")
 

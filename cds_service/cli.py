@@ -37,6 +37,15 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
         if self.cfg.settings["worker_class"].get() == "sync":
             self.cfg.set("threads", 1)  # gunicorn would quietly run gthread for sync with threads > 1
+        self.cfg.set("post_worker_init", self.warm_worker)
+
+    def warm_worker(self, worker: Any) -> None:
+        """gunicorn's post_worker_init: the master's warm-up once more, in the worker before it
+        takes a call, so that the pages a decision touches are copied from the master
+        (copy-on-write) and the worker's own memory grown now, not during a clinician's first call."""
+        from .warm import warm
+
+        warm(worker.wsgi)
 
     def load(self) -> Any:
         try:
@@ -126,22 +135,12 @@ def serve(host: str, port: int, **options: Any) -> None:
         "accesslog": None,  # access lines carry full URLs; the service logs what is safe
         "errorlog": "-",
         "loglevel": "warning",
-        "post_worker_init": _warm_worker,
         **metrics_hooks,
     }
     explicit = {_SERVE_SETTINGS[name]: settings[_SERVE_SETTINGS[name]] for name in given}
     if _given_on_command_line(("host", "port")):
         explicit["bind"] = defaults["bind"]
     _Gunicorn(defaults, explicit).run()
-
-
-def _warm_worker(worker: Any) -> None:
-    """gunicorn's post_worker_init: the master's warm-up once more, in the worker before it takes a
-    call, so that the pages a decision touches are copied from the master (copy-on-write) and the
-    worker's own memory grown now, not during a clinician's first call."""
-    from .warm import warm
-
-    warm(worker.wsgi)
 
 
 def _given_on_command_line(names: Any) -> set[str]:
