@@ -34,6 +34,9 @@ def main() -> None:
     answers = {f"Patient/{patient['id']}": json.dumps(patient, separators=(",", ":")).encode()}
     for kind, key in payloads.KEY_OF.items():
         answers[kind] = json.dumps(data[key], separators=(",", ":")).encode()
+    # Resource types the chart has none of (statements, dispenses): an empty searchset, as a
+    # FHIR server answers a search that finds nothing.
+    empty = b'{"resourceType":"Bundle","type":"searchset","total":0,"entry":[]}'
     delay = args.delay_ms / 1000.0
 
     class Handler(BaseHTTPRequestHandler):
@@ -43,7 +46,7 @@ def main() -> None:
         def do_GET(self) -> None:  # noqa: N802
             started = time.perf_counter()
             path = urlsplit(self.path).path.strip("/")
-            body = answers.get(path) if "/" in path else answers.get(path)
+            body = answers.get(path, empty if path[:1].isupper() and "/" not in path else None)
             # fixed service time, whatever the size of the answer
             time.sleep(max(0.0, delay - (time.perf_counter() - started)))
             if body is None:

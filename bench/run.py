@@ -154,7 +154,8 @@ def workers_of(master: int) -> list[int]:
 
 
 def cpu_seconds(master: int) -> float:
-    """User + system CPU of a gunicorn master and its workers so far (workers are not replaced in a run)."""
+    """User + system CPU of a gunicorn master and its workers so far, with the workers it has
+    reaped (a worker replaced after ``--max-requests`` takes its CPU time with it otherwise)."""
     total = 0
     for pid in [master, *workers_of(master)]:
         try:
@@ -162,6 +163,8 @@ def cpu_seconds(master: int) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        if pid == master:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: the workers it has reaped
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -1,4 +1,4 @@
-"""Patient facts: one pass over the FHIR data of a call, computed once.
+"""Patient facts: the FHIR data of a call, each part read once, when a rule first asks for it.
 
 Sans-IO and clock-free: ``build_facts`` takes the hook context, the resources
 per prefetch key, the terminology and ``now``. It reads dicts through
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Callable, Mapping
 
 from . import dosing
@@ -120,24 +120,34 @@ class ObservationFact:
 
 
 @dataclass(frozen=True)
+class _Record:
+    """The call's FHIR data, kept to be read into facts when a rule first asks for them."""
+
+    data: dict[str, Any]
+    terminology: Terminology
+    library: _MedicationLibrary
+
+    def resources(self, key: str) -> list[dict[str, Any]]:
+        return resources_in(self.data.get(key))
+
+    def medication(self, res: dict[str, Any], kind: str) -> MedicationFact:
+        return _medication(res, self.terminology, kind, self.library)
+
+
+@dataclass(frozen=True)
 class Facts:
+    """What the rules ask of one call. The orders being drafted are read at once; the rest of the
+    record (conditions, allergies, medications, observations) when a rule first asks, and once:
+    a module whose gate stays shut, the common case on an ordinary chart, reads nothing more."""
+
     now: datetime
     hook: str
     patient_id: str
     age_years: int | None
-    conditions: tuple[ConditionFact, ...]
-    allergies: tuple[tuple[Coding, ...], ...]
-    active_medications: tuple[MedicationFact, ...]
     draft_medications: tuple[MedicationFact, ...]
     draft_service_requests: tuple[ServiceRequestFact, ...]
-    latest_observations: dict[str, ObservationFact]
     available: frozenset[str]
-    # Every observation of a code on that code's latest day (a DXA exam reports several sites).
-    latest_day_observations: dict[str, tuple[ObservationFact, ...]] = field(default_factory=dict)
-    # Units of the results with a value and a final status, by code: "a result exists" (R15).
-    recorded_units: dict[str, frozenset[str]] = field(default_factory=dict)
-    past_conditions: tuple[ConditionFact, ...] = ()  # any clinical status, for `statuses` (R13)
-    recent_medications: tuple[RecentMedication, ...] = ()
+    record: _Record = field(compare=False, repr=False)
     # Every draft order of the request (order-select: not only the selected ones), for the
     # conditions that look at the other orders being signed together (draft_medication, ...).
     all_drafts: tuple[MedicationFact | ServiceRequestFact, ...] = ()
@@ -148,6 +158,53 @@ class Facts:
     @property
     def today(self) -> date:
         return self.now.date()
+
+    @cached_property
+    def past_conditions(self) -> tuple[ConditionFact, ...]:
+        """Conditions of any clinical status but refuted or entered in error, for `statuses` (R13)."""
+        return tuple(c for r in self.record.resources("conditions") if (c := _condition(r)))
+
+    @cached_property
+    def conditions(self) -> tuple[ConditionFact, ...]:
+        return tuple(c for c in self.past_conditions if c.current)
+
+    @cached_property
+    def allergies(self) -> tuple[tuple[Coding, ...], ...]:
+        return tuple(a for r in self.record.resources("allergies") if (a := _allergy(r)))
+
+    @cached_property
+    def active_medications(self) -> tuple[MedicationFact, ...]:
+        return tuple(
+            self.record.medication(r, "active")
+            for r in self.record.resources("medications")
+            if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
+        )
+
+    @cached_property
+    def recent_medications(self) -> tuple[RecentMedication, ...]:
+        return _recent_medications(
+            [r for key in ("medications", "medicationStatements", "medicationDispenses")
+             for r in self.record.resources(key)],
+            self.record.medication,
+        )
+
+    @cached_property
+    def _observed(self) -> _Observations:
+        return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes)
+
+    @property
+    def latest_observations(self) -> dict[str, ObservationFact]:
+        return {code: day[0] for code, day in self._observed.latest_day.items()}
+
+    @property
+    def latest_day_observations(self) -> dict[str, tuple[ObservationFact, ...]]:
+        """Every observation of a code on that code's latest day (a DXA exam reports several sites)."""
+        return self._observed.latest_day
+
+    @property
+    def recorded_units(self) -> dict[str, frozenset[str]]:
+        """Units of the results with a value and a final status, by code: "a result exists" (R15)."""
+        return self._observed.recorded_units
 
 
 def build_facts(
@@ -164,44 +221,23 @@ def build_facts(
     """
     drafts = resources_in(context.get("draftOrders"))
     focus = _focus(hook, context, drafts)
-    medications = resources_in(data.get("medications"))
-    library = _MedicationLibrary(context.get("draftOrders"), data.get("medications"))
-
-    def medication(res: dict[str, Any], kind: str) -> MedicationFact:
-        return _medication(res, terminology, kind, library)
-
+    record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications")))
     # Each draft order is read once: the focus (the selection, or every draft at signing) and the
     # conditions that look at the other drafts of the request share the same facts.
     draft_facts: dict[int, MedicationFact | ServiceRequestFact] = {
-        id(r): medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS) else _service_request(r)
+        id(r): record.medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS) else _service_request(r)
         for r in drafts if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)
     }
     focused = [draft_facts[id(r)] for r in focus if id(r) in draft_facts]
-    observations = _observations(resources_in(data.get("observations")), terminology.loinc_codes)
-    conditions = [c for r in resources_in(data.get("conditions")) if (c := _condition(r))]
     return Facts(
         now=now,
         hook=hook,
         patient_id=context.get("patientId", ""),
         age_years=_age(data.get("patient"), now.date()),
-        conditions=tuple(c for c in conditions if c.current),
-        past_conditions=tuple(conditions),
-        allergies=tuple(a for r in resources_in(data.get("allergies")) if (a := _allergy(r))),
-        active_medications=tuple(
-            medication(r, "active")
-            for r in medications
-            if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
-        ),
-        recent_medications=_recent_medications(
-            medications + resources_in(data.get("medicationStatements")) + resources_in(data.get("medicationDispenses")),
-            medication,
-        ),
         draft_medications=tuple(f for f in focused if isinstance(f, MedicationFact)),
         draft_service_requests=tuple(f for f in focused if isinstance(f, ServiceRequestFact)),
-        latest_observations={code: day[0] for code, day in observations.latest_day.items()},
-        latest_day_observations=observations.latest_day,
-        recorded_units=observations.recorded_units,
         available=frozenset(data),
+        record=record,
         all_drafts=tuple(draft_facts.values()),
     )
 
