@@ -290,16 +290,22 @@ def choose_knowledge() -> tuple[str | None, str]:
 
 
 def startup(env: dict[str, str], runs: int = 3) -> dict[str, Any]:
+    """A fresh interpreter until ``create_app`` has returned (wall time, seen from here: the child
+    says so on a line of its own), and its imports and ``create_app`` timed inside. The
+    interpreter's exit afterwards is not start-up and is not counted."""
     code = ("import time; t0 = time.perf_counter(); from cds_service import create_app; t1 = time.perf_counter(); "
-            "create_app({'LOG_LEVEL': 'ERROR'}); t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
+            "create_app({'LOG_LEVEL': 'ERROR'}); t2 = time.perf_counter(); print(t1 - t0, t2 - t1, flush=True)")
     walls, imports, creates = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.Popen([PY, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT)
+        line = proc.stdout.readline() if proc.stdout else ""
         walls.append(time.perf_counter() - t0)
-        if out.returncode != 0:
-            raise RuntimeError(f"start-up run failed: {out.stderr[-2000:]}")
-        i, c = (float(x) for x in out.stdout.split()[-2:])
+        rest, err = proc.communicate(timeout=60)
+        if proc.returncode != 0 or not line.strip():
+            raise RuntimeError(f"start-up run failed: {(line + rest + err)[-2000:]}")
+        i, c = (float(x) for x in line.split()[-2:])
         imports.append(i)
         creates.append(c)
     return {"runs": runs, "wall_s": round(statistics.median(walls), 3), "import_s": round(statistics.median(imports), 3),
@@ -702,7 +708,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         add(f"auth on ÷ auth off ({auth['case']}): {auth['skipped']}", None, "≥ 0.85", None)
     boot = result["startup"]["wall_s"]
-    add("start-up: fresh python, import + create_app (s, wall)", boot, "< 1", boot < 1)
+    add("start-up: fresh python until create_app has returned (s, wall)", boot, "< 1", boot < 1)
     # earlier targets, kept so a regression shows
     rss = result["rss"]["max_worker_rss_mb"]
     add("(earlier) worker RSS after load (MB, largest worker, VmRSS)", rss, "< 120", 0 < rss < 120)
@@ -878,7 +884,7 @@ def markdown(result: dict[str, Any]) -> str:
          f"against {auth['off']['req_per_s']:.0f} req/s (×{auth['ratio']:.2f}); CPU ms/call "
          f"{_x(auth['on']['cpu_ms_per_request'])} against {_x(auth['off']['cpu_ms_per_request'])}."
          if "ratio" in auth else f"- Authentication on: not measured ({auth['skipped']})."),
-        f"- Start-up, fresh process (median of {boot['runs']}): {boot['wall_s']:.2f} s wall, of which "
+        f"- Start-up, fresh process until `create_app` has returned (median of {boot['runs']}): {boot['wall_s']:.2f} s wall, of which "
         f"imports {boot['import_s']:.2f} s and `create_app` (knowledge compile, storage) {boot['create_app_s']:.2f} s.",
         f"- Worker memory after the load: largest VmRSS {rss['max_worker_rss_mb']:.0f} MB, largest PSS "
         f"{rss['max_worker_pss_mb']:.0f} MB (preload shares the master's pages); master VmRSS "

@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 import yaml
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 from werkzeug.security import check_password_hash
 
@@ -44,14 +43,22 @@ ITEMS_IN_WORDS = {
     "active_medications": "each active medication on the record",
 }
 RULE_URL = "/rules/<rule_id>"
-# CommonMark without raw HTML; link targets such as javascript: are refused by markdown-it itself.
-_MARKDOWN = MarkdownIt("js-default")
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
 
 def markdown(text: str) -> Markup:
     """Card or knowledge Markdown as safe HTML: raw HTML in the text comes out escaped."""
-    return Markup(_MARKDOWN.render(text or ""))
+    return Markup(_markdown_renderer().render(text or ""))
+
+
+@functools.cache
+def _markdown_renderer() -> Any:
+    """CommonMark without raw HTML; link targets such as javascript: are refused by markdown-it
+    itself. Made on first use: only the pages for people render Markdown, not the hook calls,
+    so the service starts without loading it."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("js-default")
 
 
 def wants_html() -> bool:
