@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .conditions import Evidence
-from .facts import Facts
+from .facts import Facts, FactsError
 from .rules import Module, Rule, Suggestion
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ def evaluate(modules: list[Module], facts: Facts) -> Outcome:
                 continue
             try:
                 found.extend(_findings(rule, facts, gate))
+            except FactsError:
+                raise  # the record could not be read: no rule's answer can be trusted, fail the call
             except Exception as exc:  # one broken rule must not hide the others' cards
                 log.error("rule failed", extra={"rule_id": rule.id, "error": type(exc).__name__})
                 outcome.failed.append(rule.id)

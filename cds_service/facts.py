@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cached_property, partial
-from typing import Any, Callable, Mapping
+from functools import partial
+from typing import Any, Callable, Mapping, TypeVar
 
 from . import dosing
 from .fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
@@ -60,13 +60,13 @@ class MedicationFact:
     single_dose_mg: float | None
     daily_dose_mg: float | None
     reason_codings: tuple[Coding, ...]
+    # The value sets it is in, and why (``Terminology.medication_sets``): every rule asks of the
+    # same orders, so each is matched once per call, not once per rule.
+    sets: Mapping[str, Match] = field(compare=False, repr=False)
     brands: tuple[Brand, ...] = ()  # brand names in its text, read only when it has no RxNorm code we know
     # What the prescriber wrote about it: the reason's text and displays, and its notes (read only
     # by reason_named; no_reason still asks for a reasonCode, as documented).
     stated_texts: tuple[str, ...] = ()
-    # The value sets it is in, and why (``Terminology.medication_sets``): every rule asks of the
-    # same orders, so each is matched once per call, not once per rule.
-    sets: Mapping[str, Match] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -119,6 +119,35 @@ class ObservationFact:
     range_high: float | None
 
 
+class FactsError(Exception):
+    """Reading the record into facts failed: a bug in a reader, which fails the whole call (the
+    engine lets it through) rather than silently dropping the rules that asked."""
+
+
+T = TypeVar("T")
+
+
+def _read_once(read: Callable[[Facts], T]) -> Any:
+    """A part of the record read into facts on first use, then kept on the instance. One call's
+    facts belong to one thread, so there is no lock (functools.cached_property on Python 3.11
+    holds one lock per property across every instance, which would queue a worker's threads)."""
+    name = read.__name__
+
+    def get(facts: Facts) -> T:
+        try:
+            return facts.__dict__[name]
+        except KeyError:
+            pass
+        try:
+            value = read(facts)
+        except Exception as exc:
+            raise FactsError(f"reading {name} failed ({type(exc).__name__})") from exc
+        facts.__dict__[name] = value  # the frozen dataclass's own __setattr__ is not used
+        return value
+
+    return property(get, doc=read.__doc__)
+
+
 @dataclass(frozen=True)
 class _Record:
     """The call's FHIR data, kept to be read into facts when a rule first asks for them."""
@@ -159,20 +188,20 @@ class Facts:
     def today(self) -> date:
         return self.now.date()
 
-    @cached_property
+    @_read_once
     def past_conditions(self) -> tuple[ConditionFact, ...]:
         """Conditions of any clinical status but refuted or entered in error, for `statuses` (R13)."""
         return tuple(c for r in self.record.resources("conditions") if (c := _condition(r)))
 
-    @cached_property
+    @_read_once
     def conditions(self) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.past_conditions if c.current)
 
-    @cached_property
+    @_read_once
     def allergies(self) -> tuple[tuple[Coding, ...], ...]:
         return tuple(a for r in self.record.resources("allergies") if (a := _allergy(r)))
 
-    @cached_property
+    @_read_once
     def active_medications(self) -> tuple[MedicationFact, ...]:
         return tuple(
             self.record.medication(r, "active")
@@ -180,7 +209,7 @@ class Facts:
             if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
         )
 
-    @cached_property
+    @_read_once
     def recent_medications(self) -> tuple[RecentMedication, ...]:
         return _recent_medications(
             [r for key in ("medications", "medicationStatements", "medicationDispenses")
@@ -188,7 +217,7 @@ class Facts:
             self.record.medication,
         )
 
-    @cached_property
+    @_read_once
     def _observed(self) -> _Observations:
         return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes)
 

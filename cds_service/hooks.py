@@ -130,7 +130,7 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
         hook_instance=body["hookInstance"],
         context=body["context"],
         prefetch=body.get("prefetch") or {},
-        fhir_server=(body.get("fhirServer") or "").rstrip("/") or None,
+        fhir_server=(body.get("fhirServer") or "").strip().rstrip("/") or None,  # as prefetch compares it
         access_token=authorization.get("access_token"),
     )
 

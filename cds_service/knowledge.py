@@ -171,8 +171,11 @@ def _validated(path: Path, validators: _Validators | None, problems: Problems) -
     data = _read(path, problems)
     if data is None or validators is None:
         return None
-    if validators.fast.is_valid(data):
-        return data
+    try:
+        if validators.fast.is_valid(data):
+            return data
+    except ValueError:  # jsonschema-rs takes JSON types only; YAML may give a date or a number as a key
+        pass  # jsonschema judges it and names the place
     where = f"{path.parent.name}/{path.name}" if path.parent.name == "modules" else path.name
     if validators.explaining is not None:
         found = sorted(((_place(data, e.absolute_path), _message(e)) for e in validators.explaining.iter_errors(data)))

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 MEMBERSHIP_CACHE = 65536  # distinct (system, code) pairs remembered; a chart repeats a few hundred
+CACHED_CODE_LENGTH = 64  # a SNOMED CT id has at most 18 digits; RxNorm, LOINC and ICD-10-CM fewer
+CACHED_SYSTEM_LENGTH = 256
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -220,14 +222,21 @@ class Terminology:
         )
         self._membership = _Membership(valuesets.values())
         # Every rule asks "is this code in set X?" of the same few hundred codes, call after
-        # call: each code's sets are remembered (a code alone is no patient data).
-        self.valuesets_of = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._membership.of)
+        # call: each code's sets are remembered (a code alone is no patient data; a long one,
+        # which may be free text put in a code, is looked up each time and never kept).
+        self._remembered = lru_cache(maxsize=MEMBERSHIP_CACHE)(self._membership.of)
         # Ingredient names (for orders without a code we know): each name once, with its sets.
         self._sets_by_name: dict[str, list[str]] = {}
         for vid, vs in valuesets.items():
             for name, _ in vs.names:
                 self._sets_by_name.setdefault(name, []).append(vid)
         self._names = NameIndex(self._sets_by_name)
+
+    def valuesets_of(self, system: str, code: str) -> frozenset[str]:
+        """The ids of the value sets that contain the coding."""
+        if len(code) > CACHED_CODE_LENGTH or len(system) > CACHED_SYSTEM_LENGTH:
+            return self._membership.of(system, code)
+        return self._remembered(system, code)
 
     def contains(self, valueset_id: str, system: str, code: str) -> bool:
         """``ValueSetIndex.contains``, remembered per coding."""

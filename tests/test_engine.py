@@ -73,3 +73,19 @@ def test_decide_gives_from_a_fixture_the_cards_the_endpoint_gives(app, hooks):
     assert rule_ids(decision.cards) == rule_ids(hooks.cards(body)) != []
     assert [c.rule_id for c in decision.issued] == rule_ids(decision.cards)
     assert decision.skipped == [] and decision.failed == []
+
+
+def test_a_record_that_cannot_be_read_fails_the_call_rather_than_dropping_the_rules_that_asked(client, monkeypatch):
+    """The record is read when a rule first asks for it; a reader that fails is a bug in reading
+    the chart, and no card computed without that part can be trusted: the call gets a clear 500,
+    never a 200 that silently lacks the cards of the rules that asked."""
+    import cds_service.facts as facts_module
+
+    def broken(res):
+        raise KeyError("bug in a reader")
+
+    monkeypatch.setattr(facts_module, "_condition", broken)
+    body = build_request({"hook": "patient-view", "patient": "mcas-adult"})
+    response = client.post("/cds-services/back-pain-patient-view", json=body)
+    assert response.status_code == 500
+    assert response.get_json()["resourceType"] == "OperationOutcome"

@@ -166,3 +166,17 @@ def test_the_steroid_card_knows_premedication_by_the_premedication_rules_own_tri
     triggers = rule("mcas", "mcas.procedure-premedication")["when"]
     silenced = rule("ms-lbp", "ms-lbp.corticosteroid-for-back-pain")["unless"]["any"]
     assert {"drafted_with": triggers} in silenced
+
+
+@pytest.mark.parametrize("title", ["2026-11-30", "12"])
+def test_a_yaml_value_of_the_wrong_type_is_named_not_a_crash(tmp_path, title):
+    """An unquoted date or number where text belongs (YAML reads them as a date and an int) is
+    refused with the file, the rule and the key, like any other mistake."""
+    target = _broken_copy(tmp_path)
+    module = target / "modules" / "mcas.yaml"
+    module.write_text(module.read_text().replace(
+        "title: Degranulating neuromuscular blocker in mast cell disease", f"title: {title}", 1))
+    with pytest.raises(KnowledgeError) as error:
+        load_knowledge(target)
+    assert any("modules/mcas.yaml" in p and "rule mcas.neuromuscular-blocker: title" in p
+               for p in error.value.problems), error.value.problems

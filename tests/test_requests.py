@@ -120,3 +120,15 @@ def test_double_slash_is_not_redirected(client):
     response = client.post("/cds-services//back-pain-patient-view", json={})
     assert response.status_code in (400, 404)
     assert "Location" not in response.headers
+
+
+@pytest.mark.parametrize("server", ["https://ehr.example/fhir\x1f", "https://ehr.example/fhir\x85",
+                                    "https://ehr.example/\x00fhir", "https://ehr example/fhir"])
+def test_fhir_server_with_a_control_character_or_space_is_400(client, server):
+    """Whatever schema engine answers first, a fhirServer the service could not fetch from as
+    written is refused with the member named."""
+    body = request_fixture("patient-view/mcas-adult--chart-open.json")
+    body["fhirServer"] = server
+    response = client.post("/cds-services/back-pain-patient-view", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == ["$.fhirServer"]
