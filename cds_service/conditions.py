@@ -318,6 +318,7 @@ DEFAULT_NEGATIONS = ("no", "avoid", "not", "without", "discontinue", "stop")
 NEGATION_REACH = 3  # words before the phrase that a negation word may stand at
 _CLAUSE_END = re.compile(r"[.;:\n]")
 _WORD = re.compile(r"[A-Za-z]+")
+_NON_PREFIX = re.compile(r"(?<![A-Za-z])non[- ]?$", re.IGNORECASE)
 
 
 def _procedure_named(arg: Any, ctx: CompileContext) -> Predicate:
@@ -369,7 +370,10 @@ def _reason_named(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _negated(before: str, negations: frozenset[str]) -> bool:
-    """A negation word among the last few words of the same clause before a phrase."""
+    """A negation word among the last few words of the same clause before a phrase, or "non"
+    joined to the phrase itself ("non-contrast CT"; but "non-urgent CT with contrast" is not)."""
+    if _NON_PREFIX.search(before):
+        return True
     clause = _CLAUSE_END.split(before)[-1]
     return any(w.lower() in negations for w in _WORD.findall(clause)[-NEGATION_REACH:])
 
