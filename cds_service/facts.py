@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 
 from . import dosing
 from .fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
@@ -124,28 +124,24 @@ class FactsError(Exception):
     engine lets it through) rather than silently dropping the rules that asked."""
 
 
-T = TypeVar("T")
+class _ReadOnce:
+    """A part of the record read into facts on first use, then kept in the instance's __dict__,
+    where later look-ups find it without a call (a non-data descriptor, as
+    functools.cached_property, but without the lock that one holds across every instance on
+    Python 3.11: one call's facts belong to one thread)."""
 
+    def __init__(self, read: Callable[[Facts], Any]) -> None:
+        self.read, self.name, self.__doc__ = read, read.__name__, read.__doc__
 
-def _read_once(read: Callable[[Facts], T]) -> Any:
-    """A part of the record read into facts on first use, then kept on the instance. One call's
-    facts belong to one thread, so there is no lock (functools.cached_property on Python 3.11
-    holds one lock per property across every instance, which would queue a worker's threads)."""
-    name = read.__name__
-
-    def get(facts: Facts) -> T:
+    def __get__(self, facts: Facts | None, owner: type | None = None) -> Any:
+        if facts is None:
+            return self
         try:
-            return facts.__dict__[name]
-        except KeyError:
-            pass
-        try:
-            value = read(facts)
+            value = self.read(facts)
         except Exception as exc:
-            raise FactsError(f"reading {name} failed ({type(exc).__name__})") from exc
-        facts.__dict__[name] = value  # the frozen dataclass's own __setattr__ is not used
+            raise FactsError(f"reading {self.name} failed ({type(exc).__name__})") from exc
+        facts.__dict__[self.name] = value  # the frozen dataclass's own __setattr__ is not used
         return value
-
-    return property(get, doc=read.__doc__)
 
 
 @dataclass(frozen=True)
@@ -188,20 +184,20 @@ class Facts:
     def today(self) -> date:
         return self.now.date()
 
-    @_read_once
+    @_ReadOnce
     def past_conditions(self) -> tuple[ConditionFact, ...]:
         """Conditions of any clinical status but refuted or entered in error, for `statuses` (R13)."""
         return tuple(c for r in self.record.resources("conditions") if (c := _condition(r)))
 
-    @_read_once
+    @_ReadOnce
     def conditions(self) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.past_conditions if c.current)
 
-    @_read_once
+    @_ReadOnce
     def allergies(self) -> tuple[tuple[Coding, ...], ...]:
         return tuple(a for r in self.record.resources("allergies") if (a := _allergy(r)))
 
-    @_read_once
+    @_ReadOnce
     def active_medications(self) -> tuple[MedicationFact, ...]:
         return tuple(
             self.record.medication(r, "active")
@@ -209,7 +205,7 @@ class Facts:
             if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
         )
 
-    @_read_once
+    @_ReadOnce
     def recent_medications(self) -> tuple[RecentMedication, ...]:
         return _recent_medications(
             [r for key in ("medications", "medicationStatements", "medicationDispenses")
@@ -217,7 +213,7 @@ class Facts:
             self.record.medication,
         )
 
-    @_read_once
+    @_ReadOnce
     def _observed(self) -> _Observations:
         return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes)
 
