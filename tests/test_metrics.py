@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import request_fixture
+from processes import free_port
 
 ORDER_SELECT = "back-pain-order-select"
 PATIENT_VIEW = "back-pain-patient-view"
@@ -73,13 +73,6 @@ def test_calls_cards_stages_and_feedback_are_counted(client):
         assert moved("cds_call_stage_seconds_count", service=ORDER_SELECT, stage=stage) == 1, stage
     assert moved("cds_call_stage_seconds_count", service=ORDER_SELECT, stage="total") == 2  # the 400 too
     assert moved("cds_call_stage_seconds_sum", service=ORDER_SELECT, stage="total") > 0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (until someone binds it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_fhir_fetch_failures_are_counted_by_key(client):

@@ -23,8 +23,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -42,7 +40,8 @@ from cds_service.errors import StorageUnavailable, StorageUnusable
 from cds_service.storage import Storage
 from helpers import request_fixture
 from test_auth import ISSUER, JWKS, JWKS_URL, token
-from test_metrics import free_port, metric_value
+from processes import Service
+from test_metrics import metric_value
 from test_storage import _card, _close, _overridden
 
 ORDER_SELECT = "back-pain-order-select"
@@ -287,37 +286,21 @@ def test_a_full_disk_costs_no_decision_and_the_service_heals(tmp_path, app_confi
 
 # --------------------------------------------------------------------------- the real server
 
-def _serve(tmp_path: Path, database: Path, name: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
-    env = {**os.environ, "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{database}",
-           "CDS_LOG_LEVEL": "WARNING"}
-    log = tmp_path / f"{name}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([command, "serve", "--port", str(port), "--workers", "2"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
-    return process, f"http://127.0.0.1:{port}", log
+def _serve(tmp_path: Path, database: Path, name: str) -> Service:
+    """``cds-service serve`` on the database, not waited for (a test decides what ready means)."""
+    return Service(tmp_path, name, "--workers", "2", env={"CDS_DATABASE_URL": f"sqlite:///{database}"})
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_up(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
+def _wait_up(service: Service) -> None:
+    """Up as soon as it answers /healthz, which opens no database connection (/readyz would)."""
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and service.process.poll() is None:
         try:
-            requests.get(f"{base}/healthz", timeout=1)
+            requests.get(f"{service.base}/healthz", timeout=1)
             return
         except requests.ConnectionError:
             time.sleep(0.1)
-    pytest.fail(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
+    pytest.fail(f"server did not start: {service.log()[-2000:]}")
 
 
 def _hook(base: str) -> tuple[int, list[str]]:
@@ -334,9 +317,10 @@ def _feedback(base: str) -> requests.Response:
 @pytest.mark.slow
 def test_served_on_a_database_that_turns_read_only_and_back(tmp_path):
     database = tmp_path / "cds.sqlite3"
-    process, base, log = _serve(tmp_path, database, "read-only")
+    service = _serve(tmp_path, database, "read-only")
+    base = service.base
     try:
-        _wait_up(process, base, log)
+        _wait_up(service)
         with unwritable(database):  # before any worker opened its connection
             during = [_hook(base) for _ in range(20)]
             refused = _feedback(base)
@@ -350,7 +334,7 @@ def test_served_on_a_database_that_turns_read_only_and_back(tmp_path):
         assert _feedback(base).status_code == 200
         assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
     finally:
-        _stop(process)
+        service.stop()
     with sqlite3.connect(database) as conn:
         recorded = conn.execute("SELECT COUNT(*) FROM issued_card").fetchone()[0]
     conn.close()
@@ -362,12 +346,12 @@ def test_serve_refuses_to_start_on_an_unwritable_database(tmp_path):
     database = tmp_path / "cds.sqlite3"
     Storage(f"sqlite:///{database}").migrate()
     with unwritable(database):
-        process, _, log = _serve(tmp_path, database, "refused")
+        service = _serve(tmp_path, database, "refused")
         try:
-            process.wait(timeout=60)
+            service.process.wait(timeout=60)
         finally:
-            _stop(process)
-    text = log.read_text(errors="replace")
-    assert process.returncode == 1
+            service.stop()
+    text = service.log()
+    assert service.process.returncode == 1
     assert "cannot be written (SQLITE_READONLY" in text and str(database) in text
     assert "Traceback" not in text
