@@ -32,13 +32,12 @@ from .facts import Facts, build_facts
 from .fhir import resources_in, utc_now
 from .hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
 from .knowledge import Knowledge, Service
-from .prefetch import FetchPolicy, gather
+from .prefetch import NO_FETCH, gather
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
                "AllergyIntolerance": "allergies", "Observation": "observations",
                "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
-OFFLINE = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dic
     hook_request = parse_hook_request(body, service.hook)
     offline = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
     templates = prefetch_templates(service, knowledge.terminology)
-    return service, hook_request, gather(offline, templates, service.required_prefetch, OFFLINE)
+    return service, hook_request, gather(offline, templates, service.required_prefetch, NO_FETCH)
 
 
 def facts_for(knowledge: Knowledge, body: Any, now: datetime) -> Facts:

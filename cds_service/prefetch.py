@@ -67,6 +67,10 @@ class FetchPolicy:
     issuer_servers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
+# Nothing fetched: only what the call carries (the warm-up, offline evaluation).
+NO_FETCH = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
+
+
 @dataclass(frozen=True)
 class NextPages:
     """Fetch the pages after those of a prefetch Bundle the EHR sent (its ``link[next]``)."""

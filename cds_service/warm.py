@@ -20,11 +20,10 @@ from flask import Flask
 from .decision import decide
 from .cards import suggested_resource
 from .hooks import parse_hook_request
-from .prefetch import FetchPolicy, gather
+from .prefetch import NO_FETCH, gather
 
 log = logging.getLogger(__name__)
 _PATIENT = "warm-up"
-_NO_FETCH = FetchPolicy(budget_seconds=0.0, timeout_seconds=0.0, max_pages=0, open_servers=frozenset())
 # A draft order of a common analgesic: enough for the order hooks to walk their medication paths.
 _DRAFT = {
     "resourceType": "MedicationRequest", "id": "warm-up-order", "status": "draft", "intent": "order",
@@ -39,7 +38,7 @@ def warm(app: Flask) -> None:
         templates = runtime.prefetch[service.id]
         body = _synthetic_call(service.hook, templates)
         request = parse_hook_request(orjson.loads(orjson.dumps(body)), service.hook)
-        data = gather(request, templates, (), _NO_FETCH)
+        data = gather(request, templates, (), NO_FETCH)
         decision = decide(service, request, data, runtime.knowledge, runtime.clock(), rules_url="http://localhost/rules")
         orjson.dumps({"cards": decision.cards})
     # Every resource a card can suggest, validated as FHIR R4 now (the models load lazily, and
