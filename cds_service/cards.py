@@ -90,7 +90,7 @@ def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Te
 
 
 ADULT_AGE = 18
-CHILD_NOTE = ("_One-click orders of adult-strength products are not offered for a patient under 18:"
+CHILD_NOTE = ("_One-click orders of adult-strength products are not offered for a patient under 18 or of unknown age:"
               " choose a paediatric product and dose._")
 
 
@@ -222,10 +222,14 @@ def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:
 
 
 def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:
+    """The suggestion whole, or none: a "replace" never shrinks to a bare delete (no one-click
+    order for a child) nor to a bare add (an active order is not removed from a card, and
+    adding the alternative beside it would double the therapy)."""
     if _adult_only(spec, facts):
-        return None  # the whole suggestion: a "replace" must never shrink to a bare delete
-    actions = [a for a in (_action(a, finding, facts, terminology) for a in spec.actions) if a]
-    if not actions:
+        return None
+    built = [_action(a, finding, facts, terminology) for a in spec.actions]
+    actions = [a for a in built if a is not None]
+    if not actions or len(actions) < len(built):
         return None
     # A client applies a suggestion as a transaction (deletes first), so the order is ours to
     # choose: creates first, because the CDS Hooks sandbox applies only the first action.
@@ -237,10 +241,10 @@ def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: T
 
 
 def _adult_only(spec: Suggestion, facts: Facts) -> bool:
-    """A suggestion that creates a medication for a patient under 18, unless the rule marked it
-    ``for_children``: the product table holds adult strengths (a 10 mg montelukast tablet is not a
-    4-year-old's dose), so a child gets the advice without a one-click order."""
-    if spec.for_children or facts.age_years is None or facts.age_years >= ADULT_AGE:
+    """A suggestion that creates a medication for a patient under 18 or of unknown age, unless
+    the rule marked it ``for_children``: the product table holds adult strengths (a 10 mg
+    montelukast tablet is not a 4-year-old's dose), so the advice comes without a one-click order."""
+    if spec.for_children or (facts.age_years is not None and facts.age_years >= ADULT_AGE):
         return False
     return any(action.kind == "create_medication" for action in spec.actions)
 

@@ -65,6 +65,7 @@ class _Gunicorn(BaseApplication):
         # touched) out of the garbage collector's sight, so the collections a large request body
         # triggers stay short and forked workers keep sharing those pages. Done here, in the
         # server's master, not in create_app: a factory must not change the whole process.
+        gc.unfreeze()  # on SIGHUP: the app built before, once replaced, must be collectable
         gc.collect()
         gc.freeze()
         return app

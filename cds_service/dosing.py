@@ -28,12 +28,12 @@ MG_FACTOR = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
 # `active_medication.routes` conditions (knowledge.py puts it into both JSON Schemas at load).
 ROUTES = ("oral", "parenteral", "neuraxial", "topical", "nasal", "inhaled", "ophthalmic", "rectal", "transdermal")
 PRODUCT_ROUTES = ROUTES + ("other",)  # "other": a product whose route none of ROUTES names
-ROUTE_WORDS = (
+ROUTE_WORDS = (  # the most specific first: "epidural injection" is neuraxial, not parenteral
+    ("epidural", "neuraxial"), ("intrathecal", "neuraxial"),
     ("oral", "oral"), ("tablet", "oral"), ("capsule", "oral"), ("inject", "parenteral"),
     ("intravenous", "parenteral"), ("intramuscular", "parenteral"), ("auto-injector", "parenteral"),
     ("topical", "topical"), ("cream", "topical"), ("ointment", "topical"), ("nasal", "nasal"),
     ("inhal", "inhaled"), ("ophthalmic", "ophthalmic"), ("rectal", "rectal"), ("transdermal", "transdermal"),
-    ("epidural", "neuraxial"), ("intrathecal", "neuraxial"),
 )
 # Forms named by short words that also occur inside other words ("Liqui-Gels" and "gelatin capsule"
 # are oral): matched as whole words, after ROUTE_WORDS.

@@ -217,7 +217,7 @@ class Facts:
     def _observed(self) -> _Observations:
         return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes)
 
-    @property
+    @_ReadOnce
     def latest_observations(self) -> dict[str, ObservationFact]:
         return {code: day[0] for code, day in self._observed.latest_day.items()}
 

@@ -199,3 +199,15 @@ def test_an_uncoded_order_is_matched_by_every_ingredient_name_it_holds(terminolo
         for vid, vs in terminology.valuesets.items():
             first = next((n for n, pattern in vs.names if pattern.search(text)), None)
             assert (sets[vid].display if vid in sets else None) == first, (text, vid)
+
+
+@pytest.mark.parametrize("text, route", [("morphine 1 MG/ML epidural injection", "neuraxial"),
+                                         ("Intrathecal injection of baclofen", "neuraxial"),
+                                         ("morphine 4 MG/ML injection", "parenteral")])
+def test_an_epidural_or_intrathecal_injection_in_words_is_neuraxial_not_systemic(terminology, text, route):
+    """The most specific route word wins: an epidural injection never gets the swap to an IV drug
+    that a parenteral order gets."""
+    order = {"resourceType": "MedicationRequest", "id": "d", "status": "draft",
+             "medicationCodeableConcept": {"text": text}}
+    (fact,) = _facts(terminology, drafts=[order]).draft_medications
+    assert fact.route == route

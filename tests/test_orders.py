@@ -105,3 +105,17 @@ def test_html_in_ehr_text_is_escaped_in_card_detail(hooks):
     body_out = hooks.call(body).get_json()
     assert_conformant(body_out)
     assert "<script>" not in body_out["cards"][0]["detail"]
+
+
+def test_a_patient_of_unknown_age_gets_no_one_click_adult_strength_order(hooks):
+    """Without a birth date the patient may be a child: the advice stays, the one-click orders of
+    adult-strength products do not (as for a patient under 18)."""
+    body = request_fixture("order-select/mcas-adult--morphine-injection.json")
+    (card,) = hooks.cards(body)
+    assert any(a["type"] == "create" and a["resource"]["resourceType"] == "MedicationRequest"
+               for s in card.get("suggestions", []) for a in s["actions"])  # an adult gets them
+    body["prefetch"]["patient"].pop("birthDate")
+    (card,) = hooks.cards(body)
+    assert not any(a["type"] == "create" and a["resource"]["resourceType"] == "MedicationRequest"
+                   for s in card.get("suggestions", []) for a in s["actions"])
+    assert "unknown age" in card["detail"]
