@@ -113,12 +113,14 @@ def fake_fhir(delay_ms: int) -> Iterator[str]:
                                str(delay_ms)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while server.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.1)
+        else:  # never listened: a measurement against a dead URL would report nonsense
+            raise RuntimeError(f"the fake FHIR server did not start (exit code {server.poll()})")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
@@ -152,7 +154,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir, fake_fhir(1500) as fhir:
         tmp = Path(tmp_dir)
         for n, (name, (command, fronted, max_conns)) in enumerate(setups.items()):
-            with Service(tmp, f"setup-{n}", "--workers", "4", command=command) as service:
+            # the fake FHIR server is on loopback: listed, or every fetch is refused at connect time
+            # and the "slow FHIR server" callers would never wait on it
+            with Service(tmp, f"setup-{n}", "--workers", "4", command=command,
+                         env={"CDS_OPEN_FHIR_SERVERS": json.dumps([fhir])}) as service:
                 if fronted:
                     with Front(tmp, [f"127.0.0.1:{service.port}"], max_conns) as front:
                         summary[name] = measure(front.base, front.port, fhir)

@@ -5,7 +5,8 @@
   holds ``LOCK TABLE ... IN EXCLUSIVE MODE``. Hook calls answer with their
   cards within the call budget (the card record waits at most 200 ms, then is
   given up, logged and counted); feedback answers 503 with ``Retry-After``;
-  ``/readyz`` says 503; the JWT replay check still refuses a replay.
+  ``/readyz`` stays 200 and says the storage is not writable (the instance still
+  decides); the JWT replay check still refuses a replay.
 - **A database that cannot be written.** The SQLite file is made immutable
   with ``chattr +i``: the tests run as root, and root ignores file modes
   (``chmod 0444`` would not stop a single write); as another user ``chmod
@@ -143,7 +144,7 @@ def test_a_held_write_lock_costs_no_card_and_refuses_feedback_with_503(database_
         with write_lock(database_url):
             started = time.monotonic()
             assert store.record_cards(ORDER_SELECT, "hook-1", [_card(RULE)]) is False  # given up, not raised
-            assert time.monotonic() - started < 1.0  # waited about 200 ms, not the old 10 s
+            assert time.monotonic() - started < 5.0  # gave up after its 200 ms wait, not the old 10 s and more
             with pytest.raises(StorageUnavailable) as refused:
                 store.record_feedback(ORDER_SELECT, [_overridden(_card(RULE))])
             assert refused.value.status == 503 and refused.value.headers()["Retry-After"].isdigit()
@@ -256,11 +257,11 @@ def test_hook_calls_answer_with_cards_while_the_database_is_locked(secure_app, a
         assert int(answer.headers["Retry-After"]) > 0
         assert answer.get_json()["resourceType"] == "OperationOutcome"
         assert answer.get_json()["issue"][0]["code"] == "transient"
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.get_json()["status"] == "storage not writable"
+        ready = client.get("/readyz")  # still ready: hook calls answer with cards; the body says why
+        assert ready.status_code == 200 and ready.get_json()["storage"].startswith("not writable")
     assert metric_value(client, "cds_storage_failures_total", operation="record_cards") >= failures_before + 4
     assert client.post(feedback, json={"feedback": [item]}, headers=_bearer(feedback)).status_code == 200
-    assert client.get("/readyz").status_code == 200
+    assert client.get("/readyz").get_json()["storage"] == "writable"
 
 
 def test_a_full_disk_costs_no_decision_and_the_service_heals(tmp_path, app_config):
@@ -328,11 +329,11 @@ def test_served_on_a_database_that_turns_read_only_and_back(tmp_path):
         assert during == [(200, [RULE])] * 20
         assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
         assert refused.json()["resourceType"] == "OperationOutcome"
-        assert ready.status_code == 503
+        assert ready.status_code == 200 and ready.json()["storage"].startswith("not writable")
         healed = [_hook(base) for _ in range(60)]
         assert healed == [(200, [RULE])] * 60
         assert _feedback(base).status_code == 200
-        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+        assert requests.get(f"{base}/readyz", timeout=10).json()["storage"] == "writable"
     finally:
         service.stop()
     with sqlite3.connect(database) as conn:
