@@ -232,28 +232,26 @@ def _active_medication(arg: Any, ctx: CompileContext) -> Predicate:
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         key = ("active_medication", vid, routes, at_least, recent)
-        found = _remember(facts, key, lambda: _active_in(facts, ctx.terminology, vid, routes, at_least, recent))
+        found = _remember(facts, key, lambda: _active_in(facts, vid, routes, at_least, recent))
         return [Evidence(found[0], label, found[1])] if found else None
 
     return Predicate(check, frozenset({"medications"}), frozenset({vid}), wants)
 
 
-def _medication_match(
-    facts: Facts, terminology: Terminology, med: MedicationFact, vid: str, routes: frozenset[str]
-) -> Match | None:
+def _medication_match(med: MedicationFact, vid: str, routes: frozenset[str]) -> Match | None:
     if routes and med.route is not None and med.route not in routes:
         return None  # e.g. cromolyn eye drops are not the oral cromolyn a rule asks about
     return med.sets.get(vid)  # matched once, when its facts were built
 
 
 def _active_in(
-    facts: Facts, terminology: Terminology, vid: str, routes: frozenset[str], at_least: int | None, recent: int | None,
+    facts: Facts, vid: str, routes: frozenset[str], at_least: int | None, recent: int | None,
 ) -> tuple[str, bool] | None:
     """The first matching medication: its evidence text, and whether it matched by name."""
     for med in facts.active_medications:
         if at_least is not None and (med.start is None or (facts.today - med.start).days < at_least):
             continue
-        if (match := _medication_match(facts, terminology, med, vid, routes)) is not None:
+        if (match := _medication_match(med, vid, routes)) is not None:
             since = _date(med.start)
             if at_least is not None:
                 since += f" ({(facts.today - med.start).days} days)" if med.start else ""
@@ -264,7 +262,7 @@ def _active_in(
     for past in facts.recent_medications:
         if past.when is not None and not oldest <= past.when <= facts.today:
             continue
-        if (match := _medication_match(facts, terminology, past.medication, vid, routes)) is not None:
+        if (match := _medication_match(past.medication, vid, routes)) is not None:
             when = "current" if past.when is None else _date(past.when)
             text = f"Recent {past.source}: {past.medication.name} ({describe(match)}), {when}"
             return text, match.by_name

@@ -261,12 +261,6 @@ class Terminology:
         """Whether a coding is an RxNorm code of the product table or of a value set."""
         return any(system == RXNORM and code in self._known_rxnorm for system, code, _ in codings)
 
-    def match_medication(
-        self, codings: tuple[Coding, ...], text: str, valueset_id: str, brands: tuple[Brand, ...] = ()
-    ) -> Match | None:
-        """Whether an order's medication is in one value set (``medication_sets``)."""
-        return self.medication_sets(codings, text, brands).get(valueset_id)
-
     def medication_sets(
         self, codings: tuple[Coding, ...], text: str, brands: tuple[Brand, ...] = ()
     ) -> dict[str, Match]:

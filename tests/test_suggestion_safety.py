@@ -94,8 +94,8 @@ def violations(item: Served, knowledge) -> list[str]:
                         found.append(f"{where}: a parenteral product created at chart open ({product.name})")
                 if REMIFENTANIL in ingredients and not under_anaesthesia:
                     found.append(f"{where}: remifentanil without surgery under anaesthesia in the request")
-                if child and not any(terminology.match_medication(
-                        ((RXNORM, product.rxcui, product.name),), product.name, vid) for vid in CHILD_PRODUCTS):
+                in_sets = terminology.medication_sets(((RXNORM, product.rxcui, product.name),), product.name)
+                if child and not any(vid in in_sets for vid in CHILD_PRODUCTS):
                     found.append(f"{where}: an adult-strength product offered to a patient aged {facts.age_years}")
     return found
 
