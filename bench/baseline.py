@@ -49,7 +49,7 @@ def service_parser() -> Any:
     """The JSON parser the service's endpoint uses (orjson when its api module imports it)."""
     import json
 
-    from cds_service import api
+    from cds_service.web import api
 
     return getattr(getattr(api, "orjson", None), "loads", None) or json.loads
 

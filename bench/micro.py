@@ -74,12 +74,12 @@ def main() -> None:
     os.environ.setdefault("CDS_AUTH_REQUIRED", "false")
     from flask import jsonify
 
-    from cds_service import api, create_app
-    from cds_service.decision import decide
-    from cds_service.engine import evaluate
-    from cds_service.facts import build_facts
-    from cds_service.hooks import parse_hook_request
-    from cds_service.prefetch import gather
+    from cds_service.web import api, create_app
+    from cds_service.core.decision import decide
+    from cds_service.core.engine import evaluate
+    from cds_service.core.facts import build_facts
+    from cds_service.core.hooks import parse_hook_request
+    from cds_service.fhirfetch.prefetch import gather
 
     app = create_app({"LOG_LEVEL": "WARNING"})  # the whole-call stage would otherwise log a line per call
     logging.getLogger("cds_service").setLevel(logging.WARNING)

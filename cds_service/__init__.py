@@ -1,25 +1,22 @@
 """CDS Hooks 2.0 decision support for back pain in MCAS and in multiple sclerosis.
 
-``create_app(config=None)`` builds the Flask app: configuration
-(``config.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
-(a broken knowledge folder stops start-up), storage migrated and shown to take writes (an
-unwritable database stops start-up), CORS, JSON errors, JSON logs, Prometheus metrics.
+The package, room by room (docs/architecture.md maps every module):
+
+- ``core/``       the sans-IO decision: FHIR reading, terminology, facts, conditions, rules,
+                  engine, cards, decision. No Flask, no network, no database (import contracts).
+- ``fhirfetch/``  the only FHIR client: the SSRF-pinned, byte-capped transport and gathering.
+- ``storage/``    issued cards, feedback, the JWT replay cache, retention, the feedback report.
+- ``knowledge/``  reads and writes ``knowledge/``: loader, discovery, evaluation, explain, authoring.
+- ``web/``        the Flask app, blueprints, authentication, metrics, pages, preview, warm-up.
+
+``create_app`` and the error classes are the public names; the rest is internal. ``create_app``
+is imported on first use so that ``import cds_service.core`` never loads Flask.
 """
 from __future__ import annotations
 
-import logging
-import sys
-from datetime import timedelta
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from flask_cors import CORS
-
-from . import discovery, metrics
-from .api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
-from .auth import Verifier
-from .config import database_url, fetch_policy, knowledge_dir, settings
-from .errors import (
+from cds_service.errors import (
     AuthenticationFailed,
     CdsError,
     InvalidRequest,
@@ -28,14 +25,9 @@ from .errors import (
     PrefetchUnavailable,
     UnknownService,
 )
-from .fhir import utc_now
-from .knowledge import load_knowledge
-from .logs import configure_logging
-from .pages import bp as pages_bp
-from .preview import bp as preview_bp
-from .pseudonym import load_secret
-from .storage import Retention, Storage
-from .wsgi import CollapseSlashes
+
+if TYPE_CHECKING:
+    from cds_service.web.app import create_app
 
 __all__ = [
     "create_app",
@@ -48,63 +40,10 @@ __all__ = [
     "KnowledgeError",
 ]
 
-log = logging.getLogger("cds_service")
 
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from cds_service.web.app import create_app
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
-    app.json = OrjsonProvider(app)
-    app.config.update(settings(config, app.root_path))
-    configure_logging(app.config["LOG_LEVEL"])
-    app.url_map.strict_slashes = False
-    app.url_map.merge_slashes = False  # a 308 on '//' would break CORS preflights: see wsgi.py
-    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
-
-    knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
-    retention = Retention(issued_card_days=float(app.config["ISSUED_CARD_RETENTION_DAYS"]),
-                          feedback_days=float(app.config["FEEDBACK_RETENTION_DAYS"]),
-                          interval_seconds=float(app.config["PRUNE_INTERVAL_SECONDS"]))
-    storage = Storage(database_url(app.config["DATABASE_URL"], app.instance_path), retention,
-                      replay_fail_closed=bool(app.config["REPLAY_FAIL_CLOSED"]))
-    storage.open_for_service()  # migrated and writable, or StorageUnusable: the service must not start
-    clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
-    app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
-                                     discovery.templates(knowledge),
-                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti),
-                                     _override_window(app))
-
-    CORS(
-        app,
-        origins=app.config["CORS_ORIGINS"],
-        methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["X-Request-ID"],
-        max_age=86400,
-    )
-    app.register_blueprint(cds)
-    app.register_blueprint(ops)
-    app.register_blueprint(pages_bp)
-    app.register_blueprint(preview_bp)
-    metrics.init_app(app)
-    register_errors(app)
-    _warn_if_open(app)
-    return app
-
-
-def _override_window(app: Flask) -> OverrideWindow | None:
-    days = int(app.config["OVERRIDE_WINDOW_DAYS"] or 0)
-    secret = load_secret(app.config["PATIENT_KEY_SECRET"], app.config["DEVELOPMENT"], app.instance_path)
-    if days > 0 and secret is None:
-        log.warning("override window off: set CDS_PATIENT_KEY_SECRET (shared by every instance) to switch it on")
-    return OverrideWindow(secret, timedelta(days=days)) if days > 0 and secret else None
-
-
-def _warn_if_open(app: Flask) -> None:
-    unbound = sorted(set(app.config["TRUSTED_ISSUERS"]) - set(app.extensions["cds"].fetch_policy.issuer_servers))
-    if app.config["AUTH_REQUIRED"] and unbound:
-        log.warning("no FHIR server is listed for some trusted issuers (CDS_ISSUER_FHIR_SERVERS): their calls"
-                    " are answered from prefetch only", extra={"issuers": unbound})
-    if not app.config["AUTH_REQUIRED"]:
-        banner = "AUTHENTICATION IS OFF (CDS_AUTH_REQUIRED=false): development only, never expose this service"
-        log.warning(banner)
-        print(f"\n*** {banner} ***\n", file=sys.stderr)
+        return create_app
+    raise AttributeError(f"module 'cds_service' has no attribute {name!r}")

@@ -1,4 +1,4 @@
 """``python -m cds_service`` is the ``cds-service`` command."""
-from .cli import main
+from cds_service.cli import main
 
 main()

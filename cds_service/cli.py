@@ -12,7 +12,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from .errors import KnowledgeError, StorageUnusable
+from cds_service.errors import KnowledgeError, StorageUnusable
 
 
 class _Gunicorn(BaseApplication):
@@ -43,7 +43,7 @@ class _Gunicorn(BaseApplication):
         """gunicorn's post_worker_init: the master's warm-up once more, in the worker before it
         takes a call, so that the pages a decision touches are copied from the master
         (copy-on-write) and the worker's own memory grown now, not during a clinician's first call."""
-        from .warm import warm
+        from cds_service.web.warm import warm
 
         warm(worker.wsgi)
 
@@ -54,8 +54,8 @@ class _Gunicorn(BaseApplication):
             raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
 
     def _build(self) -> Any:
-        from . import create_app
-        from .warm import warm
+        from cds_service import create_app
+        from cds_service.web.warm import warm
 
         # An operator's CDS_FHIR_FETCH_THREADS wins; else every thread can fetch all its keys at once.
         os.environ.setdefault("CDS_FHIR_FETCH_THREADS", str(self.cfg.threads * _FETCHES_PER_CALL))
@@ -121,7 +121,7 @@ _FETCHES_PER_CALL = 5
               help="Up to this many calls added at random, so workers are not all replaced at once.")
 def serve(host: str, port: int, **options: Any) -> None:
     """Serve the CDS service under gunicorn (settings also from GUNICORN_CMD_ARGS)."""
-    from .metrics import gunicorn_hooks
+    from cds_service.web.metrics import gunicorn_hooks
 
     metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
     given = _given_on_command_line(options)
@@ -170,8 +170,8 @@ def knowledge_check() -> None:
               help="Replace the table between the rules:start/rules:end markers of FILE (default docs/knowledge.md).")
 def knowledge_table(doc: str | None) -> None:
     """Print the Markdown rule table that docs/knowledge.md carries (or write it there)."""
-    from .authoring import write_rule_table
-    from .knowledge import rule_table
+    from cds_service.knowledge.authoring import write_rule_table
+    from cds_service.knowledge.loader import rule_table
 
     table = rule_table(_knowledge())
     if doc is None:
@@ -192,8 +192,8 @@ def knowledge_table(doc: str | None) -> None:
 def knowledge_new_rule(module: str, rule_id: str, cases_dir: str) -> None:
     """Append a commented rule skeleton to modules/MODULE.yaml and a positive and a negative
     case stub to CASES_DIR/MODULE.yaml; then fill in every TODO."""
-    from .authoring import new_rule
-    from .config import knowledge_dir, settings
+    from cds_service.knowledge.authoring import new_rule
+    from cds_service.settings import knowledge_dir, settings
 
     try:
         written = new_rule(knowledge_dir(settings()["KNOWLEDGE_DIR"]), Path(cases_dir), module, rule_id)
@@ -208,14 +208,14 @@ def knowledge_new_rule(module: str, rule_id: str, cases_dir: str) -> None:
 @click.option("--ingredient", "ingredients", required=True, multiple=True, metavar="RXCUI",
               help="An RxNorm ingredient (TTY IN). Repeatable.")
 @click.option("--rrf", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The rrf/ folder of an RxNorm release (RXNCONSO.RRF, RXNREL.RRF): see cds_service/products.py.")
+              help="The rrf/ folder of an RxNorm release (RXNCONSO.RRF, RXNREL.RRF): see cds_service/knowledge/products.py.")
 @click.option("--source", required=True, metavar="KEY", help="Its key in terminology-sources.yaml (add it there first).")
 def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) -> None:
     """Add every product (SCD, SBD) of an ingredient to rxnorm-products.json, sorted, and keep
     the change only if the knowledge folder still passes knowledge check."""
-    from .config import knowledge_dir, settings
-    from .knowledge import load_knowledge
-    from .products import RrfError, dump, merge, products_for, read_release
+    from cds_service.settings import knowledge_dir, settings
+    from cds_service.knowledge.loader import load_knowledge
+    from cds_service.knowledge.products import RrfError, dump, merge, products_for, read_release
 
     directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
     path = directory / "rxnorm-products.json"
@@ -238,8 +238,8 @@ def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) 
 
 def _knowledge() -> Any:
     """The knowledge create_app would load: the same configuration layering, the same loader."""
-    from .config import knowledge_dir, settings
-    from .knowledge import load_knowledge
+    from cds_service.settings import knowledge_dir, settings
+    from cds_service.knowledge.loader import load_knowledge
 
     return load_knowledge(knowledge_dir(settings()["KNOWLEDGE_DIR"]))
 
@@ -262,7 +262,7 @@ def evaluate_command(request_file: Any, bundle: Any, hook: str | None, drafts: t
     called: the data is the request's prefetch. Exit status: 0 no card, 1 at least one card,
     2 bad input (like diff and linters: non-zero means "look at this").
     """
-    from .evaluate import evaluate_from_files
+    from cds_service.knowledge.evaluate import evaluate_from_files
 
     sys.exit(evaluate_from_files(request_file, bundle, hook, drafts, now_text, as_json, click.echo, explain_ids))
 
@@ -293,7 +293,7 @@ def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_fee
     trend by ISO week, and the rules flagged for review."""
     from datetime import timezone
 
-    from .report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
+    from cds_service.storage.report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
 
     if chart and not chart.endswith((".svg", ".png")):
         raise click.UsageError("--chart must name a .svg or .png file")
@@ -336,7 +336,7 @@ def storage_prune() -> None:
 
 def _storage() -> Any:
     """The storage the service would use, configured as ``serve`` configures it."""
-    from . import create_app
+    from cds_service import create_app
 
     try:
         app = create_app({"LOG_LEVEL": "ERROR", "PRUNE_INTERVAL_SECONDS": 0})

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from casebuilder import build_request
-from cds_service.cards import IssuedCard
-from cds_service.pseudonym import patient_key
+from cds_service.core.cards import IssuedCard
+from cds_service.core.pseudonym import patient_key
 from helpers import NOW, SERVICES
 
 CASES_DIR = Path(__file__).parent / "cases"

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from cds_service.errors import did_you_mean
-from cds_service.evaluate import explain_request, facts_for
+from cds_service.knowledge.evaluate import explain_request, facts_for
 from helpers import NOW, load_fixture
 
 SYSTEMS = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -127,7 +127,7 @@ def test_every_endpoint_needs_a_token_bound_to_its_own_url(secure):
 
 
 def test_a_route_added_to_the_cds_blueprint_is_protected_without_any_list(app_config, monkeypatch):
-    from cds_service import api
+    from cds_service.web import api
 
     # A fresh registration of the module-level blueprint, undone after the test.
     monkeypatch.setattr(api.cds, "_got_registered_once", False)
@@ -170,7 +170,7 @@ def test_auth_is_required_by_default_also_when_unset(tmp_path, monkeypatch):
 
 
 def test_development_mode_trusts_the_sandbox_issuer_only_there(app_config):
-    from cds_service.config import SANDBOX_ISSUER
+    from cds_service.settings import SANDBOX_ISSUER
 
     dev = create_app({**app_config, "AUTH_REQUIRED": True, "DEVELOPMENT": True})
     prod = create_app({**app_config, "AUTH_REQUIRED": True})

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.config import knowledge_dir
-from cds_service.dosing import ROUTES
+from cds_service.settings import knowledge_dir
+from cds_service.core.dosing import ROUTES
 from cds_service.errors import KnowledgeError
-from cds_service.knowledge import load_knowledge
+from cds_service.knowledge.loader import load_knowledge
 from helpers import ROOT
 
 ROUTE_WORDS = ", ".join(ROUTES)  # the one route vocabulary, as knowledge check lists it
@@ -122,7 +122,6 @@ def test_evaluate_explain_prints_the_same_explanation(runner):
 
 # --- the worked example of docs/knowledge.md, the author commands ---------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = re.compile(r"<!-- example: (create|append) (\S+) -->\n```\w*\n(.*?)```", re.S)
 
 
@@ -136,8 +135,8 @@ def _copies(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_worked_example_in_the_docs_works_end_to_end(tmp_path, runner):
     from casebuilder import build_request
     from cds_service.cli import main
-    from cds_service.evaluate import evaluate_request
-    from cds_service.knowledge import rule_table
+    from cds_service.knowledge.evaluate import evaluate_request
+    from cds_service.knowledge.loader import rule_table
     from helpers import NOW
 
     knowledge, cases = _copies(tmp_path)
@@ -221,8 +220,8 @@ def test_add_products_keeps_the_table_when_the_result_would_not_load(tmp_path, r
 
 
 def test_every_vocabulary_word_is_listed_in_the_docs():
-    from cds_service.conditions import condition_words
-    from cds_service.dosing import ROUTES
+    from cds_service.core.conditions import condition_words
+    from cds_service.core.dosing import ROUTES
 
     text = (ROOT / "docs" / "knowledge.md").read_text()
     table = re.search(r"\| condition \| argument .*?\n\n", text, re.S).group(0)
@@ -249,7 +248,7 @@ def test_file_headers_point_only_at_files_in_the_repository():
 def test_the_schema_and_the_cards_share_one_summary_limit():
     import json
 
-    from cds_service.cards import SUMMARY_LIMIT
+    from cds_service.core.cards import SUMMARY_LIMIT
 
     schema = json.loads((KNOWLEDGE / "schema" / "module.schema.json").read_text())
     assert schema["$defs"]["rule"]["properties"]["card"]["properties"]["summary"]["maxLength"] == SUMMARY_LIMIT == 139

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from case_cards import served
-from cds_service.cards import WHY
+from cds_service.core.cards import WHY
 
 OWN_TEXT_LIMIT = 500
 ENDS_OWN_TEXT = re.compile(r"\n\n(?:\*\*Why this card\*\*|_The order carries no code|Rule: )")
@@ -76,7 +76,7 @@ def test_class_names_are_written_as_a_clinician_writes_them(cards):
 
 
 def test_a_long_procedure_name_is_shortened_at_a_word_boundary():
-    from cds_service.cards import shorten
+    from cds_service.core.cards import shorten
 
     name = "Magnetic resonance (eg, proton) imaging, spinal canal and contents, lumbar; without contrast material"
     short = shorten(name, 60)

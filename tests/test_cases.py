@@ -8,7 +8,7 @@ import pytest
 
 from casebuilder import GATE_WORDS, build_request, explain_case, negative_kind, no_such_rule
 from case_cards import CASES, seed_feedback
-from cds_service.cards import MERGED_RULES
+from cds_service.core.cards import MERGED_RULES
 from conformance import assert_conformant
 
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from cds_service.config import DEFAULTS
-from cds_service.knowledge import load_knowledge
+from cds_service.settings import DEFAULTS
+from cds_service.knowledge.loader import load_knowledge
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from cds_service.conditions import Predicate
-from cds_service.engine import evaluate
-from cds_service.facts import build_facts
+from cds_service.core.conditions import Predicate
+from cds_service.core.engine import evaluate
+from cds_service.core.facts import build_facts
 from casebuilder import build_request
 from helpers import NOW, request_fixture, rule_ids
 
@@ -62,8 +62,8 @@ def test_patient_view_puts_warnings_first_and_merges_each_modules_info_findings(
 
 
 def test_decide_gives_from_a_fixture_the_cards_the_endpoint_gives(app, hooks):
-    from cds_service.decision import decide
-    from cds_service.hooks import parse_hook_request
+    from cds_service.core.decision import decide
+    from cds_service.core.hooks import parse_hook_request
 
     knowledge = app.extensions["cds"].knowledge
     body = request_fixture("order-select/mcas-adult--succinylcholine.json")
@@ -79,7 +79,7 @@ def test_a_record_that_cannot_be_read_fails_the_call_rather_than_dropping_the_ru
     """The record is read when a rule first asks for it; a reader that fails is a bug in reading
     the chart, and no card computed without that part can be trusted: the call gets a clear 500,
     never a 200 that silently lacks the cards of the rules that asked."""
-    import cds_service.facts as facts_module
+    import cds_service.core.facts as facts_module
 
     def broken(res):
         raise KeyError("bug in a reader")

@@ -100,7 +100,7 @@ def test_as_a_subprocess_the_exit_status_says_whether_a_card_was_issued():
 def test_a_bundle_carries_statements_into_the_offline_call_as_the_live_service_reads_them(app):
     """An auto-injector the patient reports (MedicationStatement) counts as present in the live
     service; the offline evaluation of a Bundle (and so the preview console) must agree."""
-    from cds_service.evaluate import evaluate_request, request_from_bundle
+    from cds_service.knowledge.evaluate import evaluate_request, request_from_bundle
     from helpers import NOW, rule_ids
 
     knowledge = app.extensions["cds"].knowledge

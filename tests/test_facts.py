@@ -7,16 +7,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cds_service.facts import build_facts
-from cds_service.terminology import ICD10CM, normalize_icd10
+from cds_service.core.facts import build_facts
+from cds_service.core.terminology import ICD10CM, normalize_icd10
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def terminology():
-    from cds_service.config import knowledge_dir
-    from cds_service.knowledge import load_knowledge
+    from cds_service.settings import knowledge_dir
+    from cds_service.knowledge.loader import load_knowledge
 
     return load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR"))).terminology
 
@@ -153,7 +153,7 @@ def test_every_observation_of_the_latest_day_is_kept(terminology):
     ({"resourceType": "MedicationStatement", "status": "completed", "effectiveDateTime": "2024-02-01"}, False),
 ])
 def test_recent_days_counts_dispenses_prescriptions_and_statements_in_the_window(terminology, resource, counts):
-    from cds_service.conditions import CompileContext, compile_condition
+    from cds_service.core.conditions import CompileContext, compile_condition
 
     resource = {**resource, "medicationCodeableConcept": {
         "coding": [{"system": RXNORM, "code": "1870230"}], "text": "epinephrine 0.3 MG Auto-Injector"}}

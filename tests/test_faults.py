@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from helpers import serving, load_fixture, persona, request_fixture, rule_ids, searchset
+from helpers import serving, persona, request_fixture, rule_ids, searchset
 
 BUDGET_SECONDS = 1.0
 BOUND_SECONDS = 1.5  # a bound on hanging, not a performance target

@@ -13,9 +13,9 @@ import pytest
 import simple_icd_10_cm as icd
 import yaml
 
-from cds_service.config import knowledge_dir
+from cds_service.settings import knowledge_dir
 from cds_service.errors import KnowledgeError
-from cds_service.knowledge import CODE_SOURCE, load_knowledge, rule_table
+from cds_service.knowledge.loader import CODE_SOURCE, load_knowledge, rule_table
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR"))

@@ -326,7 +326,7 @@ def _exercise(client, monkeypatch) -> Calls:
         calls.client.post(pv, json=base, headers={"Authorization": f"Basic {replayed}"})
 
     # --- a bug: an exception whose message carries patient data must not reach the log with it
-    import cds_service.decision as decision
+    import cds_service.core.decision as decision
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"cannot build cards for mcas-adult born {BIRTH_DATES[0]} token {ACCESS_TOKEN}")
@@ -398,6 +398,6 @@ def test_logs_hold_no_card_text(exercised):
 def test_capture_sees_the_service_stderr_handler(secure_app):
     """Guard for the capture itself: a line the service logs reaches the buffer, not the real stderr."""
     with Capture() as capture:
-        logging.getLogger("cds_service.api").info("probe", extra={"request_id": "probe-1"})
+        logging.getLogger("cds_service.web.api").info("probe", extra={"request_id": "probe-1"})
     assert any('"probe-1"' in line for line in capture.service_lines)
     assert any('"probe-1"' in line for line in capture.records)

@@ -1,7 +1,7 @@
 """docs/openapi.yaml stays true to the Flask routes, and is a valid OpenAPI 3.1 document.
 
 The request body schemas are not copied into the OpenAPI file: it $refs
-cds_service/schemas/*.json by relative path, so the JSON Schemas the service
+cds_service/core/schemas/*.json by relative path, so the JSON Schemas the service
 validates with stay the single source. These tests check that those
 references resolve to exactly the files the service loads.
 """
@@ -60,7 +60,7 @@ def test_document_is_valid_openapi_3_1():
 
     spec, base_uri = read_from_filename(str(OPENAPI))
     assert spec["openapi"].startswith("3.1")
-    validate(spec, base_uri=base_uri)  # resolves the relative $refs to cds_service/schemas
+    validate(spec, base_uri=base_uri)  # resolves the relative $refs to cds_service/core/schemas
 
 
 def _refs(node):
@@ -93,12 +93,12 @@ def test_every_ref_resolves(document):
 
 def test_request_bodies_reference_the_service_schemas(document):
     """The OpenAPI bodies point at the very JSON Schema files hooks.py loads."""
-    import cds_service.hooks as hooks
+    import cds_service.core.hooks as hooks
 
     schemas_dir = Path(hooks.__file__).resolve().parent / "schemas"
     text = OPENAPI.read_text("utf-8")
     refs = set(re.findall(r"\$ref:\s*\"?([^\"#\s}]+\.json)", text))
-    assert refs == {"../cds_service/schemas/hook-request.schema.json", "../cds_service/schemas/feedback.schema.json"}
+    assert refs == {"../cds_service/core/schemas/hook-request.schema.json", "../cds_service/core/schemas/feedback.schema.json"}
     for ref in refs:
         assert (OPENAPI.parent / ref).resolve().parent == schemas_dir
     feedback_body = document["paths"]["/cds-services/{service_id}/feedback"]["post"]["requestBody"]

@@ -8,7 +8,7 @@ import sqlite3
 from datetime import timedelta
 
 from casebuilder import build_request
-from cds_service.cards import MERGED_RULES
+from cds_service.core.cards import MERGED_RULES
 from helpers import NOW, rule_ids
 
 RULE = "mcas.histamine-releasing-opioid"

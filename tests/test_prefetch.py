@@ -11,7 +11,7 @@ import pytest
 import responses
 
 from cds_service import create_app
-from helpers import load_fixture, persona, request_fixture, rule_ids, searchset
+from helpers import persona, request_fixture, rule_ids, searchset
 
 FHIR = "https://ehr.example.org/fhir"
 TOKEN = "secret-access-token-123"
@@ -167,8 +167,8 @@ class _RecordingTransport:
 
 
 def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app):
-    from cds_service.hooks import parse_hook_request
-    from cds_service.prefetch import gather
+    from cds_service.core.hooks import parse_hook_request
+    from cds_service.fhirfetch.prefetch import gather
 
     rt = app.extensions["cds"]
     service = rt.knowledge.services["back-pain-patient-view"]

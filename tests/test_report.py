@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cds_service import create_app
 from cds_service.cli import main
-from cds_service.report import build_report
+from cds_service.storage.report import build_report
 from helpers import request_fixture
 
 OPIOID = "mcas.histamine-releasing-opioid"
@@ -123,7 +123,7 @@ def test_a_chart_file_must_be_svg_or_png(database, tmp_path):
 
 
 def test_the_chart_shows_quiet_weeks_too_across_a_new_year():
-    from cds_service.report import _every_week
+    from cds_service.storage.report import _every_week
 
     assert _every_week({"2026-W52", "2027-W01"}) == ["2026-W52", "2026-W53", "2027-W01"]
     assert _every_week({"2026-W45", "2026-W47"}) == ["2026-W45", "2026-W46", "2026-W47"]

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cds_service import create_app
-from cds_service.cards import IssuedCard
-from cds_service.storage import Retention, Storage
+from cds_service.core.cards import IssuedCard
+from cds_service.storage.store import Retention, Storage
 from test_storage import _close, _overridden
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -14,7 +14,7 @@ import responses
 from click.testing import CliRunner
 
 from cds_service import cli, create_app
-from cds_service.front import queued_seconds
+from cds_service.web.front import queued_seconds
 from helpers import request_fixture
 
 FHIR = "https://ehr.example.org/fhir"

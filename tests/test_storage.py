@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from cds_service.cards import IssuedCard
-from cds_service.storage import Storage
+from cds_service.core.cards import IssuedCard
+from cds_service.storage.store import Storage
 from helpers import POSTGRES_URL
 
 WHEN = "2026-11-23T12:01:02.345Z"

@@ -38,7 +38,7 @@ import requests
 
 from cds_service import create_app
 from cds_service.errors import StorageUnavailable, StorageUnusable
-from cds_service.storage import Storage
+from cds_service.storage.store import Storage
 from helpers import request_fixture
 from test_auth import ISSUER, JWKS, JWKS_URL, token
 from processes import Service

@@ -18,14 +18,13 @@ case file, and proved able to fail on a deliberately unsafe rule.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import yaml
 
 from case_cards import CASES, Served, served
 from casebuilder import build_request
-from cds_service.facts import ServiceRequestFact, build_facts
-from cds_service.terminology import RXNORM
+from cds_service.core.facts import ServiceRequestFact, build_facts
+from cds_service.core.terminology import RXNORM
 from helpers import NOW, ROOT, SERVICES
 
 REMIFENTANIL = "73032"  # RxNorm ingredient

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .fhir import codings, number, obj, objects, parse_date, string
-from .terminology import Product
+from cds_service.core.fhir import codings, number, obj, objects, parse_date, string
+from cds_service.core.terminology import Product
 
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 UNIT_WORDS = {"second": "s", "seconds": "s", "minute": "min", "minutes": "min", "hour": "h", "hours": "h",

@@ -26,11 +26,11 @@ import orjson
 from flask import Blueprint, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
-from .errors import CdsError, InvalidRequest, UnknownService
-from .evaluate import drafts_in, evaluate_request, request_from_bundle
-from .fhir import concept_text
-from .hooks import SUPPORTED_HOOKS
-from .pages import rule_href, rules_base_url, staff_challenge, staff_user
+from cds_service.errors import CdsError, InvalidRequest, UnknownService
+from cds_service.knowledge.evaluate import drafts_in, evaluate_request, request_from_bundle
+from cds_service.core.fhir import concept_text
+from cds_service.core.hooks import SUPPORTED_HOOKS
+from cds_service.web.pages import rule_href, rules_base_url, staff_challenge, staff_user
 
 log = logging.getLogger(__name__)
 bp = Blueprint("preview", __name__)

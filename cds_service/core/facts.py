@@ -12,9 +12,9 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any, Callable, Mapping
 
-from . import dosing
-from .fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
-from .terminology import LOINC, Brand, Coding, Match, Terminology
+from cds_service.core import dosing
+from cds_service.core.fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
+from cds_service.core.terminology import LOINC, Brand, Coding, Match, Terminology
 
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"

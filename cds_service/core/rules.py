@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .conditions import CompileContext, ConditionError, Predicate, compile_condition
-from .errors import did_you_mean
-from .terminology import Terminology
+from cds_service.core.conditions import CompileContext, ConditionError, Predicate, compile_condition
+from cds_service.errors import did_you_mean
+from cds_service.core.terminology import Terminology
 
 PLACEHOLDERS = {"item", "age", "findings"}
 DRAFT_KINDS = {"draft_medications", "draft_service_requests"}
@@ -223,3 +224,39 @@ class RuleCompiler:
             return Reference(ref["guideline"], ref["recommendation"], "unknown", "unknown")
         return Reference(ref["guideline"], ref["recommendation"], guideline["label"], rec["statement"],
                          guideline.get("url"), guideline.get("kind", "guideline-summary"))
+
+
+# ---------------------------------------------------------------- the compiled knowledge
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    hook: str
+    title: str
+    description: str
+    usage_requirements: str | None
+    modules: tuple[Module, ...]
+    # Keys the module gates read: without them no rule can be judged, so a call lacking one is a 412.
+    required_prefetch: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    directory: Path
+    services: dict[str, Service]
+    modules: dict[str, Module]
+    terminology: Terminology
+    override_reason_system: str
+    conditions: CompileContext | None = None  # what the rules were compiled with (explain.py re-uses it)
+
+    def summary(self) -> dict[str, Any]:
+        vs = self.terminology.valuesets.values()
+        return {
+            "directory": str(self.directory),
+            "services": len(self.services),
+            "modules": len(self.modules),
+            "rules": sum(len(m.rules) for m in self.modules.values()),
+            "valuesets": len(self.terminology.valuesets),
+            "codes": sum(len(v.codes()) for v in vs),
+            "products": len(self.terminology.products),
+        }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .conditions import CompileContext, compile_condition
-from .facts import Facts, MedicationFact
-from .rules import Module, Rule
+from cds_service.core.conditions import CompileContext, compile_condition
+from cds_service.core.facts import Facts, MedicationFact
+from cds_service.core.rules import Module, Rule
 
 LOGIC = ("all", "any", "not")
 

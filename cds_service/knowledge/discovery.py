@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .terminology import LOINC, Terminology
+from cds_service.core.terminology import LOINC, Terminology
 
 if TYPE_CHECKING:
-    from .knowledge import Knowledge, Service
+    from cds_service.core.rules import Knowledge, Service
 
 PATIENT = "{{context.patientId}}"
 TEMPLATES = {

@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from .decision import decide
-from .cards import suggested_resource
-from .hooks import parse_hook_request
-from .prefetch import NO_FETCH, gather
+from cds_service.core.decision import decide
+from cds_service.core.cards import suggested_resource
+from cds_service.core.hooks import parse_hook_request
+from cds_service.fhirfetch.prefetch import NO_FETCH, gather
 
 log = logging.getLogger(__name__)
 _PATIENT = "warm-up"

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection
 
-from .cards import IssuedCard, build_cards, fhir_version_card, item_key
-from .engine import Finding, evaluate
-from .facts import build_facts
-from .fhir import pre_r4_sign
-from .hooks import HookRequest
-from .knowledge import Knowledge, Service
+from cds_service.core.cards import IssuedCard, build_cards, fhir_version_card, item_key
+from cds_service.core.engine import Finding, evaluate
+from cds_service.core.facts import build_facts
+from cds_service.core.fhir import pre_r4_sign
+from cds_service.core.hooks import HookRequest
+from cds_service.core.rules import Knowledge, Service
 
 
 @dataclass(frozen=True)

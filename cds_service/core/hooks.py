@@ -18,7 +18,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import InvalidRequest
+from cds_service.errors import InvalidRequest
 
 SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
 

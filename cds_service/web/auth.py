@@ -21,8 +21,8 @@ import jwt
 import requests
 from flask import Request, current_app
 
-from .errors import AuthenticationFailed
-from .wsgi import PATH_AS_SENT
+from cds_service.errors import AuthenticationFailed
+from cds_service.web.wsgi import PATH_AS_SENT
 
 ALGORITHMS = ("ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384")
 LEEWAY_SECONDS = 60

@@ -26,8 +26,8 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from markupsafe import Markup
 from werkzeug.security import check_password_hash
 
-from .rules import Module, Rule
-from .errors import AuthenticationFailed, UnknownService
+from cds_service.core.rules import Module, Rule
+from cds_service.errors import AuthenticationFailed, UnknownService
 
 bp = Blueprint("pages", __name__)
 

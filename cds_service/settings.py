@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from flask import Config
 
-from .prefetch import FetchPolicy, base_url
+from cds_service.fhirfetch.prefetch import FetchPolicy, base_url
 
 DEFAULTS: dict[str, Any] = {
     # Where the rules, value sets and guideline references live.

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .fhir import parse_date
+from cds_service.core.fhir import parse_date
 
 
 @dataclass

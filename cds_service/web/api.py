@@ -30,14 +30,18 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import auth, discovery, front, logs, metrics
-from .errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
-from .decision import Decision, decide
-from .hooks import HookRequest, parse_feedback, parse_hook_request
-from .knowledge import Knowledge, Service
-from .prefetch import FetchPolicy, gather
-from .pseudonym import patient_key
-from .storage import Storage
+from cds_service.web import auth
+from cds_service.knowledge import discovery
+from cds_service.web import front
+from cds_service import logs
+from cds_service import metrics
+from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
+from cds_service.core.decision import Decision, decide
+from cds_service.core.hooks import HookRequest, parse_feedback, parse_hook_request
+from cds_service.core.rules import Knowledge, Service
+from cds_service.fhirfetch.prefetch import FetchPolicy, gather
+from cds_service.core.pseudonym import patient_key
+from cds_service.storage.store import Storage
 
 log = logging.getLogger("cds_service.api")
 cds = Blueprint("cds", __name__)

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from . import metrics
-from .cards import IssuedCard
-from .errors import StorageUnavailable, StorageUnusable
+from cds_service import metrics
+from cds_service.core.cards import IssuedCard
+from cds_service.errors import StorageUnavailable, StorageUnusable
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from .decision import decide
-from .discovery import prefetch_templates
-from .errors import CdsError, InvalidRequest, UnknownService, did_you_mean
-from .explain import explain
-from .facts import Facts, build_facts
-from .fhir import resources_in, utc_now
-from .hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
-from .knowledge import Knowledge, Service
-from .prefetch import NO_FETCH, gather
+from cds_service.core.decision import decide
+from cds_service.knowledge.discovery import prefetch_templates
+from cds_service.errors import CdsError, InvalidRequest, UnknownService, did_you_mean
+from cds_service.knowledge.explain import explain
+from cds_service.core.facts import Facts, build_facts
+from cds_service.core.fhir import resources_in, utc_now
+from cds_service.core.hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
+from cds_service.core.rules import Knowledge, Service
+from cds_service.fhirfetch.prefetch import NO_FETCH, gather
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
@@ -197,8 +197,8 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
                         now_text: str | None, want_json: bool, echo: Callable[..., Any],
                         explain_ids: Iterable[str] = ()) -> int:
     """The ``cds-service evaluate`` command: 0 no card, 1 a card was issued, 2 bad input."""
-    from .config import knowledge_dir, public_base_urls
-    from .knowledge import load_knowledge
+    from cds_service.settings import knowledge_dir, public_base_urls
+    from cds_service.knowledge.loader import load_knowledge
 
     try:
         if (request_file is None) == (bundle_file is None):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .dosing import route_of_word
+from cds_service.core.dosing import route_of_word
 
 UNITS = {"MG": "mg", "ML": "mL", "UNT": "[iU]", "ACTUAT": "actuat", "HR": "h", "MEQ": "meq", "MCG": "ug"}
 STRENGTH = re.compile(r"^(?P<name>.+?) (?P<value>\d+(?:\.\d+)?) (?P<unit>[A-Z]+(?:/[A-Z]+)?)$")

@@ -19,51 +19,17 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from .conditions import CompileContext, condition_words
-from .dosing import PRODUCT_ROUTES, ROUTES, route_of_word
-from .errors import KnowledgeError, did_you_mean
-from .fhir import validate_resource
-from .rules import Module, Problems, RuleCompiler
-from .terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
+from cds_service.core.conditions import condition_words
+from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
+from cds_service.errors import KnowledgeError, did_you_mean
+from cds_service.core.fhir import validate_resource
+from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
+from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
 CANONICAL = "https://cds-back-pain.example.org/fhir"
 CODE_SOURCE = f"{CANONICAL}/StructureDefinition/code-source"
 PROVENANCE = f"{CANONICAL}/StructureDefinition/valueset-provenance"
-
-
-@dataclass(frozen=True)
-class Service:
-    id: str
-    hook: str
-    title: str
-    description: str
-    usage_requirements: str | None
-    modules: tuple[Module, ...]
-    # Keys the module gates read: without them no rule can be judged, so a call lacking one is a 412.
-    required_prefetch: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Knowledge:
-    directory: Path
-    services: dict[str, Service]
-    modules: dict[str, Module]
-    terminology: Terminology
-    override_reason_system: str
-    conditions: CompileContext | None = None  # what the rules were compiled with (explain.py re-uses it)
-
-    def summary(self) -> dict[str, Any]:
-        vs = self.terminology.valuesets.values()
-        return {
-            "directory": str(self.directory),
-            "services": len(self.services),
-            "modules": len(self.modules),
-            "rules": sum(len(m.rules) for m in self.modules.values()),
-            "valuesets": len(self.terminology.valuesets),
-            "codes": sum(len(v.codes()) for v in vs),
-            "products": len(self.terminology.products),
-        }
 
 
 def load_knowledge(directory: Path) -> Knowledge:

@@ -41,10 +41,10 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import create_connection
 
-from . import metrics
-from .errors import PrefetchUnavailable
-from .fhir import holds_outcome, next_link, objects
-from .hooks import HookRequest
+from cds_service import metrics
+from cds_service.errors import PrefetchUnavailable
+from cds_service.core.fhir import holds_outcome, next_link, objects
+from cds_service.core.hooks import HookRequest
 
 log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from .engine import Finding
-from .facts import Facts
-from .fhir import validate_resource
-from .rules import Action, Suggestion
-from .terminology import RXNORM, Terminology
+from cds_service.core.engine import Finding
+from cds_service.core.facts import Facts
+from cds_service.core.fhir import validate_resource
+from cds_service.core.rules import Action, Suggestion
+from cds_service.core.terminology import RXNORM, Terminology
 
 SUMMARY_LIMIT = 139
 RULE_SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/rule"

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .conditions import Evidence
-from .facts import Facts, FactsError
-from .rules import Module, Rule, Suggestion
+from cds_service.core.conditions import Evidence
+from cds_service.core.facts import Facts, FactsError
+from cds_service.core.rules import Module, Rule, Suggestion
 
 log = logging.getLogger(__name__)
 SEVERITY = {"critical": 0, "warning": 1, "info": 2}

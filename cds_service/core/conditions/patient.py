@@ -1,0 +1,109 @@
+"""Words about the patient's record: conditions (status, relapse, duration), allergies, age."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from cds_service.core.conditions.base import (
+    CompileContext,
+    Evidence,
+    Predicate,
+    date_text,
+    describe,
+    remember,
+    valueset_arg,
+)
+from cds_service.core.facts import (
+    ACTIVE_CONDITION,
+    Facts,
+)
+from cds_service.core.terminology import (
+    Terminology,
+)
+
+
+def _condition(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = valueset_arg(arg, ctx.terminology)
+    statuses = frozenset(arg.get("statuses", ())) if isinstance(arg, dict) else frozenset()
+    if statuses == ACTIVE_CONDITION:
+        statuses = frozenset()  # the default, spelled out
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        key = ("condition", vid, statuses)
+        found = remember(facts, key, lambda: _conditions_in(facts, ctx.terminology, vid, statuses))
+        return [Evidence(text, label) for text in found] or None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _conditions_in(facts: Facts, terminology: Terminology, vid: str, statuses: frozenset[str]) -> list[str]:
+    """Current conditions in the set; with ``statuses``, those whose clinical status is listed (R13)."""
+    conditions = [c for c in facts.past_conditions if c.clinical in statuses] if statuses else facts.conditions
+    found = []
+    for cond in conditions:
+        if (match := terminology.match_codes(cond.codings, vid)) is not None:
+            name = cond.text or match.display
+            status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
+            if not cond.current:
+                status += f" ({cond.clinical})"
+            found.append(f"Condition: {name}{status}, {describe(match)}, since {date_text(cond.onset)}")
+    return found
+
+
+def _condition_in_relapse(arg: Any, ctx: CompileContext) -> Predicate:
+    """A condition of the set recorded with clinicalStatus "relapse" (ICD-10-CM has no MS relapse code)."""
+    vid, label = valueset_arg(arg, ctx.terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for cond in facts.conditions:
+            if cond.relapsing and (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
+                return [Evidence(f"Condition in relapse: {cond.text or match.display}, {describe(match)}", label)]
+        return None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _condition_for_days(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = valueset_arg(arg, ctx.terminology)
+    at_least = int(arg["at_least_days"])
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for cond in facts.conditions:
+            if cond.onset and (facts.today - cond.onset).days >= at_least:
+                if (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
+                    days = (facts.today - cond.onset).days
+                    return [Evidence(f"{cond.text or match.display} recorded since {date_text(cond.onset)} ({days} days)", label)]
+        return None
+
+    return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
+
+
+def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
+    vid, label = valueset_arg(arg, ctx.terminology)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        for allergy in facts.allergies:
+            if (match := ctx.terminology.match_codes(allergy, vid)) is not None:
+                return [Evidence(f"Allergy or intolerance recorded: {match.display}, {describe(match)}", label)]
+        return None
+
+    return Predicate(check, frozenset({"allergies"}), frozenset({vid}))
+
+
+def _age_at_least(arg: Any, ctx: CompileContext) -> Predicate:
+    years = int(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if facts.age_years is None or facts.age_years < years:
+            return None
+        return [Evidence(f"Age {facts.age_years} years (threshold {years})")]
+
+    return Predicate(check, frozenset({"patient"}), frozenset())
+
+
+WORDS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
+    "condition": _condition,
+    "condition_for_days": _condition_for_days,
+    "condition_in_relapse": _condition_in_relapse,
+    "allergy": _allergy,
+    "age_at_least": _age_at_least,
+}

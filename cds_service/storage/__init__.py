@@ -1,0 +1,1 @@
+"""What is kept: issued cards, feedback, the JWT replay cache, retention and the feedback report; SQLite or PostgreSQL."""

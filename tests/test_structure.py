@@ -1,0 +1,26 @@
+"""The layout is the design: the import contracts of setup.cfg ([importlinter]) hold, so the
+sans-IO core imports no web framework, HTTP client, database driver nor another room."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint), "--config", str(ROOT / "setup.cfg")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout, result.stdout
+
+
+def test_every_room_says_its_job():
+    package = ROOT / "cds_service"
+    rooms = [p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    assert {p.name for p in rooms} >= {"core", "fhirfetch", "storage", "knowledge", "web"}
+    for room in rooms:
+        text = (room / "__init__.py").read_text()
+        assert text.startswith('"""') and len(text.split('"""')[1].strip()) > 20, f"{room.name}/__init__.py has no purpose line"
