@@ -37,6 +37,30 @@ class ClosingClient(FlaskClient):
 Flask.test_client_class = ClosingClient  # every app of the test session, however it was made
 
 
+def _knowledge_built_once() -> None:
+    """Each app of the session gets the knowledge compiled once per folder state (the compiled
+    knowledge is immutable), instead of compiling it again for each of the ~1,000 apps the suite
+    makes. A folder whose files change (the authoring tests edit copies) is compiled again."""
+    import cds_service.web.app as factory
+
+    compile_folder = factory.load_knowledge
+    compiled: dict[tuple[Path, tuple[tuple[str, int, int], ...]], Any] = {}
+
+    def load_knowledge(directory: Path) -> Any:
+        folder = Path(directory).resolve()
+        state = tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                             for p in folder.rglob("*") if p.is_file())) if folder.is_dir() else ()
+        key = (folder, state)
+        if key not in compiled:
+            compiled[key] = compile_folder(directory)
+        return compiled[key]
+
+    factory.load_knowledge = load_knowledge
+
+
+_knowledge_built_once()
+
+
 
 
 def _with_search_path(url: str, schema: str) -> str:
