@@ -133,3 +133,18 @@ def test_staff_hash_command_makes_a_hash_that_signs_in(app_config):
     client = create_app({**app_config, "STAFF_USERS": {"ines": digest}}).test_client()
     assert client.get(RULE + "?staff=1", headers=_basic("ines", "s3cret pass")).status_code == 200
     assert client.get(RULE + "?staff=1", headers=_basic("ines", "s3cret")).status_code == 401
+
+
+def test_card_links_and_rule_pages_agree_under_a_path_prefix(client):
+    """A front that serves the service under a path (SCRIPT_NAME) gets card links under that path,
+    the same URL the rule pages and the preview console give (one definition, web/links.py)."""
+    body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+    prefixed = "http://localhost/cds"  # SCRIPT_NAME /cds, as a front forwarding a path prefix sets it
+    response = client.post("/cds-services/back-pain-order-select", json=body, base_url=prefixed)
+    assert response.status_code == 200, response.get_json()
+    url = response.get_json()["cards"][0]["source"]["url"]
+    assert url == "http://localhost/cds/rules/mcas.neuromuscular-blocker"
+    page = client.get("/rules/mcas.neuromuscular-blocker", base_url=prefixed, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and 'href="/cds/rules/mcas.neuromuscular-blocker?format=json"' in page.get_data(as_text=True)
+    as_json = client.get("/rules/mcas.neuromuscular-blocker", base_url=prefixed)
+    assert as_json.get_json()["id"] == "mcas.neuromuscular-blocker"

@@ -13,7 +13,6 @@ shaped as the CDS Hooks sandbox sends it.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import textwrap
@@ -24,15 +23,15 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from cds_service.core.decision import decide
 from cds_service.knowledge.discovery import prefetch_templates
 from cds_service.errors import CdsError, InvalidRequest, UnknownService, did_you_mean
 from cds_service.knowledge.explain import explain
 from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
-from cds_service.core.hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
+from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Service
-from cds_service.fhirfetch.prefetch import NO_FETCH, gather
+from cds_service.fhirfetch.prefetch import NO_FETCH
+from cds_service.pipeline import answer, gather_call
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
@@ -73,27 +72,25 @@ def service_for_hook(knowledge: Knowledge, hook: str) -> Service:
 
 def evaluate_request(knowledge: Knowledge, body: Any, now: datetime, rules_url: str) -> Evaluation:
     """Cards and reasons for one hook request; InvalidRequest/PrefetchUnavailable as the service raises them."""
-    service, hook_request, data = _offline(knowledge, body)
-    decision = decide(service, hook_request, data, knowledge, now, rules_url=rules_url)
+    service = _service_of(knowledge, body)
+    call = answer(knowledge, service, body, templates=prefetch_templates(service, knowledge.terminology),
+                  policy=NO_FETCH, clock=lambda: now, rules_url=rules_url)
+    decision = call.decision
     fired = [Fired(f.rule.id, f.rule.title, f.indicator, tuple(e.text for e in f.evidence)) for f in decision.findings]
     return Evaluation(service.id, body, decision.cards, fired, decision.skipped, decision.failed)
 
 
-def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dict[str, Any]]:
-    """The service, the parsed request and its data, with no FHIR server called."""
+def _service_of(knowledge: Knowledge, body: Any) -> Service:
     if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
         raise InvalidRequest("$.hook: a hook request names its hook", location="$.hook")
-    service = service_for_hook(knowledge, body["hook"])
-    hook_request = parse_hook_request(body, service.hook)
-    offline = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
-    templates = prefetch_templates(service, knowledge.terminology)
-    return service, hook_request, gather(offline, templates, service.required_prefetch, NO_FETCH)
+    return service_for_hook(knowledge, body["hook"])
 
 
 def facts_for(knowledge: Knowledge, body: Any, now: datetime) -> Facts:
     """The facts the rules see for this request (offline)."""
-    _, hook_request, data = _offline(knowledge, body)
-    return build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
+    service = _service_of(knowledge, body)
+    call = gather_call(service, body, templates=prefetch_templates(service, knowledge.terminology), policy=NO_FETCH)
+    return build_facts(call.request.hook, call.request.context, call.data, knowledge.terminology, now)
 
 
 def explain_request(knowledge: Knowledge, body: Any, rule_ids: Iterable[str], now: datetime) -> str:

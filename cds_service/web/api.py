@@ -6,9 +6,9 @@ preflights, so a route added to it is protected without a list to keep.
 ``ops`` holds what operators and readers open (health, readiness, rule pages)
 and is never authenticated.
 
-The blueprints are thin: they parse the body, ask ``hooks`` to validate it,
-``prefetch`` to gather the data, ``decision.decide`` for the cards, and
-``storage`` to remember what was issued. Every error, including
+The blueprints are thin: they read the body, hand it to ``pipeline.answer``
+(validate, gather the data, decide: the same path as offline evaluation and
+the warm-up), and ask ``storage`` to remember what was issued. Every error, including
 Flask's own (unknown route, wrong method, body too large), is a JSON
 OperationOutcome. Logs carry the request id, service, hook, rule ids and
 timings; never the body, tokens or patient identifiers.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta
@@ -33,13 +32,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cds_service.web import auth
 from cds_service.knowledge import discovery
 from cds_service.web import front
-from cds_service import logs
 from cds_service import metrics
-from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
-from cds_service.core.decision import Decision, decide
-from cds_service.core.hooks import HookRequest, parse_feedback, parse_hook_request
+from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
+from cds_service.core.decision import Decision
+from cds_service.core.hooks import HookRequest, parse_feedback
 from cds_service.core.rules import Knowledge, Service
-from cds_service.fhirfetch.prefetch import FetchPolicy, gather
+from cds_service.fhirfetch.prefetch import FetchPolicy
+from cds_service.pipeline import answer
+from cds_service.web.links import rules_base_url
 from cds_service.core.pseudonym import patient_key
 from cds_service.storage.store import Storage
 
@@ -74,29 +74,10 @@ def runtime() -> Runtime:
     return current_app.extensions["cds"]
 
 
-@ops.before_app_request
-def _start() -> None:
-    g.request_id = _request_id()
-    logs.request_id.set(g.request_id)
-    g.started = time.perf_counter()
-
-
 @cds.before_request
 def _authenticate() -> None:
     if request.method != "OPTIONS":  # a CORS preflight carries no credentials, by design
         g.issuer = auth.authenticate(request, runtime().verifier)  # decides the FHIR servers it may name
-
-
-def _request_id() -> str:
-    given = request.headers.get("X-Request-ID", "")
-    return given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else str(uuid.uuid4())
-
-
-@ops.after_app_request
-def _finish(response: Any) -> Any:
-    response.headers["X-Request-ID"] = g.get("request_id", "")
-    response.call_on_close(runtime().storage.maybe_prune)  # once the answer is sent: off the call's path
-    return response
 
 
 @cds.get("/cds-services")
@@ -108,21 +89,17 @@ def discover() -> Any:
 def call_service(service_id: str) -> Any:
     rt = runtime()
     service = _service(rt.knowledge, service_id)
-    hook_request = parse_hook_request(_json_body(), service.hook)
-    t0 = time.perf_counter()
+    body = _json_body()
     trusted = current_app.config["TRUST_REQUEST_START"]
     queued = front.queued_seconds(request.headers.get("X-Request-Start")) if trusted else 0.0
     # The budget counts from the call's arrival: at the front when its stamp is trusted, else in
     # this worker, so authentication and parsing are spent from it too.
-    spent = max(queued, t0 - g.started)
-    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
-                  queued_seconds=spent, issuer=g.get("issuer"))
-    t1 = time.perf_counter()
-    now = rt.clock()
-    patient = _patient_key(rt.override_window, hook_request.context)
-    decision = decide(service, hook_request, data, rt.knowledge, now, rules_url=_rules_url(),
-                      overridden=_recent_overrides(rt, patient, now))
-    t2 = time.perf_counter()
+    arrived = min(g.started, time.perf_counter() - queued)
+    call = answer(rt.knowledge, service, body, templates=rt.prefetch[service.id], policy=rt.fetch_policy,
+                  clock=rt.clock, rules_url=rules_base_url(), arrived=arrived, issuer=g.get("issuer"),
+                  overrides=partial(_recent_overrides, rt))
+    decision = call.decision
+    patient = _patient_key(rt.override_window, call.request.context)
     metrics.cards_returned(decision.cards)
     response = jsonify({"cards": decision.cards})
     # What was issued is remembered once the answer is sent (the server closes the response):
@@ -130,13 +107,13 @@ def call_service(service_id: str) -> Any:
     # The parsed request goes with it, so that freeing a long chart's objects is not waited for either.
     fields = {
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
-        "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
+        "hook_instance": call.request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
-        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2),
-        "evaluate_ms": round((t2 - t1) * 1000, 2),
+        "queued_ms": round(queued * 1000, 2), "prefetch_ms": round(call.gather_seconds * 1000, 2),
+        "evaluate_ms": round(call.decide_seconds * 1000, 2),
     }
-    response.call_on_close(partial(_after_answer, rt, service.id, hook_request, data, decision, patient, fields,
-                                   (t1 - t0, t2 - t1)))
+    response.call_on_close(partial(_after_answer, rt, service.id, call.request, call.data, decision, patient, fields,
+                                   (call.gather_seconds, call.decide_seconds)))
     return response
 
 
@@ -158,9 +135,10 @@ def _patient_key(window: OverrideWindow | None, context: dict[str, Any]) -> str 
     return patient_key(window.secret, patient_id) if window and isinstance(patient_id, str) else None
 
 
-def _recent_overrides(rt: Runtime, patient: str | None, now: datetime) -> frozenset[tuple[str, str]]:
+def _recent_overrides(rt: Runtime, hook_request: HookRequest, now: datetime) -> frozenset[tuple[str, str]]:
     """(rule id, item key) overridden for this patient within the window; nothing on a storage
     fault, so that a fault shows cards rather than costing the decision."""
+    patient = _patient_key(rt.override_window, hook_request.context)
     if patient is None or rt.override_window is None:
         return frozenset()
     try:
@@ -180,19 +158,6 @@ def feedback(service_id: str) -> Any:
     log.info("feedback", extra={"request_id": g.request_id, "service": service_id, "items": len(items),
                                 "outcomes": sorted({i["outcome"] for i in items})})
     return jsonify({})
-
-
-@ops.get("/rules/<rule_id>")
-def rule_trail(rule_id: str) -> Any:
-    """The trail of one rule, the target of every card's ``source.url`` without a guideline URL."""
-    for module in runtime().knowledge.modules.values():
-        for rule in module.rules:
-            if rule.id == rule_id:
-                return jsonify({
-                    "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
-                    "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
-                })
-    raise UnknownRule("no rule with this id")  # the id is not repeated: errors are logged
 
 
 @ops.get("/healthz")
@@ -231,11 +196,6 @@ def _json_body() -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"$: the body is not valid JSON ({str(exc).split(':')[0]})", location="$") from exc
-
-
-def _rules_url() -> str:
-    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
-    return base.rstrip("/") + "/rules"
 
 
 class OrjsonProvider(JSONProvider):

@@ -14,7 +14,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from cds_service.knowledge import discovery
-from cds_service.web import metrics
+from cds_service.web import metrics, middleware
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
 from cds_service.settings import database_url, fetch_policy, knowledge_dir, settings
@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         expose_headers=["X-Request-ID"],
         max_age=86400,
     )
+    middleware.init_app(app)  # before the blueprints: their hooks run after it
     app.register_blueprint(cds)
     app.register_blueprint(ops)
     app.register_blueprint(pages_bp)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
@@ -27,7 +26,8 @@ from markupsafe import Markup
 from werkzeug.security import check_password_hash
 
 from cds_service.core.rules import Module, Rule
-from cds_service.errors import AuthenticationFailed, UnknownService
+from cds_service.web.links import rule_href
+from cds_service.errors import AuthenticationFailed, UnknownRule, UnknownService
 
 bp = Blueprint("pages", __name__)
 
@@ -90,15 +90,6 @@ def staff_challenge() -> Any:
     return jsonify(body), 401, {"WWW-Authenticate": 'Basic realm="cds-service staff", charset="UTF-8"'}
 
 
-@bp.before_app_request
-def _rule_page_for_browsers() -> Any:
-    """The HTML side of ``/rules/<id>``; the JSON side is the view registered for that URL."""
-    if request.method in ("GET", "HEAD") and request.url_rule is not None and request.url_rule.rule == RULE_URL \
-            and wants_html():
-        return rule_page((request.view_args or {}).get("rule_id", ""))
-    return None
-
-
 @bp.after_app_request
 def _headers(response: Response) -> Response:
     if response.mimetype == "text/html":
@@ -118,11 +109,19 @@ def find_rule(rule_id: str) -> tuple[Module, Rule]:
         for rule in module.rules:
             if rule.id == rule_id:
                 return module, rule
-    raise UnknownService("no rule with this id")
+    raise UnknownRule("no rule with this id")  # the id is not repeated: errors are logged
 
 
-def rule_page(rule_id: str) -> Any:
+@bp.get(RULE_URL)
+def rule(rule_id: str) -> Any:
+    """The trail of one rule, the target of every card's ``source.url`` without a guideline URL:
+    a page for a browser, its JSON for anything else."""
     module, rule = find_rule(rule_id)
+    if not wants_html():
+        return jsonify({
+            "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
+            "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
+        })
     staff = staff_user()
     if request.args.get("staff") and staff is None:
         return staff_challenge()
@@ -180,15 +179,7 @@ def _load_cases(directory: str) -> tuple[dict[str, Any], ...]:
     return tuple(found)
 
 
-def rules_base_url() -> str:
-    """Where card source links point: the first public base URL, else as this request came in."""
-    return (current_app.config.get("PUBLIC_BASE_URL") or request.url_root).rstrip("/") + "/rules"
-
-
-@bp.app_template_global()
-def rule_href(rule_id: str) -> str:
-    """The page of a rule, whichever blueprint serves /rules/<id>."""
-    return f"{request.script_root}/rules/{quote(rule_id)}"
+bp.add_app_template_global(rule_href, "rule_href")
 
 
 @bp.app_template_filter("markdown")

@@ -30,7 +30,8 @@ from cds_service.errors import CdsError, InvalidRequest, UnknownService
 from cds_service.knowledge.evaluate import drafts_in, evaluate_request, request_from_bundle
 from cds_service.core.fhir import concept_text
 from cds_service.core.hooks import SUPPORTED_HOOKS
-from cds_service.web.pages import rule_href, rules_base_url, staff_challenge, staff_user
+from cds_service.web.links import rule_href, rules_base_url
+from cds_service.web.pages import staff_challenge, staff_user
 
 log = logging.getLogger(__name__)
 bp = Blueprint("preview", __name__)

@@ -17,10 +17,9 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from cds_service.core.decision import decide
 from cds_service.core.cards import suggested_resource
-from cds_service.core.hooks import parse_hook_request
-from cds_service.fhirfetch.prefetch import NO_FETCH, gather
+from cds_service.fhirfetch.prefetch import NO_FETCH
+from cds_service.pipeline import answer
 
 log = logging.getLogger(__name__)
 _PATIENT = "warm-up"
@@ -36,11 +35,10 @@ def warm(app: Flask) -> None:
     runtime = app.extensions["cds"]
     for service in runtime.knowledge.services.values():
         templates = runtime.prefetch[service.id]
-        body = _synthetic_call(service.hook, templates)
-        request = parse_hook_request(orjson.loads(orjson.dumps(body)), service.hook)
-        data = gather(request, templates, (), NO_FETCH)
-        decision = decide(service, request, data, runtime.knowledge, runtime.clock(), rules_url="http://localhost/rules")
-        orjson.dumps({"cards": decision.cards})
+        body = orjson.loads(orjson.dumps(_synthetic_call(service.hook, templates)))
+        call = answer(runtime.knowledge, service, body, templates=templates, policy=NO_FETCH,
+                      clock=runtime.clock, rules_url="http://localhost/rules")
+        orjson.dumps({"cards": call.decision.cards})
     # Every resource a card can suggest, validated as FHIR R4 now (the models load lazily, and
     # each shape is validated once): no call pays for it, and a broken action shows at start-up.
     knowledge = runtime.knowledge
