@@ -1,9 +1,8 @@
 """A local FHIR R4 server for the fallback benchmark: every answer after a fixed delay.
 
 Serves the benchmark patient (``payloads.record``) for the reads and searches
-the service's prefetch templates make (``Patient/{id}``, ``Condition?patient=``,
-``MedicationRequest?patient=``, ``AllergyIntolerance?patient=``,
-``Observation?patient=``), each after ``--delay-ms`` (default 50), HTTP/1.1
+the service's prefetch templates make (``Patient/{id}`` and the searches, answered as
+``payloads.search`` answers them: by type, ``status`` and ``code``), each after ``--delay-ms`` (default 50), HTTP/1.1
 keep-alive, one thread per connection. Responses are serialised once at start.
 
     python bench/fakefhir.py --port 9002 --chart 300KB --delay-ms 50
@@ -30,13 +29,18 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=50.0)
     args = parser.parse_args()
     data = payloads.record(args.chart)
-    patient = data["patient"]
-    answers = {f"Patient/{patient['id']}": json.dumps(patient, separators=(",", ":")).encode()}
-    for kind, key in payloads.KEY_OF.items():
-        answers[kind] = json.dumps(data[key], separators=(",", ":")).encode()
-    # Resource types the chart has none of (statements, dispenses): an empty searchset, as a
-    # FHIR server answers a search that finds nothing.
-    empty = b'{"resourceType":"Bundle","type":"searchset","total":0,"entry":[]}'
+    patient = f"Patient/{data['Patient']['id']}"
+    kinds = {"Patient", *payloads.RESOURCE_TYPES}
+    answers: dict[str, bytes] = {}  # each query answered as payloads.search answers it, serialised once
+
+    def answer(path: str, query: str) -> bytes | None:
+        if path.split("/")[0] not in kinds or ("/" in path and path != patient):
+            return None
+        key = f"{path}?{query}"
+        if key not in answers:
+            answers[key] = json.dumps(payloads.search(key, data), separators=(",", ":")).encode()
+        return answers[key]
+
     delay = args.delay_ms / 1000.0
 
     class Handler(BaseHTTPRequestHandler):
@@ -45,8 +49,8 @@ def main() -> None:
 
         def do_GET(self) -> None:  # noqa: N802
             started = time.perf_counter()
-            path = urlsplit(self.path).path.strip("/")
-            body = answers.get(path, empty if path[:1].isupper() and "/" not in path else None)
+            url = urlsplit(self.path)
+            body = answer(url.path.strip("/"), url.query)
             # fixed service time, whatever the size of the answer
             time.sleep(max(0.0, delay - (time.perf_counter() - started)))
             if body is None:

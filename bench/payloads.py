@@ -16,10 +16,12 @@ Two kinds of record (``CHARTS``):
 * **Synthea patients** (``synthea:<name>``): four synthetic patients' own records, as published
   (``bench/data/synthea/``, Apache-2.0): ordinary charts where the MCAS and MS gates stay shut.
 
-Complete prefetch: every key the service advertises in discovery is sent. The Observations
-are sent under ``observations`` for every hook (order-select and order-sign do not ask for them
-with the current knowledge: they are parsed and carried, not read). Deterministic: the same
-arguments give the same bytes.
+Complete prefetch, as an EHR sends it: for each hook, every key of the service's own discovery
+document (``discovery_prefetch``), each answered as a FHIR server answers its query
+(``search``: the resource type, and the ``status`` and ``code`` parameters the templates use),
+so a key whose query finds nothing is an empty searchset. tests/test_bench_payloads.py fails if
+a request lacks a key that discovery advertises. Deterministic: the same arguments give the
+same bytes.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class Chart:
     medications: int
 
 
-SIZES = {  # label -> the chart-shaped record of about that many bytes of request body
+SIZES = {  # label -> the chart-shaped record of about that many bytes (the EHR sends what discovery asks of it)
     "18KB": Chart(observations=6, rule_read=2, large=0, conditions=3, medications=3),
     "300KB": Chart(observations=240, rule_read=20, large=3, conditions=39, medications=49),
     "1MB": Chart(observations=880, rule_read=40, large=8, conditions=110, medications=150),
@@ -69,14 +71,9 @@ SERVICE_OF = {
     "order-select": "back-pain-order-select",
     "order-sign": "back-pain-order-sign",
 }
-# What a complete prefetch holds for each key (what discovery asks with the current knowledge).
-PREFETCH_KEYS = {
-    "patient-view": ("patient", "conditions", "medications", "observations"),
-    "order-select": ("patient", "conditions", "medications", "allergies", "observations"),
-    "order-sign": ("patient", "conditions", "medications", "allergies", "observations"),
-}
-KEY_OF = {"Condition": "conditions", "MedicationRequest": "medications", "AllergyIntolerance": "allergies",
-          "Observation": "observations"}
+# The record's resources by type (a chart may have none of some: their searches find nothing).
+RESOURCE_TYPES = ("Condition", "MedicationRequest", "AllergyIntolerance", "Observation",
+                  "MedicationStatement", "MedicationDispense")
 
 # Results the rules read: (LOINC, display, text, category, unit, value(s) for the series)
 RULE_READ = [
@@ -186,18 +183,47 @@ def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
                        "resource": r, "search": {"mode": "match"}} for r in resources]}
 
 
-def _by_key(resources: list[dict[str, Any]]) -> dict[str, Any]:
+def _by_type(resources: list[dict[str, Any]]) -> dict[str, Any]:
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    data: dict[str, Any] = {"patient": patient}
-    for kind, key in KEY_OF.items():
-        data[key] = _searchset([r for r in resources if r["resourceType"] == kind])
+    data: dict[str, Any] = {"Patient": patient}
+    for kind in RESOURCE_TYPES:
+        data[kind] = [r for r in resources if r["resourceType"] == kind]
     return data
 
 
+@functools.cache
+def discovery_prefetch() -> dict[str, dict[str, str]]:
+    """hook -> the prefetch templates the service's discovery document advertises for it."""
+    from cds_service import create_app
+
+    app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": "sqlite:///:memory:", "PATIENT_KEY_SECRET": "bench"})
+    services = app.test_client().get("/cds-services").get_json()["services"]
+    return {service["hook"]: service.get("prefetch", {}) for service in services}
+
+
+def search(template: str, record: dict[str, Any]) -> Any:
+    """What a FHIR server answers for one prefetch template on this (one-patient) record: a read
+    of the Patient, or a searchset of the type filtered by ``status`` and ``code`` (any of the
+    comma-separated values; ``system|code`` tokens)."""
+    path, _, query = template.partition("?")
+    kind = path.split("/")[0]
+    if kind == "Patient":
+        return record["Patient"]
+    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    found = record.get(kind, [])
+    if "status" in params:
+        found = [r for r in found if r.get("status") in params["status"].split(",")]
+    if "code" in params:
+        tokens = set(params["code"].split(","))
+        found = [r for r in found if any(f"{c.get('system')}|{c.get('code')}" in tokens
+                                         for c in (r.get("code") or {}).get("coding", []))]
+    return _searchset(found)
+
+
 def record(chart: str) -> dict[str, Any]:
-    """The patient's data per prefetch key (patient, conditions, medications, allergies, observations)."""
+    """The patient's resources by type (``Patient``: the resource; other types: a list)."""
     if chart.startswith("synthea:"):
-        return _by_key(copy.deepcopy(list(synthea_resources(chart.split(":", 1)[1]))))
+        return _by_type(copy.deepcopy(list(synthea_resources(chart.split(":", 1)[1]))))
     shape = SIZES[chart]
     rng = random.Random(f"bench-{chart}")
     resources = _persona()
@@ -208,13 +234,13 @@ def record(chart: str) -> dict[str, Any]:
     rng.shuffle(observations)  # a server's order, not ours
     resources += (observations + _drawn("Condition", shape.conditions, pid, "bench-cond", rng)
                   + _drawn("MedicationRequest", shape.medications, pid, "bench-med", rng))
-    return _by_key(resources)
+    return _by_type(resources)
 
 
 def counts(chart: str) -> dict[str, int]:
-    """Resources per prefetch key of a record, and in all."""
+    """Resources per type of a record, and in all."""
     data = record(chart)
-    found = {key: len(data[key]["entry"]) for key in KEY_OF.values()}
+    found = {kind: len(data[kind]) for kind in RESOURCE_TYPES}
     found["resources"] = 1 + sum(found.values())
     return found
 
@@ -255,7 +281,7 @@ def drafts(pid: str) -> list[dict[str, Any]]:
 def hook_request(hook: str, chart: str, prefetch: bool = True, fhir_server: str = "http://127.0.0.1:8081",
                  token: str | None = None) -> dict[str, Any]:
     data = record(chart)
-    pid = data["patient"]["id"]
+    pid = data["Patient"]["id"]
     context: dict[str, Any] = {"userId": USER, "patientId": pid}
     if hook == "order-select":
         draft = drafts(pid)[:1]  # one selected draft: morphine
@@ -268,7 +294,8 @@ def hook_request(hook: str, chart: str, prefetch: bool = True, fhir_server: str 
         body["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300,
                                      "scope": "patient/*.read", "subject": "cds-back-pain"}
     if prefetch:
-        body["prefetch"] = {key: data[key] for key in PREFETCH_KEYS[hook]}
+        body["prefetch"] = {key: search(template.replace("{{context.patientId}}", pid), data)
+                            for key, template in discovery_prefetch()[hook].items()}
     return body
 
 

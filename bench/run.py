@@ -580,7 +580,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wait_ready(fhir_port, fhir, fhir_log, path="/metadata")
     discovered = json.loads(_get(svc_port, "/cds-services"))
     templates = {s["id"]: s.get("prefetch", {}) for s in discovered["services"]}
-    patient_id = payloads.record(FALLBACK_SIZE)["patient"]["id"]
+    patient_id = payloads.record(FALLBACK_SIZE)["Patient"]["id"]
     fallback = []
     for hook in ("patient-view", "order-sign"):
         sid = payloads.SERVICE_OF[hook]
