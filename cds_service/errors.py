@@ -11,6 +11,7 @@
     └── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
     KnowledgeError           start-up: a broken knowledge file (names file and path)
     StorageUnusable          start-up: the database cannot be written (names the database and why)
+    SettingsInvalid          start-up: a CDS_* variable has a bad value (names the variable, not the value)
 
 Every error body is JSON; the messages never contain request data beyond a
 JSON path, so they are safe to log.
@@ -117,3 +118,12 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 class StorageUnusable(Exception):
     """The database cannot be written at start-up; the service must not start on it."""
+
+
+class SettingsInvalid(ValueError):
+    """A ``CDS_*`` setting has a value of the wrong type or out of range; the service must not start.
+    Each problem names the variable and what is wrong, never the value (it may be a secret)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("Settings are invalid:\n  " + "\n  ".join(problems))
+        self.problems = problems

@@ -1,5 +1,5 @@
 """The app factory. ``create_app(config=None)`` builds the Flask app: configuration
-(``config.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
+(``settings.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
 (a broken knowledge folder stops start-up), storage migrated and shown to take writes (an
 unwritable database stops start-up), CORS, JSON errors, JSON logs, Prometheus metrics.
 """
@@ -17,7 +17,8 @@ from cds_service.knowledge import discovery
 from cds_service.web import metrics
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
-from cds_service.settings import database_url, fetch_policy, knowledge_dir, settings
+from cds_service.settings import database_url, knowledge_dir, settings
+from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.core.fhir import utc_now
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.logs import configure_logging
