@@ -46,6 +46,7 @@ class _Gunicorn(BaseApplication):
         from cds_service.web.warm import warm
 
         warm(worker.wsgi)
+        worker.wsgi.extensions["cds"].verifier.fetch_keys()  # JWKS URLs read before the first call needs them
 
     def load(self) -> Any:
         try:

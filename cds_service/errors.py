@@ -2,7 +2,7 @@
 
     CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
-    ├── AuthenticationFailed 401  no detail in the body, ever
+    ├── AuthenticationFailed 401  names the cause (never the token) in the body and the challenge
     ├── Forbidden            403  /metrics from an address not allowed
     ├── UnknownService       404  no service with that id
     ├── UnknownRule          404  no rule with that id (the rule pages)
@@ -52,15 +52,23 @@ class AuthenticationFailed(CdsError):
     issue_code = "login"
 
     def __init__(self, reason: str, *, token_given: bool = True) -> None:
-        # The reason is for the log only; the client learns nothing from the body.
-        super().__init__("Authentication required")
+        # The cause is told to the client (body and challenge) and logged: an informaticist must
+        # see why, not an empty screen. Reasons name claims and settings, never the token.
+        super().__init__(f"Authentication failed: {reason}")
         self.reason = reason
         self.token_given = token_given
 
     def headers(self) -> dict[str, str]:
         # RFC 6750 section 3: a challenge on every 401; the error code only when a token was sent.
         challenge = 'Bearer realm="cds-service"'
-        return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
+        if not self.token_given:
+            return {"WWW-Authenticate": challenge}
+        return {"WWW-Authenticate": f'{challenge}, error="invalid_token", error_description="{_rfc6750(self.reason)}"'}
+
+
+def _rfc6750(text: str) -> str:
+    """error_description's characters (RFC 6750 section 3): printable ASCII without '"' or '\\'."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
 
 
 class Forbidden(CdsError):

@@ -17,6 +17,7 @@ from cds_service.knowledge import discovery
 from cds_service.web import metrics
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
+from cds_service.web.jwks import JWKS_WAIT_SECONDS
 from cds_service.settings import database_url, knowledge_dir, settings
 from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.core.fhir import utc_now
@@ -51,7 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
                                      discovery.templates(knowledge),
-                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti),
+                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti,
+                                              # tests on a loaded machine may let a call wait longer
+                                              wait_seconds=app.config.get("JWKS_WAIT_SECONDS", JWKS_WAIT_SECONDS)),
                                      _override_window(app))
 
     CORS(
