@@ -178,6 +178,12 @@ def _is_http(url: str) -> bool:
 DEFAULTS: dict[str, Any] = {name: field.get_default(call_default_factory=True) for name, field in Settings.model_fields.items()}
 
 
+def undeclared(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """``CDS_*`` environment variables that are no setting (a typo is ignored, so start-up warns)."""
+    return sorted(name for name in environ
+                  if name.upper().startswith(ENV_PREFIX) and name.upper()[len(ENV_PREFIX):] not in Settings.model_fields)
+
+
 def declared() -> dict[str, Any]:
     """Every declared variable, with its prefix, to its field (for the docs' check and errors)."""
     return {ENV_PREFIX + name: field for name, field in Settings.model_fields.items()}

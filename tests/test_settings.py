@@ -129,3 +129,12 @@ def test_settings_import_no_other_room():
     code = "import sys, cds_service.settings; print(sorted(m for m in sys.modules if m.startswith('cds_service.')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "['cds_service.errors', 'cds_service.settings']"
+
+
+def test_an_undeclared_cds_variable_is_named_in_a_start_up_warning(app_config, monkeypatch, caplog):
+    monkeypatch.setenv("CDS_AUTH_REQIURED", "false")  # a typo: ignored, so authentication stays on
+    with caplog.at_level("WARNING"):
+        app = create_app({k: v for k, v in app_config.items() if k != "AUTH_REQUIRED"})
+    assert app.config["AUTH_REQUIRED"] is True
+    warned = [r for r in caplog.records if "no setting" in r.getMessage()]
+    assert warned and "CDS_AUTH_REQIURED" in warned[0].variables

@@ -18,7 +18,7 @@ from cds_service.web import metrics
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
 from cds_service.web.jwks import JWKS_WAIT_SECONDS
-from cds_service.settings import database_url, knowledge_dir, settings
+from cds_service.settings import database_url, knowledge_dir, settings, undeclared
 from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.core.fhir import utc_now
 from cds_service.knowledge.loader import load_knowledge
@@ -84,6 +84,9 @@ def _override_window(app: Flask) -> OverrideWindow | None:
 
 
 def _warn_if_open(app: Flask) -> None:
+    if undeclared():  # names only: a value may be a secret
+        log.warning("environment variables with the CDS_ prefix that are no setting were ignored (a typo?)",
+                    extra={"variables": undeclared()})
     unbound = sorted(set(app.config["TRUSTED_ISSUERS"]) - set(app.extensions["cds"].fetch_policy.issuer_servers))
     if app.config["AUTH_REQUIRED"] and unbound:
         log.warning("no FHIR server is listed for some trusted issuers (CDS_ISSUER_FHIR_SERVERS): their calls"
