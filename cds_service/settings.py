@@ -27,6 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cds_service.errors import SettingsInvalid
 
 ENV_PREFIX = "CDS_"
+# Read by the repository's tools and tests (.ci, tests), not by the service: never warned about.
+TOOL_VARIABLES = ("CDS_TEST_", "CDS_AUDIT_STRICT", "CDS_PREVIEW_SCREENSHOT")
 MiB = 1024 * 1024
 
 
@@ -181,7 +183,8 @@ DEFAULTS: dict[str, Any] = {name: field.get_default(call_default_factory=True) f
 def undeclared(environ: Mapping[str, str] = os.environ) -> list[str]:
     """``CDS_*`` environment variables that are no setting (a typo is ignored, so start-up warns)."""
     return sorted(name for name in environ
-                  if name.upper().startswith(ENV_PREFIX) and name.upper()[len(ENV_PREFIX):] not in Settings.model_fields)
+                  if name.upper().startswith(ENV_PREFIX) and name.upper()[len(ENV_PREFIX):] not in Settings.model_fields
+                  and not name.upper().startswith(TOOL_VARIABLES))
 
 
 def declared() -> dict[str, Any]:
