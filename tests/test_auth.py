@@ -298,3 +298,42 @@ def test_a_slow_jwks_server_never_holds_a_call_longer_than_the_bound(app_config)
         assert time.monotonic() < deadline, "the background fetch never delivered the keys"
         time.sleep(0.2)
     assert len(responses.calls) == 1
+
+
+def _verifier(fetch, wait_seconds=2.0):
+    from cds_service.web.auth import Verifier
+
+    return Verifier({ISSUER: JWKS_URL}, lambda *args: True, fetch=fetch, wait_seconds=wait_seconds)
+
+
+def test_a_call_during_the_start_up_fetch_joins_it_rather_than_being_refused():
+    def slowish(url):
+        time.sleep(0.4)
+        return JWKS
+
+    verifier = _verifier(slowish)
+    verifier.fetch_keys()  # what each worker does before its first call
+    while verifier._issuers[ISSUER].asked_at == float("-inf"):  # the fetch is under way
+        time.sleep(0.01)
+    assert verifier.verify(token(), [f"{BASE}/cds-services"])["iss"] == ISSUER
+
+
+def test_a_jwks_server_that_breaks_the_connection_is_a_401_naming_it_and_heals():
+    from urllib3.exceptions import ProtocolError
+
+    from cds_service.errors import AuthenticationFailed
+    from cds_service.web import jwks
+
+    answers = [ProtocolError("connection broken"), JWKS]
+
+    def flaky(url):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    verifier = _verifier(flaky)
+    with pytest.raises(AuthenticationFailed, match="could not be fetched: ProtocolError"):
+        verifier.verify(token(), [f"{BASE}/cds-services"])
+    verifier._issuers[ISSUER].asked_at -= jwks.JWKS_REFRESH_SECONDS  # a minute later
+    assert verifier.verify(token(), [f"{BASE}/cds-services"])["iss"] == ISSUER

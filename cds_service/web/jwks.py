@@ -43,6 +43,7 @@ class IssuerKeys:
         self.fetched: dict[str, Any] = {}
         self.asked_at = float("-inf")  # monotonic time of the last fetch begun
         self.fetches = 0  # fetches finished, ok or not: what a waiting call watches
+        self.fetching = False  # a fetch is under way: a call joins it rather than asking anew
         self.last_error: str | None = None
 
     def key(self, kid: str) -> Any:
@@ -108,23 +109,28 @@ class KeyRefresher:
         os.register_at_fork(after_in_child=lambda: (start := method()) is not None and start())
 
     def _start(self) -> None:
+        for keys in self._issuers:
+            keys.fetching = False  # after a fork, a fetch the parent had under way never ends here
         self._changed = threading.Condition()
         self._wanted: dict[str, IssuerKeys] = {}
         self._thread: threading.Thread | None = None
 
     def ask(self, keys: IssuerKeys, wait: bool = True) -> None:
-        """Ask for a fetch of the issuer's JWKS and wait for it, briefly (or not at all)."""
+        """Ask for a fetch of the issuer's JWKS (or join the one under way) and wait for it,
+        briefly (or not at all)."""
         if not keys.url:
             return
         with self._changed:
-            if time.monotonic() - keys.asked_at < JWKS_REFRESH_SECONDS:
-                return  # an unknown kid must not let callers hammer the issuer's JWKS
-            if self._thread is None:
-                self._thread = threading.Thread(target=_run, args=(weakref.ref(self),), name="jwks-refresh", daemon=True)
-                self._thread.start()
             seen = keys.fetches
-            self._wanted[keys.issuer] = keys
-            self._changed.notify_all()
+            if not (keys.fetching or keys.issuer in self._wanted):
+                if time.monotonic() - keys.asked_at < JWKS_REFRESH_SECONDS:
+                    return  # an unknown kid must not let callers hammer the issuer's JWKS
+                if self._thread is None:
+                    self._thread = threading.Thread(target=_run, args=(weakref.ref(self),), name="jwks-refresh",
+                                                    daemon=True)
+                    self._thread.start()
+                self._wanted[keys.issuer] = keys
+                self._changed.notify_all()
             if wait:
                 self._changed.wait_for(lambda: keys.fetches != seen, timeout=self._wait_seconds)
 
@@ -150,22 +156,24 @@ class KeyRefresher:
                 due, _ = self._due()
             self._wanted.clear()
             for keys in due:
-                keys.asked_at = time.monotonic()
+                keys.asked_at, keys.fetching = time.monotonic(), True
         for keys in due:
             self._refresh(keys)
 
     def _refresh(self, keys: IssuerKeys) -> None:
+        fetched, error = None, None
         try:
-            fetched, error = parse_jwks(self._fetch(keys.url or "")), None
-        except (requests.RequestException, ValueError) as exc:  # the issuer's fault: keep the keys we had
-            fetched, error = None, type(exc).__name__
+            fetched = parse_jwks(self._fetch(keys.url or ""))
+        except Exception as exc:  # whatever the issuer's server does (refusal, reset, bad JSON): keep the keys we had
+            error = type(exc).__name__  # the name only: a message may quote the URL's answer
             log.warning("JWKS could not be fetched", extra={"issuer": keys.issuer, "error": error})
-        with self._changed:
-            if fetched is not None:
-                keys.fetched = fetched
-            keys.last_error = error
-            keys.fetches += 1
-            self._changed.notify_all()
+        finally:
+            with self._changed:
+                if fetched is not None:
+                    keys.fetched = fetched
+                keys.last_error, keys.fetching = error, False
+                keys.fetches += 1
+                self._changed.notify_all()
 
 
 def _run(refresher: weakref.ref[KeyRefresher]) -> None:
