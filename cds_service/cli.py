@@ -12,7 +12,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from cds_service.errors import KnowledgeError, StorageUnusable
+from cds_service.errors import KnowledgeError, SettingsInvalid, StorageUnusable
 
 
 class _Gunicorn(BaseApplication):
@@ -46,11 +46,12 @@ class _Gunicorn(BaseApplication):
         from cds_service.web.warm import warm
 
         warm(worker.wsgi)
+        worker.wsgi.extensions["cds"].verifier.fetch_keys()  # JWKS URLs read before the first call needs them
 
     def load(self) -> Any:
         try:
             return self._build()
-        except (KnowledgeError, StorageUnusable) as exc:
+        except (KnowledgeError, SettingsInvalid, StorageUnusable) as exc:
             raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
 
     def _build(self) -> Any:
@@ -82,7 +83,19 @@ class _Gunicorn(BaseApplication):
             print(f"SIGHUP: not reloaded ({type(exc).__name__}), the running version is kept", file=sys.stderr)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a bad CDS_* setting is one JSON line on stderr naming each variable and what
+    is wrong with it (never its value), and exit code 2; no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsInvalid as exc:
+            click.echo(json.dumps({"error": "invalid settings", "problems": exc.problems}), err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """CDS Hooks 2.0 service for back pain in MCAS and in multiple sclerosis."""
 
@@ -121,7 +134,10 @@ _FETCHES_PER_CALL = 5
               help="Up to this many calls added at random, so workers are not all replaced at once.")
 def serve(host: str, port: int, **options: Any) -> None:
     """Serve the CDS service under gunicorn (settings also from GUNICORN_CMD_ARGS)."""
+    from cds_service.settings import settings as service_settings
     from cds_service.web.metrics import gunicorn_hooks
+
+    service_settings()  # a bad CDS_* value stops here, before gunicorn starts (SettingsInvalid)
 
     metrics_hooks = gunicorn_hooks()  # before the app (and prometheus_client) is loaded in this master
     given = _given_on_command_line(options)

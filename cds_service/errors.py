@@ -2,7 +2,7 @@
 
     CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
-    ├── AuthenticationFailed 401  no detail in the body, ever
+    ├── AuthenticationFailed 401  names the cause (never the token) in the body and the challenge
     ├── Forbidden            403  /metrics from an address not allowed
     ├── UnknownService       404  no service with that id
     ├── UnknownRule          404  no rule with that id (the rule pages)
@@ -11,6 +11,7 @@
     └── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
     KnowledgeError           start-up: a broken knowledge file (names file and path)
     StorageUnusable          start-up: the database cannot be written (names the database and why)
+    SettingsInvalid          start-up: a CDS_* variable has a bad value (names the variable, not the value)
 
 Every error body is JSON; the messages never contain request data beyond a
 JSON path, so they are safe to log.
@@ -51,15 +52,23 @@ class AuthenticationFailed(CdsError):
     issue_code = "login"
 
     def __init__(self, reason: str, *, token_given: bool = True) -> None:
-        # The reason is for the log only; the client learns nothing from the body.
-        super().__init__("Authentication required")
+        # The cause is told to the client (body and challenge) and logged: an informaticist must
+        # see why, not an empty screen. Reasons name claims and settings, never the token.
+        super().__init__(f"Authentication failed: {reason}")
         self.reason = reason
         self.token_given = token_given
 
     def headers(self) -> dict[str, str]:
         # RFC 6750 section 3: a challenge on every 401; the error code only when a token was sent.
         challenge = 'Bearer realm="cds-service"'
-        return {"WWW-Authenticate": challenge + (', error="invalid_token"' if self.token_given else "")}
+        if not self.token_given:
+            return {"WWW-Authenticate": challenge}
+        return {"WWW-Authenticate": f'{challenge}, error="invalid_token", error_description="{_rfc6750(self.reason)}"'}
+
+
+def _rfc6750(text: str) -> str:
+    """error_description's characters (RFC 6750 section 3): printable ASCII without '"' or '\\'."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
 
 
 class Forbidden(CdsError):
@@ -117,3 +126,12 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 class StorageUnusable(Exception):
     """The database cannot be written at start-up; the service must not start on it."""
+
+
+class SettingsInvalid(ValueError):
+    """A ``CDS_*`` setting has a value of the wrong type or out of range; the service must not start.
+    Each problem names the variable and what is wrong, never the value (it may be a secret)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("Settings are invalid:\n  " + "\n  ".join(problems))
+        self.problems = problems

@@ -92,14 +92,41 @@ ATTACKS = {
 }
 
 
+CAUSES = {  # what the 401 says, for an informaticist to act on
+    "no token": "no bearer token",
+    "not a jwt": "not a well-formed JWT",
+    "alg none": "algorithm 'none' is not allowed",
+    "alg HS256": "algorithm 'HS256' is not allowed",
+    "typ not JWT": "typ 'at+jwt' is not JWT",
+    "kid missing": "names no key (kid)",
+    "kid unknown": "unknown key: kid 'nope' is not a key of issuer 'https://ehr.example.org'",
+    "bad signature": "signature does not verify",
+    "issuer not trusted": "unknown issuer: 'https://evil.example.com' is not a trusted issuer",
+    "jku not allow-listed": "jku is not the JWKS URL allow-listed",
+    "aud other endpoint": "audience mismatch",
+    "expired beyond skew": "expired: the token expired at",
+    "issued in the future": "not yet valid",
+    "no jti": "required claim jti",
+    "lifetime over an hour": "lifetime (exp - iat) is over one hour",
+}
+
+
 @pytest.mark.parametrize("name", ATTACKS)
 @responses.activate  # an unknown kid may refetch the JWKS: answer with the same keys
-def test_attack_is_refused_with_401_and_no_detail(secure, name):
+def test_attack_is_refused_with_401_naming_its_cause_but_not_the_token(secure, name):
     responses.get(JWKS_URL, json=JWKS)
     response = _get(secure, ATTACKS[name])
     assert response.status_code == 401
-    body = response.get_json()
-    assert body["issue"][0]["diagnostics"] == "Authentication required"
+    said = response.get_json()["issue"][0]["diagnostics"]
+    assert said.startswith("Authentication failed: ") and CAUSES[name] in said
+    challenge = response.headers["WWW-Authenticate"]
+    if ATTACKS[name] is None:
+        assert challenge == 'Bearer realm="cds-service"'  # RFC 6750: no error code without a token
+    else:
+        assert challenge.startswith('Bearer realm="cds-service", error="invalid_token", error_description="')
+        assert CAUSES[name] in challenge
+        for part in ATTACKS[name].split("."):  # no part of the token, not even its signature
+            assert len(part) < 8 or part not in said + challenge
 
 
 def test_expiry_within_60_seconds_of_skew_is_accepted(secure):
@@ -155,7 +182,8 @@ def test_public_base_url_sets_the_expected_audience(app_config):
 @responses.activate
 def test_jwks_url_is_fetched_cached_and_not_hammered_on_unknown_kids(app_config):
     responses.get(JWKS_URL, json=JWKS)
-    client = create_app({**app_config, "AUTH_REQUIRED": True, "TRUSTED_ISSUERS": {ISSUER: JWKS_URL}}).test_client()
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "JWKS_WAIT_SECONDS": 5,
+                         "TRUSTED_ISSUERS": {ISSUER: JWKS_URL}}).test_client()
     assert _get(client, token()).status_code == 200
     assert _get(client, token()).status_code == 200
     for _ in range(3):
@@ -176,3 +204,136 @@ def test_development_mode_trusts_the_sandbox_issuer_only_there(app_config):
     prod = create_app({**app_config, "AUTH_REQUIRED": True})
     assert SANDBOX_ISSUER in dev.config["TRUSTED_ISSUERS"]
     assert SANDBOX_ISSUER not in prod.config["TRUSTED_ISSUERS"]
+
+
+def test_an_audience_mismatch_names_the_audience_received_and_those_accepted(app_config):
+    """The sandbox opened at localhost while the service knows only 127.0.0.1: the 401 says so."""
+    config = {**app_config, "AUTH_REQUIRED": True, "PUBLIC_BASE_URL": "http://127.0.0.1:8080",
+              "TRUSTED_ISSUERS": {ISSUER: JWKS}}
+    client = create_app(config).test_client()
+    response = _get(client, token("http://localhost:8080/cds-services"))
+    assert response.status_code == 401
+    for said in (response.get_json()["issue"][0]["diagnostics"], response.headers["WWW-Authenticate"]):
+        assert "audience mismatch" in said
+        assert "'http://localhost:8080/cds-services'" in said  # received
+        assert "http://127.0.0.1:8080/cds-services" in said  # accepted
+    # Both names configured, as README and SECURITY.md show: both work.
+    both = create_app({**config, "PUBLIC_BASE_URL": "http://127.0.0.1:8080,http://localhost:8080"}).test_client()
+    assert _get(both, token("http://localhost:8080/cds-services")).status_code == 200
+    assert _get(both, token("http://127.0.0.1:8080/cds-services")).status_code == 200
+
+
+def test_the_cause_of_a_401_is_logged_without_the_token(app_config, caplog):
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "TRUSTED_ISSUERS": {ISSUER: JWKS}}).test_client()
+    expired = token(exp_in=-120)
+    with caplog.at_level("WARNING"):
+        assert _get(client, expired).status_code == 401
+    reasons = [getattr(r, "reason", "") for r in caplog.records if r.getMessage() == "authentication failed"]
+    assert reasons and reasons[0].startswith("expired: the token expired at")
+    assert expired.split(".")[2] not in caplog.text
+
+
+BROKEN_KEY = {"kty": "EC", "crv": "P-384", "kid": "broken", "x": "AAAA", "y": "AAAA"}  # coordinates too short
+
+
+@responses.activate
+def test_a_malformed_key_in_a_fetched_jwks_is_a_401_not_a_500_and_spares_the_others(app_config):
+    responses.get(JWKS_URL, json={"keys": [BROKEN_KEY, *JWKS["keys"]]})
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "JWKS_WAIT_SECONDS": 5,
+                         "TRUSTED_ISSUERS": {ISSUER: JWKS_URL}}).test_client()
+    refused = _get(client, token(kid="broken"))
+    assert refused.status_code == 401
+    assert "unknown key" in refused.get_json()["issue"][0]["diagnostics"]
+    assert _get(client, token()).status_code == 200  # the well-formed keys of the same set still verify
+
+
+@responses.activate
+def test_a_jwks_of_only_malformed_keys_is_a_401(app_config):
+    responses.get(JWKS_URL, json={"keys": [BROKEN_KEY]})
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "JWKS_WAIT_SECONDS": 5,
+                         "TRUSTED_ISSUERS": {ISSUER: JWKS_URL}}).test_client()
+    assert _get(client, token(kid="broken")).status_code == 401
+
+
+def test_a_malformed_inline_key_stops_start_up_naming_the_setting(app_config):
+    from cds_service.errors import SettingsInvalid
+
+    with pytest.raises(SettingsInvalid, match="CDS_TRUSTED_ISSUERS.*broken"):
+        create_app({**app_config, "AUTH_REQUIRED": True, "TRUSTED_ISSUERS": {ISSUER: {"keys": [BROKEN_KEY]}}})
+
+
+@responses.activate
+def test_pinned_keys_survive_a_refetch_caused_by_an_unknown_kid(app_config):
+    """An unsigned request with an unknown kid makes the service read the issuer's JWKS URL; what
+    it answers (here: another key only) must not replace the keys pinned in the configuration."""
+    responses.get(JWKS_URL, json={"keys": [_jwk(OTHER_KEY, "other-1", "ES384")]})
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "JWKS_WAIT_SECONDS": 5,
+                         "TRUSTED_ISSUERS": {ISSUER: {"jwks_uri": JWKS_URL, **JWKS}}}).test_client()
+    assert _get(client, "e30.e30.x").status_code == 401  # garbage: no refetch
+    assert _get(client, token(key=OTHER_KEY, kid="never-seen")).status_code == 401
+    assert len(responses.calls) == 1  # the unknown kid did cause a fetch
+    assert _get(client, token()).status_code == 200  # the pinned EC key still verifies
+    assert _get(client, token(key=RSA_KEY, alg="RS384", kid="rsa-1")).status_code == 200
+    assert _get(client, token(key=OTHER_KEY, kid="other-1")).status_code == 200  # and the fetched one too
+
+
+@responses.activate
+def test_a_slow_jwks_server_never_holds_a_call_longer_than_the_bound(app_config):
+    """JWKS are fetched in the background: a call waits for a fetch at most a moment (0.5 s by
+    default), then is answered; the next call after the fetch finished uses the keys."""
+    def slow(request):
+        time.sleep(2.5)
+        return 200, {"Content-Type": "application/json"}, json.dumps(JWKS)
+
+    responses.add_callback(responses.GET, JWKS_URL, callback=slow)
+    client = create_app({**app_config, "AUTH_REQUIRED": True, "JWKS_WAIT_SECONDS": 0.3,
+                         "TRUSTED_ISSUERS": {ISSUER: JWKS_URL}}).test_client()
+    started = time.monotonic()
+    first = _get(client, token())
+    waited = time.monotonic() - started
+    assert first.status_code == 401 and "unknown key" in first.get_json()["issue"][0]["diagnostics"]
+    assert waited < 1.5  # the fetch takes 2.5 s; the call did not wait for it
+    deadline = time.monotonic() + 20
+    while _get(client, token()).status_code != 200:
+        assert time.monotonic() < deadline, "the background fetch never delivered the keys"
+        time.sleep(0.2)
+    assert len(responses.calls) == 1
+
+
+def _verifier(fetch, wait_seconds=2.0):
+    from cds_service.web.auth import Verifier
+
+    return Verifier({ISSUER: JWKS_URL}, lambda *args: True, fetch=fetch, wait_seconds=wait_seconds)
+
+
+def test_a_call_during_the_start_up_fetch_joins_it_rather_than_being_refused():
+    def slowish(url):
+        time.sleep(0.4)
+        return JWKS
+
+    verifier = _verifier(slowish)
+    verifier.fetch_keys()  # what each worker does before its first call
+    while verifier._issuers[ISSUER].asked_at == float("-inf"):  # the fetch is under way
+        time.sleep(0.01)
+    assert verifier.verify(token(), [f"{BASE}/cds-services"])["iss"] == ISSUER
+
+
+def test_a_jwks_server_that_breaks_the_connection_is_a_401_naming_it_and_heals():
+    from urllib3.exceptions import ProtocolError
+
+    from cds_service.errors import AuthenticationFailed
+    from cds_service.web import jwks
+
+    answers = [ProtocolError("connection broken"), JWKS]
+
+    def flaky(url):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    verifier = _verifier(flaky)
+    with pytest.raises(AuthenticationFailed, match="could not be fetched: ProtocolError"):
+        verifier.verify(token(), [f"{BASE}/cds-services"])
+    verifier._issuers[ISSUER].asked_at -= jwks.JWKS_REFRESH_SECONDS  # a minute later
+    assert verifier.verify(token(), [f"{BASE}/cds-services"])["iss"] == ISSUER

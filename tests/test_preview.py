@@ -28,7 +28,7 @@ def preview_app(app_config):
     return create_app({**app_config, "PREVIEW_ENABLED": True, "DEVELOPMENT": True})
 
 
-@pytest.mark.parametrize("value", [None, False, "yes", "1"])
+@pytest.mark.parametrize("value", [None, False, "no", "0", "False"])  # switches read as in CDS_* (settings.py)
 def test_the_console_is_off_unless_enabled(app_config, value):
     config = {**app_config} if value is None else {**app_config, "PREVIEW_ENABLED": value}
     response = create_app(config).test_client().get("/preview", headers=BROWSER)

@@ -78,10 +78,11 @@ def test_401_without_a_token_carries_a_bearer_challenge(aliased):
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="cds-service"'
 
 
-def test_401_with_a_bad_token_says_invalid_token(aliased):
+def test_401_with_a_bad_token_says_invalid_token_and_why(aliased):
     response = aliased.test_client().get("/cds-services", headers={"Authorization": "Bearer not.a.jwt"})
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="cds-service", error="invalid_token"'
+    assert response.headers["WWW-Authenticate"] == ('Bearer realm="cds-service", error="invalid_token",'
+                                                    ' error_description="the token is not a well-formed JWT (DecodeError)"')
     assert "not.a.jwt" not in response.get_data(as_text=True)
 
 

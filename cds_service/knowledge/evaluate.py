@@ -14,7 +14,6 @@ shaped as the CDS Hooks sandbox sends it.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import uuid
 from dataclasses import dataclass, field
@@ -194,7 +193,7 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
                         now_text: str | None, want_json: bool, echo: Callable[..., Any],
                         explain_ids: Iterable[str] = ()) -> int:
     """The ``cds-service evaluate`` command: 0 no card, 1 a card was issued, 2 bad input."""
-    from cds_service.settings import knowledge_dir, public_base_urls
+    from cds_service.settings import knowledge_dir, settings
     from cds_service.knowledge.loader import load_knowledge
 
     try:
@@ -208,8 +207,9 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
                 raise InvalidRequest("--bundle needs --hook")
             drafts = [d for f in draft_files for d in drafts_in(_read_json(f))]
             body = request_from_bundle(_read_json(bundle_file), hook, drafts)
-        knowledge = load_knowledge(knowledge_dir(os.environ.get("CDS_KNOWLEDGE_DIR")))
-        base = next(iter(public_base_urls(os.environ.get("CDS_PUBLIC_BASE_URL"))), "http://127.0.0.1:8080")
+        config = settings()  # the service's own settings: a bad CDS_* value stops here too (SettingsInvalid)
+        knowledge = load_knowledge(knowledge_dir(config["KNOWLEDGE_DIR"]))
+        base = config["PUBLIC_BASE_URL"] or "http://127.0.0.1:8080"
         evaluation = evaluate_request(knowledge, body, now, f"{base}/rules")
         explanation = explain_request(knowledge, body, explain_ids, now) if explain_ids else ""
     except CdsError as exc:

@@ -1,5 +1,5 @@
 """The app factory. ``create_app(config=None)`` builds the Flask app: configuration
-(``config.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
+(``settings.settings``: defaults, ``CDS_*`` environment, then ``config``), the knowledge compiled once
 (a broken knowledge folder stops start-up), storage migrated and shown to take writes (an
 unwritable database stops start-up), CORS, JSON errors, JSON logs, Prometheus metrics.
 """
@@ -17,7 +17,9 @@ from cds_service.knowledge import discovery
 from cds_service.web import metrics, middleware
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
-from cds_service.settings import database_url, fetch_policy, knowledge_dir, settings
+from cds_service.web.jwks import JWKS_WAIT_SECONDS
+from cds_service.settings import database_url, knowledge_dir, settings, undeclared
+from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.core.fhir import utc_now
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.logs import configure_logging
@@ -50,7 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     clock = app.config.get("CLOCK")  # tests pin time; production reads the UTC wall clock
     app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
                                      discovery.templates(knowledge),
-                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti),
+                                     Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti,
+                                              # tests on a loaded machine may let a call wait longer
+                                              wait_seconds=app.config.get("JWKS_WAIT_SECONDS", JWKS_WAIT_SECONDS)),
                                      _override_window(app))
 
     CORS(
@@ -81,6 +85,9 @@ def _override_window(app: Flask) -> OverrideWindow | None:
 
 
 def _warn_if_open(app: Flask) -> None:
+    if undeclared():  # names only: a value may be a secret
+        log.warning("environment variables with the CDS_ prefix that are no setting were ignored (a typo?)",
+                    extra={"variables": undeclared()})
     unbound = sorted(set(app.config["TRUSTED_ISSUERS"]) - set(app.extensions["cds"].fetch_policy.issuer_servers))
     if app.config["AUTH_REQUIRED"] and unbound:
         log.warning("no FHIR server is listed for some trusted issuers (CDS_ISSUER_FHIR_SERVERS): their calls"

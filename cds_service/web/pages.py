@@ -86,7 +86,7 @@ def staff_challenge() -> Any:
     """401 asking the browser for staff credentials (or 404 when no staff are configured)."""
     if not current_app.config.get("STAFF_USERS"):
         raise UnknownService("staff sign-in is not configured here (STAFF_USERS)")
-    body = AuthenticationFailed("staff sign-in").to_json()
+    body = AuthenticationFailed("staff sign-in required (HTTP Basic, a user of CDS_STAFF_USERS)").to_json()
     return jsonify(body), 401, {"WWW-Authenticate": 'Basic realm="cds-service staff", charset="UTF-8"'}
 
 
