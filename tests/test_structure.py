@@ -24,3 +24,16 @@ def test_every_room_says_its_job():
     for room in rooms:
         text = (room / "__init__.py").read_text()
         assert text.startswith('"""') and len(text.split('"""')[1].strip()) > 20, f"{room.name}/__init__.py has no purpose line"
+
+
+def test_the_module_map_names_every_module_and_only_modules_that_exist():
+    """docs/architecture.md maps every module of the package by its path, and names none that is gone."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    import re
+
+    named = {m for m in re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", section) if not m.startswith("tests/")}
+    package = ROOT / "cds_service"
+    modules = {str(p.relative_to(package)) for p in package.rglob("*.py")}
+    assert sorted(named - modules) == [], "the module map names modules that do not exist"
+    assert sorted(modules - named) == [], "modules missing from the module map in docs/architecture.md"
