@@ -155,14 +155,21 @@ def knowledge() -> None:
 
 
 @knowledge.command("check")
-def knowledge_check() -> None:
-    """Validate knowledge/ as start-up does and print a summary."""
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), default=None,
+              help="A site overlay to check with it (default: CDS_SITE_CONFIG, when set).")
+def knowledge_check(site_file: str | None) -> None:
+    """Validate knowledge/ (and the site overlay) as start-up does and print a summary."""
+    from cds_service.knowledge.site import load_site
+    from cds_service.settings import settings
+
     try:
         loaded = _knowledge()
+        site = load_site(site_file or settings()["SITE_CONFIG"], loaded)
     except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    click.echo(json.dumps({"status": "ok", **loaded.summary()}, indent=2))
+    overlay = {"site": {"file": site.source, "modes": site.modes}} if site.source else {}
+    click.echo(json.dumps({"status": "ok", **loaded.summary(), **overlay}, indent=2))
 
 
 @knowledge.command("table")
@@ -288,19 +295,30 @@ def feedback_stats() -> None:
               help="...and at least this many of its cards were accepted or overridden.")
 @click.option("--chart", type=click.Path(dir_okay=False, writable=True),
               help="Also draw the report to this .svg or .png file (needs the 'report' extra: matplotlib).")
-def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_feedback: int, chart: str | None) -> None:
+@click.option("--by-version", is_flag=True, help="Instead: override rates per knowledge release, all rules and each rule.")
+def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_feedback: int, chart: str | None,
+                    by_version: bool) -> None:
     """Per rule over a period: issued, accepted, overridden, override rate, top override reasons,
-    trend by ISO week, and the rules flagged for review."""
+    silent findings (would have shown) and both per 1,000 calls, trend by ISO week, and the rules
+    flagged for review."""
     from datetime import timezone
 
-    from cds_service.storage.report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
+    from cds_service.storage import silent
+    from cds_service.storage.report import (as_csv, as_json, as_text, build_report, by_release, draw_chart,
+                                            releases_as, utc_stamp)
 
     if chart and not chart.endswith((".svg", ".png")):
         raise click.UsageError("--chart must name a .svg or .png file")
     since = since.replace(tzinfo=timezone.utc) if since else None
     until = until.replace(tzinfo=timezone.utc) if until else None
-    history = _storage().card_history(utc_stamp(since), utc_stamp(until))
-    report = build_report(history, since, until, flag_above, min_feedback)
+    store = _storage()
+    history = store.card_history(utc_stamp(since), utc_stamp(until))
+    golive = silent.history(store, utc_stamp(since), utc_stamp(until))
+    if by_version:
+        rows = by_release({**history, "issued": golive["issued"]}, golive["releases"], since, until)
+        click.echo(releases_as(rows, fmt), nl=fmt != "csv")
+        return
+    report = build_report(history, since, until, flag_above, min_feedback, golive=golive)
     click.echo({"text": as_text, "csv": as_csv, "json": as_json}[fmt](report), nl=fmt != "csv")
     if chart:
         try:
@@ -331,7 +349,10 @@ def storage() -> None:
 @storage.command("prune")
 def storage_prune() -> None:
     """Delete issued cards, feedback and JWT ids past their retention now; rows deleted per table, as JSON."""
-    click.echo(json.dumps(_storage().prune(), indent=2, sort_keys=True))
+    from cds_service.storage import silent
+
+    store = _storage()
+    click.echo(json.dumps({**store.prune(), **silent.prune(store)}, indent=2, sort_keys=True))
 
 
 def _storage() -> Any:

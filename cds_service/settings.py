@@ -21,6 +21,8 @@ from cds_service.fhirfetch.prefetch import FetchPolicy, base_url
 DEFAULTS: dict[str, Any] = {
     # Where the rules, value sets and guideline references live.
     "KNOWLEDGE_DIR": None,  # resolved by knowledge_dir() when unset
+    # The site overlay: a YAML file of per-rule mode, override window and note (knowledge/site.py).
+    "SITE_CONFIG": None,
     # SQLite file in the instance folder unless a URL is given.
     "DATABASE_URL": None,
     # Client JWTs (CDS Hooks 2.0 "Trusting CDS Clients"): on unless switched off.

@@ -20,6 +20,7 @@ from cds_service.web.auth import Verifier
 from cds_service.settings import database_url, fetch_policy, knowledge_dir, settings
 from cds_service.core.fhir import utc_now
 from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.site import load_site
 from cds_service.logs import configure_logging
 from cds_service.web.pages import bp as pages_bp
 from cds_service.web.preview import bp as preview_bp
@@ -41,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
+    site = load_site(app.config["SITE_CONFIG"], knowledge)  # a wrong overlay stops start-up, as bad knowledge does
     retention = Retention(issued_card_days=float(app.config["ISSUED_CARD_RETENTION_DAYS"]),
                           feedback_days=float(app.config["FEEDBACK_RETENTION_DAYS"]),
                           interval_seconds=float(app.config["PRUNE_INTERVAL_SECONDS"]))
@@ -51,7 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds"] = Runtime(knowledge, storage, fetch_policy(app.config), clock if callable(clock) else utc_now,
                                      discovery.templates(knowledge),
                                      Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti),
-                                     _override_window(app))
+                                     _override_window(app), site)
 
     CORS(
         app,

@@ -136,6 +136,7 @@ def rule_page(rule_id: str) -> Any:
         rule_valuesets=[valuesets[v] for v in sorted(rule.valuesets) if v in valuesets],
         gate_valuesets=[valuesets[v] for v in sorted(module.gate.valuesets) if v in valuesets],
         cases=rule_cases(rule.id), staff_configured=bool(current_app.config.get("STAFF_USERS")),
+        site=current_app.extensions["cds"].site, release=_knowledge().release,
     )
 
 
