@@ -327,6 +327,60 @@ def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_fee
             raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
 
 
+@main.command("forecast")
+@click.argument("export", type=click.Path(exists=True, file_okay=False))
+@click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: every core).")
+@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", show_default=True)
+@click.option("--chart", type=click.Path(dir_okay=False, writable=True),
+              help="Also draw the forecast to this .svg or .png file (needs the 'report' extra: matplotlib).")
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), default=None,
+              help="The site overlay to apply (default: CDS_SITE_CONFIG, when set).")
+@click.option("--now", "now_text", metavar="DATETIME", help="Decide as of this date or time (ISO 8601; default: now).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def forecast_command(export: str, jobs: int | None, fmt: str, chart: str | None, site_file: str | None,
+                     now_text: str | None, quiet: bool) -> None:
+    """How often each rule would fire on EXPORT: a FHIR Bulk Data export (one NDJSON file per
+    resource type) or a folder of patient Bundles. patient-view per patient, order-select per
+    MedicationRequest and ServiceRequest replayed as a draft; the site overlay applied."""
+    from pathlib import Path
+
+    from cds_service.errors import CdsError
+    from cds_service.knowledge import forecast
+    from cds_service.knowledge.evaluate import _parse_now
+    from cds_service.knowledge.site import load_site
+    from cds_service.settings import knowledge_dir, settings
+
+    if chart and not chart.endswith((".svg", ".png")):
+        raise click.UsageError("--chart must name a .svg or .png file")
+    config = settings()
+    site_path = site_file or config["SITE_CONFIG"]
+    try:
+        now = _parse_now(now_text)
+        loaded = _knowledge()
+        load_site(site_path, loaded)  # a wrong overlay is said before any patient is read
+        with click.progressbar(length=1, label="patients", file=sys.stderr, hidden=quiet,
+                               show_pos=True) as bar:
+            def advance(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done)
+
+            result = forecast.run_forecast(Path(export), knowledge_dir(config["KNOWLEDGE_DIR"]), site_path, now,
+                                           jobs, advance)
+    except KnowledgeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except CdsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+    click.echo({"text": forecast.as_text, "csv": forecast.as_csv, "json": forecast.as_json}[fmt](result),
+               nl=fmt != "csv")
+    if chart:
+        try:
+            forecast.draw_chart(result, chart)
+        except ImportError as exc:
+            raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
+
+
 @main.group()
 def staff() -> None:
     """Staff sign-in for the rule pages' use counts and the preview console."""

@@ -73,13 +73,13 @@ def service_for_hook(knowledge: Knowledge, hook: str) -> Service:
 
 def evaluate_request(knowledge: Knowledge, body: Any, now: datetime, rules_url: str) -> Evaluation:
     """Cards and reasons for one hook request; InvalidRequest/PrefetchUnavailable as the service raises them."""
-    service, hook_request, data = _offline(knowledge, body)
+    service, hook_request, data = offline_request(knowledge, body)
     decision = decide(service, hook_request, data, knowledge, now, rules_url=rules_url)
     fired = [Fired(f.rule.id, f.rule.title, f.indicator, tuple(e.text for e in f.evidence)) for f in decision.findings]
     return Evaluation(service.id, body, decision.cards, fired, decision.skipped, decision.failed)
 
 
-def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dict[str, Any]]:
+def offline_request(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dict[str, Any]]:
     """The service, the parsed request and its data, with no FHIR server called."""
     if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
         raise InvalidRequest("$.hook: a hook request names its hook", location="$.hook")
@@ -92,7 +92,7 @@ def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dic
 
 def facts_for(knowledge: Knowledge, body: Any, now: datetime) -> Facts:
     """The facts the rules see for this request (offline)."""
-    _, hook_request, data = _offline(knowledge, body)
+    _, hook_request, data = offline_request(knowledge, body)
     return build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
 
 

@@ -250,13 +250,17 @@ def as_text(report: Report) -> str:
     if not report.rules:
         return "\n".join(lines + ["No card was issued and no feedback was received in this period."])
     width = max(len(r.rule) for r in report.rules)
-    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate  silent  shown/1000 calls"
-                 "  silent/1000 calls")
+    golive = bool(report.calls or any(r.silent for r in report.rules))  # calls counted (migration 006 on)
+    extra = "  silent  shown/1000 calls  silent/1000 calls" if golive else ""
+    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate{extra}")
     for r in report.rules:
         mark = "  << REVIEW" if r.flagged else ""
-        lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  {_rate(r.override_rate):>13}"
-                     f"  {r.silent:6d}  {_per(r.shown_per_1000_calls):>16}  {_per(r.silent_per_1000_calls):>17}{mark}")
-    lines.append(f"calls in the period's weeks: {report.calls}")
+        more = (f"  {r.silent:6d}  {_per(r.shown_per_1000_calls):>16}  {_per(r.silent_per_1000_calls):>17}"
+                if golive else "")
+        lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  "
+                     f"{_rate(r.override_rate):>13}{more}{mark}")
+    if golive:
+        lines.append(f"hook calls in the period's weeks: {report.calls}")
     for r in report.rules:
         if not (r.top_reasons or r.weeks):
             continue
