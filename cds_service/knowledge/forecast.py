@@ -38,7 +38,7 @@ import orjson
 from cds_service.core.cards import item_key
 from cds_service.core.decision import decide
 from cds_service.core.rules import Knowledge
-from cds_service.core.site import NO_SITE, SitePolicy
+from cds_service.core.site import SitePolicy
 from cds_service.errors import CdsError
 from cds_service.knowledge.evaluate import offline_request, request_from_bundle
 
