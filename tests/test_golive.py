@@ -205,3 +205,14 @@ def test_a_site_override_window_is_per_rule(app_config, tmp_path):
         assert client.post("/cds-services/back-pain-order-sign/feedback", json={"feedback": [item]}).status_code == 200
         again = client.post("/cds-services/back-pain-order-sign", json=request).get_json()["cards"]
         assert (RULE in rule_ids(again)) is shown
+
+
+def test_silent_findings_go_with_the_issued_card_retention(silent_app):
+    from datetime import datetime, timezone
+
+    store = silent_app.extensions["cds"].storage
+    silent.record_call(store, "back-pain-order-select", "h", "r", [], [silent.SilentFinding(RULE, "", "warning")],
+                       at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    silent.record_call(store, "back-pain-order-select", "h", "r", [], [silent.SilentFinding(RULE, "", "warning")])
+    assert silent.prune(store)["silent_finding"] == 1  # the one older than 90 days
+    assert _rows(silent_app, "SELECT COUNT(*) FROM silent_finding") == [(1,)]

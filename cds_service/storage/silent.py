@@ -9,12 +9,15 @@ modules talk to the database.
 """
 from __future__ import annotations
 
+import os
+import random
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from cds_service.core.cards import IssuedCard
-from cds_service.core.decision import SilentFinding
+from cds_service.core.decision import SilentFinding  # noqa: F401 - re-exported for callers
 from cds_service.storage.store import PRUNE, PRUNE_BATCH, Storage, _iso, _Write
 
 RECORD = _Write("record_silent", durable=False, wait_ms=200)
@@ -62,6 +65,28 @@ def history(storage: Storage, since: str | None = None, until: str | None = None
                               "c.issued_at < ? ORDER BY c.issued_at", (low, high)).fetchall()
     return {"silent": [tuple(r) for r in silent], "calls": [tuple(r) for r in calls],
             "releases": [tuple(r) for r in releases], "issued": [tuple(r) for r in issued]}
+
+
+_next_prune: dict[int, float] = {}  # process id -> monotonic time of its next run
+
+
+def maybe_prune(storage: Storage) -> None:
+    """``prune`` at most once per ``CDS_PRUNE_INTERVAL_SECONDS`` per process (a new worker waits a
+    random part of an interval first, so workers spread out); never raises. Runs after an answer."""
+    interval = storage.retention.interval_seconds
+    pid, now = os.getpid(), time.monotonic()
+    if interval <= 0:
+        return
+    if pid not in _next_prune:
+        _next_prune[pid] = now + interval * random.random()
+        return
+    if now < _next_prune[pid]:
+        return
+    _next_prune[pid] = now + interval * random.uniform(0.9, 1.1)
+    try:
+        prune(storage)
+    except storage._errors as exc:
+        storage._failed(PRUNE, exc)
 
 
 def prune(storage: Storage, now: datetime | None = None) -> dict[str, int]:

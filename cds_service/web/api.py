@@ -99,6 +99,7 @@ def _request_id() -> str:
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.call_on_close(runtime().storage.maybe_prune)  # once the answer is sent: off the call's path
+    response.call_on_close(partial(silent.maybe_prune, runtime().storage))  # silent findings, card releases
     return response
 
 
