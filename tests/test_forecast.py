@@ -133,3 +133,23 @@ def test_a_record_the_service_refuses_is_not_counted_as_no_card(tmp_path):
     (tmp_path / "Condition.ndjson").write_text('{"resourceType":"Condition","id":"c","subject":{"reference":"Patient/x"}}\n')
     result = run_forecast(tmp_path, KNOWLEDGE, None, NOW, jobs=1)
     assert result.summary()["failed_patients"] == 1 and result.summary()["cards_per_chart_open"] == {}
+
+
+def test_a_service_request_is_replayed_as_an_order(export, forecast, tmp_path):
+    """Add one lumbar MRI order (CPT 72148) to the MS persona (p0005): one more order, and the
+    imaging rule now fires for that patient on that order; nothing else changes."""
+    folder = tmp_path / "with-mri"
+    folder.mkdir()
+    for f in export.glob("*.ndjson"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    mri = {"resourceType": "ServiceRequest", "id": "mri-1", "status": "active", "intent": "order",
+           "subject": {"reference": "Patient/p0005"},
+           "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72148",
+                                "display": "MRI lumbar spine without contrast"}]}}
+    (folder / "ServiceRequest.ndjson").write_text(json.dumps(mri) + "\n")
+    more = run_forecast(folder, KNOWLEDGE, None, NOW, jobs=1)
+    assert more.summary()["orders"] == forecast.summary()["orders"] + 1
+    rows = {r["rule"]: r for r in more.rows()}
+    assert rows["ms-lbp.imaging-without-red-flags"]["order_cards"] == 1
+    assert rows["ms-lbp.imaging-without-red-flags"]["top_items"] == [{"item": "72148", "count": 1}]
+    assert {k: v for k, v in by_rule(more.rows()).items() if k != "ms-lbp.imaging-without-red-flags"} == EXPECTED
