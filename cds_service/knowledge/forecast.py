@@ -196,8 +196,26 @@ def _decide(body: dict[str, Any], kind: str, knowledge: Knowledge, site: SitePol
     for rule_id, mode, indicator, item in found:
         tally.findings[(rule_id, mode, kind)] += 1
         tally.indicators[(rule_id, mode, indicator)] += 1
-        tally.items[(rule_id, mode, item or PATIENT_LEVEL)] += 1
+        tally.items[(rule_id, mode, _item_label(item, knowledge))] += 1
         fired.add((rule_id, mode))
+
+
+_NAMES: dict[int, dict[str, str]] = {}  # id(terminology) -> RxNorm ingredient rxcui -> name
+
+
+def _item_label(item: str, knowledge: Knowledge) -> str:
+    """An item key as a reader knows it: RxNorm ingredients with their names ("7258 naproxen")."""
+    if not item:
+        return PATIENT_LEVEL
+    names = _NAMES.get(id(knowledge.terminology))
+    if names is None:
+        names = {i.rxcui: i.name for p in knowledge.terminology.products.values() for i in p.ingredients}
+        _NAMES.clear()
+        _NAMES[id(knowledge.terminology)] = names
+    parts = item.split("+")
+    if all(part in names for part in parts):
+        return f"{item} {' + '.join(names[part] for part in parts)}"
+    return item
 
 
 # ---------------------------------------------------------------- the whole export, on every core
@@ -337,7 +355,8 @@ def as_text(forecast: Forecast) -> str:
         top = "; ".join(f"{x['item']} ({x['count']})" for x in r["top_items"])
         lines.append(f"{r['rule'].ljust(width)}  {r['mode']:<6}  {r['patients']:8d}  {_num(r['per_1000_chart_opens']):>11}"
                      f"  {_num(r['per_1000_orders']):>12}  {tiers:>21}  {top}")
-    lines.append("(silent: the site's silent rules; what they would have shown, never shown)")
+    if any(r["mode"] == "silent" for r in rows):
+        lines.append("(silent: the site's silent rules; what they would have shown, never shown)")
     return "\n".join(lines)
 
 
