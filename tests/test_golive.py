@@ -143,7 +143,7 @@ def test_by_version_compares_override_rates_across_releases():
     assert [r.release for r in rows][0] == "1.0+sha256.1"  # oldest release first
 
 
-def test_the_report_cli_shows_silent_columns_and_by_version(silent_app):
+def test_the_report_cli_shows_silent_columns_and_by_version(silent_app, tmp_path):
     silent_app.test_client().post("/cds-services/back-pain-order-select", json=_select(MORPHINE))
     runner = silent_app.test_cli_runner()
     from cds_service.cli import main
@@ -156,6 +156,9 @@ def test_the_report_cli_shows_silent_columns_and_by_version(silent_app):
     assert {r["rule"]: r["silent"] for r in body["rules"]}[RULE] == 1 and body["calls"] == 1
     versions = runner.invoke(main, ["feedback", "report", "--by-version", "--format", "csv"], env=env)
     assert versions.exit_code == 0 and versions.output.startswith("release,rule,issued")
+    chart = tmp_path / "report.svg"
+    drawn = runner.invoke(main, ["feedback", "report", "--chart", str(chart)], env=env)
+    assert drawn.exit_code == 0 and "silent (would have shown)" in chart.read_text()
 
 
 # ------------------------------------------------------------------ the overlay's checks
