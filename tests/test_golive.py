@@ -219,3 +219,24 @@ def test_silent_findings_go_with_the_issued_card_retention(silent_app):
     silent.record_call(store, "back-pain-order-select", "h", "r", [], [silent.SilentFinding(RULE, "", "warning")])
     assert silent.prune(store)["silent_finding"] == 1  # the one older than 90 days
     assert _rows(silent_app, "SELECT COUNT(*) FROM silent_finding") == [(1,)]
+
+
+def test_silent_storage_on_each_backend(database_url):
+    """record_call, history and prune on SQLite, and on PostgreSQL when CI provides one."""
+    from datetime import datetime, timezone
+
+    from cds_service.core.cards import IssuedCard
+    from cds_service.storage.store import Storage
+
+    store = Storage(database_url)
+    store.open_for_service()
+    card = IssuedCard("11111111-1111-1111-1111-111111111111", (RULE,), (), ("7052",))
+    store.record_cards("back-pain-order-select", "h", [card], patient_key="pk")
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for at in (old, None, None):
+        assert silent.record_call(store, "back-pain-order-select", "h", "1.0+sha256.a", [card],
+                                  [silent.SilentFinding("mcas.nsaid-caution", "7258", "info")], "pk", at)
+    found = silent.history(store)
+    assert [(w, n) for w, _, n in found["calls"]] == [("2026-W01", 1), (silent.iso_week(datetime.now(timezone.utc)), 2)]
+    assert found["releases"] == [(card.uuid, "1.0+sha256.a")] and len(found["silent"]) == 3
+    assert silent.prune(store)["silent_finding"] == 1
