@@ -19,6 +19,9 @@ One run, on this machine, on loopback only:
 6. the FHIR fallback: no prefetch, a local FHIR server answering every query in 50 ms;
 7. authentication on (a second service requiring a client JWT per call) against off;
 8. the first call of a fresh one-worker service against its warm calls;
+8b. ``cds-service forecast`` on a 1,000-patient export of re-identified Synthea records
+   (``forecast_bench.py``; run alone: ``python bench/forecast_bench.py``): patients per second
+   per core and peak memory;
 9. ``results.json``, ``results.md`` (with issue #10's targets, met or missed), and the table in
    the README between the bench markers.
 
@@ -51,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import payloads  # noqa: E402
+import forecast_bench  # noqa: E402
 
 PY = sys.executable
 CONNECTIONS = 8
@@ -613,6 +617,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first = {"case": case["id"], **first_call(env, tmp, case["path"], case["body_file"].read_bytes())}
     for case in cases:
         del case["body_file"]
+    print("bench: forecast of a 1,000-patient Synthea export (cds-service forecast, every core)", flush=True)
+    forecast = forecast_bench.forecast_stage(1000, tmp=tmp)
+    print(f"  {forecast['patients_per_s_per_core']} patients/s per core, peak {forecast['peak_rss_mb']} MB", flush=True)
 
     finished = dt.datetime.now(dt.timezone.utc)
     result = {
@@ -637,7 +644,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "loadavg_before": load_before, "loadavg_after": loadavg(),
         "startup": boot, "rss": rss, "cases": cases, "fallback": fallback, "micro": stages, "auth": auth,
-        "first_call": first,
+        "first_call": first, "forecast": forecast,
     }
     result["targets"] = targets(result)
     return result
@@ -889,8 +896,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Worker memory after the load: largest VmRSS {rss['max_worker_rss_mb']:.0f} MB, largest PSS "
         f"{rss['max_worker_pss_mb']:.0f} MB (preload shares the master's pages); master VmRSS "
         f"{rss['master'].get('VmRSS', 0):.0f} MB.",
-        "",
     ]
+    fc = result.get("forecast")
+    if fc:
+        out.append(
+            f"- Forecast (`cds-service forecast --jobs {fc['jobs']}`, `bench/forecast_bench.py`): {fc['patients']} "
+            f"re-identified Synthea patients ({fc['export_mb']} MB of NDJSON, {fc['orders']} orders replayed) in "
+            f"{fc['wall_s']:.1f} s: {fc['patients_per_s_per_core']:.1f} patients/s per core, "
+            f"{fc['cpu_ms_per_patient']:.0f} CPU ms per patient; peak memory of the largest process "
+            f"{fc['peak_rss_mb']:.0f} MB.")
+    out.append("")
     return "\n".join(out)
 
 

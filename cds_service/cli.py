@@ -171,14 +171,21 @@ def knowledge() -> None:
 
 
 @knowledge.command("check")
-def knowledge_check() -> None:
-    """Validate knowledge/ as start-up does and print a summary."""
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), default=None,
+              help="A site overlay to check with it (default: CDS_SITE_CONFIG, when set).")
+def knowledge_check(site_file: str | None) -> None:
+    """Validate knowledge/ (and the site overlay) as start-up does and print a summary."""
+    from cds_service.knowledge.site import load_site
+    from cds_service.settings import settings
+
     try:
         loaded = _knowledge()
+        site = load_site(site_file or settings()["SITE_CONFIG"], loaded)
     except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    click.echo(json.dumps({"status": "ok", **loaded.summary()}, indent=2))
+    overlay = {"site": {"file": site.source, "modes": site.modes}} if site.source else {}
+    click.echo(json.dumps({"status": "ok", **loaded.summary(), **overlay}, indent=2))
 
 
 @knowledge.command("table")
@@ -304,23 +311,88 @@ def feedback_stats() -> None:
               help="...and at least this many of its cards were accepted or overridden.")
 @click.option("--chart", type=click.Path(dir_okay=False, writable=True),
               help="Also draw the report to this .svg or .png file (needs the 'report' extra: matplotlib).")
-def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_feedback: int, chart: str | None) -> None:
+@click.option("--by-version", is_flag=True, help="Instead: override rates per knowledge release, all rules and each rule.")
+def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_feedback: int, chart: str | None,
+                    by_version: bool) -> None:
     """Per rule over a period: issued, accepted, overridden, override rate, top override reasons,
-    trend by ISO week, and the rules flagged for review."""
+    silent findings (would have shown) and both per 1,000 calls, trend by ISO week, and the rules
+    flagged for review."""
     from datetime import timezone
 
-    from cds_service.storage.report import as_csv, as_json, as_text, build_report, draw_chart, utc_stamp
+    from cds_service.storage import silent
+    from cds_service.storage.report import (as_csv, as_json, as_text, build_report, by_release, draw_chart,
+                                            releases_as, utc_stamp)
 
     if chart and not chart.endswith((".svg", ".png")):
         raise click.UsageError("--chart must name a .svg or .png file")
     since = since.replace(tzinfo=timezone.utc) if since else None
     until = until.replace(tzinfo=timezone.utc) if until else None
-    history = _storage().card_history(utc_stamp(since), utc_stamp(until))
-    report = build_report(history, since, until, flag_above, min_feedback)
+    store = _storage()
+    history = store.card_history(utc_stamp(since), utc_stamp(until))
+    golive = silent.history(store, utc_stamp(since), utc_stamp(until))
+    if by_version:
+        rows = by_release({**history, "issued": golive["issued"]}, golive["releases"], since, until)
+        click.echo(releases_as(rows, fmt), nl=fmt != "csv")
+        return
+    report = build_report(history, since, until, flag_above, min_feedback, golive=golive)
     click.echo({"text": as_text, "csv": as_csv, "json": as_json}[fmt](report), nl=fmt != "csv")
     if chart:
         try:
             draw_chart(report, chart)
+        except ImportError as exc:
+            raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
+
+
+@main.command("forecast")
+@click.argument("export", type=click.Path(exists=True, file_okay=False))
+@click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: every core).")
+@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", show_default=True)
+@click.option("--chart", type=click.Path(dir_okay=False, writable=True),
+              help="Also draw the forecast to this .svg or .png file (needs the 'report' extra: matplotlib).")
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), default=None,
+              help="The site overlay to apply (default: CDS_SITE_CONFIG, when set).")
+@click.option("--now", "now_text", metavar="DATETIME", help="Decide as of this date or time (ISO 8601; default: now).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def forecast_command(export: str, jobs: int | None, fmt: str, chart: str | None, site_file: str | None,
+                     now_text: str | None, quiet: bool) -> None:
+    """How often each rule would fire on EXPORT: a FHIR Bulk Data export (one NDJSON file per
+    resource type) or a folder of patient Bundles. patient-view per patient, order-select per
+    MedicationRequest and ServiceRequest replayed as a draft; the site overlay applied."""
+    from pathlib import Path
+
+    from cds_service.errors import CdsError
+    from cds_service.knowledge import forecast
+    from cds_service.knowledge.evaluate import _parse_now
+    from cds_service.knowledge.site import load_site
+    from cds_service.settings import knowledge_dir, settings
+
+    if chart and not chart.endswith((".svg", ".png")):
+        raise click.UsageError("--chart must name a .svg or .png file")
+    config = settings()
+    site_path = site_file or config["SITE_CONFIG"]
+    try:
+        now = _parse_now(now_text)
+        loaded = _knowledge()
+        load_site(site_path, loaded)  # a wrong overlay is said before any patient is read
+        with click.progressbar(length=1, label="patients", file=sys.stderr, hidden=quiet,
+                               show_pos=True) as bar:
+            def advance(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done)
+
+            result = forecast.run_forecast(Path(export), knowledge_dir(config["KNOWLEDGE_DIR"]), site_path, now,
+                                           jobs, advance)
+    except KnowledgeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except CdsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+    click.echo({"text": forecast.as_text, "csv": forecast.as_csv, "json": forecast.as_json}[fmt](result),
+               nl=fmt != "csv")
+    if chart:
+        try:
+            forecast.draw_chart(result, chart)
         except ImportError as exc:
             raise click.ClickException("--chart needs matplotlib: pip install 'cds-service[report]'") from exc
 
@@ -347,7 +419,10 @@ def storage() -> None:
 @storage.command("prune")
 def storage_prune() -> None:
     """Delete issued cards, feedback and JWT ids past their retention now; rows deleted per table, as JSON."""
-    click.echo(json.dumps(_storage().prune(), indent=2, sort_keys=True))
+    from cds_service.storage import silent
+
+    store = _storage()
+    click.echo(json.dumps({**store.prune(), **silent.prune(store)}, indent=2, sort_keys=True))
 
 
 def _storage() -> Any:

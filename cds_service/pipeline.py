@@ -17,6 +17,7 @@ from typing import Any, Callable
 from cds_service.core.decision import Decision, decide
 from cds_service.core.hooks import HookRequest, parse_hook_request
 from cds_service.core.rules import Knowledge, Service
+from cds_service.core.site import NO_SITE, SitePolicy
 from cds_service.fhirfetch.prefetch import NO_FETCH, FetchPolicy, gather
 
 Overrides = Callable[[HookRequest, datetime], frozenset[tuple[str, str]]]
@@ -61,12 +62,13 @@ def gather_call(service: Service, body: Any, *, templates: dict[str, str], polic
 
 def answer(knowledge: Knowledge, service: Service, body: Any, *, templates: dict[str, str], policy: FetchPolicy,
            clock: Callable[[], datetime], rules_url: str | None, arrived: float | None = None,
-           issuer: str | None = None, overrides: Overrides | None = None) -> Answer:
-    """``gather_call``, then the decision at ``clock()``, without the cards ``overrides`` names
-    for this patient (storage's override window; live calls only)."""
+           issuer: str | None = None, overrides: Overrides | None = None, site: SitePolicy = NO_SITE) -> Answer:
+    """``gather_call``, then the decision at ``clock()`` with the site overlay applied, without
+    the cards ``overrides`` names for this patient (storage's override window; live calls only)."""
     call = gather_call(service, body, templates=templates, policy=policy, arrived=arrived, issuer=issuer)
     started = time.perf_counter()
     now = clock()
     overridden = overrides(call.request, now) if overrides else frozenset()
-    decision = decide(service, call.request, call.data, knowledge, now, rules_url=rules_url, overridden=overridden)
+    decision = decide(service, call.request, call.data, knowledge, now, rules_url=rules_url, overridden=overridden,
+                      site=site)
     return Answer(service, call.request, call.data, decision, call.seconds, time.perf_counter() - started)

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
 
     # Where the rules, value sets and guideline references live: the checkout's knowledge/ when unset.
     KNOWLEDGE_DIR: str | None = Field(None, description="rules, value sets, guideline references")
+    # The site overlay: a YAML file of per-rule mode, override window and note (knowledge/site.py).
+    SITE_CONFIG: str | None = Field(None, description="the site overlay (YAML): per rule mode, override window, note")
     # SQLite file in the instance folder unless a URL is given.
     DATABASE_URL: str | None = Field(None, description="storage for issued cards, feedback, JWT replay cache")
     # Client JWTs (CDS Hooks 2.0 "Trusting CDS Clients"): on unless switched off.

@@ -145,4 +145,5 @@ def test_storage_prune_command(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "cds_service", "storage", "prune"],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"feedback": 0, "issued_card": 3, "jwt_replay": 0}
+    assert json.loads(result.stdout) == {"feedback": 0, "issued_card": 3, "jwt_replay": 0,
+                                         "silent_finding": 0, "card_release": 0}

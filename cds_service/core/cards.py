@@ -36,6 +36,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 MERGED_RULES = "https://cds-back-pain.example.org/cds-hooks/extension/merged-rules"
+# The knowledge release a card came from (declared version + content hash: Knowledge.release),
+# so feedback and a committee's approval can name the exact rules that made it.
+KNOWLEDGE_RELEASE = "https://cds-back-pain.example.org/cds-hooks/extension/knowledge-release"
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,14 @@ def escape(text: str) -> str:
 
 
 def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Terminology,
-                reason_system: str, rules_url: str | None) -> tuple[list[dict[str, Any]], list[IssuedCard]]:
+                reason_system: str, rules_url: str | None,
+                release: str = "") -> tuple[list[dict[str, Any]], list[IssuedCard]]:
     """One card per group of findings (``engine.Outcome.cards``), and what storage keeps of each."""
     cards, issued = [], []
     for group in groups:
         card = _card(group, facts, terminology, reason_system, rules_url)
+        if release:
+            card.setdefault("extension", {})[KNOWLEDGE_RELEASE] = release
         cards.append(card)
         issued.append(IssuedCard(card["uuid"], tuple(f.rule.id for f in group),
                                  tuple(s["uuid"] for s in card.get("suggestions", [])),
@@ -326,7 +332,7 @@ def _service_request(args: dict[str, Any], patient_id: str, terminology: Termino
 FHIR_VERSION_TOPIC = "service.fhir-r4-required"
 
 
-def fhir_version_card(sign: str, reason_system: str) -> dict[str, Any]:
+def fhir_version_card(sign: str, reason_system: str, release: str = "") -> dict[str, Any]:
     """The one card for a call whose data is FHIR DSTU2 or STU3 (``fhir.pre_r4_sign``): no rule
     was run, and the clinician must not read the absence of cards as "all clear"."""
     return {
@@ -343,4 +349,5 @@ def fhir_version_card(sign: str, reason_system: str) -> dict[str, Any]:
                    "topic": {"system": RULE_SYSTEM, "code": FHIR_VERSION_TOPIC, "display": "FHIR version check"}},
         "overrideReasons": [{"system": reason_system, "code": "already-addressed",
                              "display": "Already addressed or not applicable"}],
+        **({"extension": {KNOWLEDGE_RELEASE: release}} if release else {}),
     }

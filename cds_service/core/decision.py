@@ -22,6 +22,17 @@ from cds_service.core.facts import build_facts
 from cds_service.core.fhir import pre_r4_sign
 from cds_service.core.hooks import HookRequest
 from cds_service.core.rules import Knowledge, Service
+from cds_service.core.site import NO_SITE, SitePolicy
+
+
+@dataclass(frozen=True)
+class SilentFinding:
+    """A card a silent rule would have shown: kept with the same rule, item and indicator as a
+    real card's record, never answered."""
+
+    rule_id: str
+    item_key: str
+    indicator: str
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,12 @@ class Decision:
     failed: list[str]  # rule ids that raised (logged by id in the engine)
     findings: list[Finding] = field(default_factory=list)  # why each card was issued (evaluate prints it)
     suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
+    silent: list[SilentFinding] = field(default_factory=list)  # the site's silent rules' findings
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
            now: datetime, *, rules_url: str | None = None,
-           overridden: Collection[tuple[str, str]] = frozenset()) -> Decision:
+           overridden: Collection[tuple[str, str]] = frozenset(), site: SitePolicy = NO_SITE) -> Decision:
     """The cards ``service`` answers ``hook_request`` with, given the prefetch ``data``.
 
     ``rules_url`` is the service's public ``/rules``: each card's source link points to its
@@ -46,11 +58,13 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     pairs overridden for this patient within the override window (looked up by the caller): a
     warning card for one of them is not shown again. Critical and info cards always are: a
     critical finding (a red flag, a drug to avoid in anaesthesia) may be new since the override.
+    ``site`` says which rules are silent (evaluated, returned in ``Decision.silent`` only) or off.
+    Every card carries the knowledge's release (``Knowledge.release``) in its extension.
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
-        return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [])
+        return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
-    outcome = evaluate(list(service.modules), facts)
+    outcome = evaluate(list(service.modules), facts, site.silent, site.off)
     shown, suppressed = [], []
     for group in outcome.cards:
         lead = group[0]
@@ -58,5 +72,7 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
             suppressed.append(lead.rule.id)
         else:
             shown.append(group)
-    cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url)
-    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed)
+    cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url,
+                                knowledge.release)
+    silent = [SilentFinding(f.rule.id, item_key(f, knowledge.terminology), f.indicator) for f in outcome.silent]
+    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed, silent)

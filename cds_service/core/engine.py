@@ -12,7 +12,7 @@ the other rules still run. Nothing here writes card JSON (``cards.py`` does).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.core.conditions import Evidence
@@ -38,14 +38,19 @@ class Outcome:
     cards: list[tuple[Finding, ...]]  # one group per card: a finding, or a module's merged info findings
     skipped: list[str]
     failed: list[str]
+    silent: list[Finding] = field(default_factory=list)  # findings of the site's silent rules: never a card
 
     @property
     def findings(self) -> list[Finding]:
         return [f for group in self.cards for f in group]
 
 
-def evaluate(modules: list[Module], facts: Facts) -> Outcome:
-    """All findings for the facts' hook, criticals first; in patient-view a module's info findings merged."""
+def evaluate(modules: list[Module], facts: Facts, silent: frozenset[str] = frozenset(),
+             off: frozenset[str] = frozenset()) -> Outcome:
+    """All findings for the facts' hook, criticals first; in patient-view a module's info findings merged.
+
+    Rules in ``off`` are not evaluated. Findings of rules in ``silent`` go to ``Outcome.silent``
+    before grouping, so that they can neither merge into a shown card nor change its order."""
     outcome = Outcome([], [], [])
     for module in modules:
         if not module.gate.needs <= facts.available:
@@ -56,7 +61,7 @@ def evaluate(modules: list[Module], facts: Facts) -> Outcome:
             continue
         found = []
         for rule in module.rules:
-            if facts.hook not in rule.hooks:
+            if facts.hook not in rule.hooks or rule.id in off:
                 continue
             if not rule.needs <= facts.available:
                 outcome.skipped.append(rule.id)
@@ -68,7 +73,8 @@ def evaluate(modules: list[Module], facts: Facts) -> Outcome:
             except Exception as exc:  # one broken rule must not hide the others' cards
                 log.error("rule failed", extra={"rule_id": rule.id, "error": type(exc).__name__})
                 outcome.failed.append(rule.id)
-        outcome.cards.extend(_group(found, facts.hook))
+        outcome.silent.extend(f for f in found if f.rule.id in silent)
+        outcome.cards.extend(_group([f for f in found if f.rule.id not in silent], facts.hook))
     outcome.cards.sort(key=lambda group: SEVERITY[group[0].indicator])  # stable: module, then file order
     return outcome
 

@@ -248,6 +248,9 @@ class Knowledge:
     terminology: Terminology
     override_reason_system: str
     conditions: CompileContext | None = None  # what the rules were compiled with (explain.py re-uses it)
+    # The release identity: the declared version (release.yaml) + a hash of every file, e.g.
+    # "2026.12.0+sha256.1f2e3d4c5b6a": two folders with the same release hold the same rules.
+    release: str = ""
 
     def summary(self) -> dict[str, Any]:
         vs = self.terminology.valuesets.values()
@@ -259,4 +262,5 @@ class Knowledge:
             "valuesets": len(self.terminology.valuesets),
             "codes": sum(len(v.codes()) for v in vs),
             "products": len(self.terminology.products),
+            "release": self.release,
         }

@@ -24,6 +24,7 @@ from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
+from cds_service.knowledge.release import release_of
 from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
@@ -47,6 +48,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
     _check_source_labels(guidelines, problems)
+    release = release_of(directory, problems)
     if problems:
         raise KnowledgeError(problems)
 
@@ -74,7 +76,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     services = _services(services_file, modules, broken, problems)
     if problems:
         raise KnowledgeError(problems)
-    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions)
+    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions, release)
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:

@@ -37,10 +37,12 @@ from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, Unknow
 from cds_service.core.decision import Decision
 from cds_service.core.hooks import HookRequest, parse_feedback
 from cds_service.core.rules import Knowledge, Service
+from cds_service.core.site import NO_SITE, SitePolicy
 from cds_service.fhirfetch.prefetch import FetchPolicy
 from cds_service.pipeline import answer
 from cds_service.web.links import rules_base_url
 from cds_service.core.pseudonym import patient_key
+from cds_service.storage import silent
 from cds_service.storage.store import Storage
 
 log = logging.getLogger("cds_service.api")
@@ -68,6 +70,7 @@ class Runtime:
     prefetch: dict[str, dict[str, str]]  # service id -> prefetch templates (discovery.templates)
     verifier: auth.Verifier
     override_window: OverrideWindow | None = None  # None: off
+    site: SitePolicy = NO_SITE  # the site overlay (CDS_SITE_CONFIG): per rule mode, window, note
 
 
 def runtime() -> Runtime:
@@ -97,7 +100,7 @@ def call_service(service_id: str) -> Any:
     arrived = min(g.started, time.perf_counter() - queued)
     call = answer(rt.knowledge, service, body, templates=rt.prefetch[service.id], policy=rt.fetch_policy,
                   clock=rt.clock, rules_url=rules_base_url(), arrived=arrived, issuer=g.get("issuer"),
-                  overrides=partial(_recent_overrides, rt))
+                  overrides=partial(_recent_overrides, rt), site=rt.site)
     decision = call.decision
     patient = _patient_key(rt.override_window, call.request.context)
     metrics.cards_returned(decision.cards)
@@ -109,6 +112,7 @@ def call_service(service_id: str) -> Any:
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": call.request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
+        "rules_silent": sorted({f.rule_id for f in decision.silent}), "knowledge_release": rt.knowledge.release,
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round(call.gather_seconds * 1000, 2),
         "evaluate_ms": round(call.decide_seconds * 1000, 2),
     }
@@ -123,6 +127,8 @@ def _after_answer(rt: Runtime, service_id: str, hook_request: HookRequest, data:
     t0 = time.perf_counter()
     try:
         rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient)
+        silent.record_call(rt.storage, service_id, hook_request.hook_instance, rt.knowledge.release,
+                           decision.issued, decision.silent, patient_key=patient)
     except Exception as exc:  # never raised by storage faults (logged there); a bug must not go unseen
         log.error("recording the cards failed", extra={"request_id": fields["request_id"], "error": type(exc).__name__})
     store = time.perf_counter() - t0
@@ -136,17 +142,27 @@ def _patient_key(window: OverrideWindow | None, context: dict[str, Any]) -> str 
 
 
 def _recent_overrides(rt: Runtime, hook_request: HookRequest, now: datetime) -> frozenset[tuple[str, str]]:
-    """(rule id, item key) overridden for this patient within the window; nothing on a storage
-    fault, so that a fault shows cards rather than costing the decision."""
+    """(rule id, item key) overridden for this patient within the window (the site's window for
+    the rules it names one for); nothing on a storage fault, so that a fault shows cards rather
+    than costing the decision."""
     patient = _patient_key(rt.override_window, hook_request.context)
     if patient is None or rt.override_window is None:
         return frozenset()
+    default = rt.override_window.length
+    lengths = {default, *(timedelta(days=d) for d in rt.site.override_days.values() if d > 0)}
     try:
-        return rt.storage.recent_overrides(patient, now - rt.override_window.length)
+        found = {length: rt.storage.recent_overrides(patient, now - length) for length in lengths}
     except Exception as exc:  # any storage fault: show the cards
         log.error("override lookup failed; cards shown", extra={"request_id": g.request_id,
                                                                   "error": type(exc).__name__})
         return frozenset()
+
+    def window(rule_id: str) -> timedelta:
+        days = rt.site.override_days.get(rule_id)
+        return default if days is None else timedelta(days=days)
+
+    return frozenset(pair for pairs in found.values() for pair in pairs
+                     if window(pair[0]) in found and pair in found[window(pair[0])])
 
 
 @cds.post("/cds-services/<service_id>/feedback")
@@ -173,7 +189,8 @@ def readyz() -> Any:
     counted (``cds_storage_failures_total{operation="probe"}``) for the alert."""
     rt = runtime()
     storage = "writable" if rt.storage.writable() else "not writable: feedback answers 503, cards are not recorded"
-    return jsonify({"status": "ready", "storage": storage, "knowledge": rt.knowledge.summary()["rules"]})
+    return jsonify({"status": "ready", "storage": storage, "knowledge": rt.knowledge.summary()["rules"],
+                    "knowledge_release": rt.knowledge.release})
 
 
 def _service(knowledge: Knowledge, service_id: str) -> Service:

@@ -22,6 +22,7 @@ from cds_service.settings import database_url, knowledge_dir, settings, undeclar
 from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.core.fhir import utc_now
 from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.site import load_site
 from cds_service.logs import configure_logging
 from cds_service.web.pages import bp as pages_bp
 from cds_service.web.preview import bp as preview_bp
@@ -43,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
 
     knowledge = load_knowledge(knowledge_dir(app.config["KNOWLEDGE_DIR"]))
+    site = load_site(app.config["SITE_CONFIG"], knowledge)  # a wrong overlay stops start-up, as bad knowledge does
     retention = Retention(issued_card_days=float(app.config["ISSUED_CARD_RETENTION_DAYS"]),
                           feedback_days=float(app.config["FEEDBACK_RETENTION_DAYS"]),
                           interval_seconds=float(app.config["PRUNE_INTERVAL_SECONDS"]))
@@ -55,7 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                      Verifier(app.config["TRUSTED_ISSUERS"], storage.remember_jti,
                                               # tests on a loaded machine may let a call wait longer
                                               wait_seconds=app.config.get("JWKS_WAIT_SECONDS", JWKS_WAIT_SECONDS)),
-                                     _override_window(app))
+                                     _override_window(app), site)
 
     CORS(
         app,

@@ -118,9 +118,13 @@ def rule(rule_id: str) -> Any:
     a page for a browser, its JSON for anything else."""
     module, rule = find_rule(rule_id)
     if not wants_html():
+        site = current_app.extensions["cds"].site
         return jsonify({
             "id": rule.id, "title": rule.title, "module": module.title, "hooks": sorted(rule.hooks),
             "reference": {"guideline": rule.reference.label, "recommendation": rule.reference.statement},
+            "site": {"mode": site.mode(rule.id), "note": site.notes.get(rule.id),
+                     "override_window_days": site.override_days.get(rule.id)},
+            "knowledge_release": _knowledge().release,
         })
     staff = staff_user()
     if request.args.get("staff") and staff is None:
@@ -135,6 +139,7 @@ def rule(rule_id: str) -> Any:
         rule_valuesets=[valuesets[v] for v in sorted(rule.valuesets) if v in valuesets],
         gate_valuesets=[valuesets[v] for v in sorted(module.gate.valuesets) if v in valuesets],
         cases=rule_cases(rule.id), staff_configured=bool(current_app.config.get("STAFF_USERS")),
+        site=current_app.extensions["cds"].site, release=_knowledge().release,
     )
 
 
