@@ -69,7 +69,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
 
 def test_a_misspelt_value_set_gets_a_did_you_mean(tmp_path):
     problems = _problems(tmp_path, "modules/mcas.yaml", "{medication: cromolyn}", "{medication: cromolin}")
-    assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: when: unknown value set 'cromolin' "
+    assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: when.all[0].medication: unknown value set 'cromolin' "
                         "(did you mean 'cromolyn'?)"]
 
 

@@ -30,9 +30,44 @@ def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
     (word, arg), = spec.items()
     compiler = _COMPILERS.get(word)
     if compiler is None:
-        raise ConditionError(f"unknown condition '{word}'{did_you_mean(word, _COMPILERS)}"
+        raise ConditionError(f"unknown condition '{word}'{suggest_word(word)}"
                              f" (known: {', '.join(sorted(_COMPILERS))})")
-    return compiler(arg, ctx)
+    try:
+        return compiler(arg, ctx)
+    except ConditionError as exc:
+        raise exc.inside(word) from None
+    except KeyError as exc:  # a compiler that reads a key without checking: say which, and where
+        raise ConditionError(f"missing key {exc}", (word,)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConditionError(str(exc), (word,)) from None
+
+
+def compile_part(spec: Any, ctx: CompileContext, index: int) -> Predicate:
+    """Item ``index`` of a list of conditions (all, any): an error names its place in the list."""
+    try:
+        return compile_condition(spec, ctx)
+    except ConditionError as exc:
+        raise exc.inside(f"[{index}]") from None
+
+
+# What a misspelt comparison means, so that "did you mean" keeps its direction: difflib alone
+# finds observation_at_least nearest to observation_less_than.
+_MEANINGS = {
+    "observation_below": ("less", "lower", "under", "below", "lt", "smaller"),
+    "observation_at_most": ("most", "max", "maximum", "le", "lte"),
+    "observation_at_least": ("least", "min", "minimum", "ge", "gte", "greater", "more", "over", "above"),
+}
+
+
+def suggest_word(word: object) -> str:
+    """' (did you mean 'x'?)' for a misspelt condition word, by meaning first, then by spelling."""
+    if isinstance(word, str) and word.startswith(("observation", "lab", "result", "value")):
+        tokens = set(word.lower().replace("-", "_").split("_"))
+        for meant, hints in _MEANINGS.items():
+            if tokens & set(hints):
+                above = " (at or above: there is no strictly-above word)" if tokens & {"greater", "more", "over", "above"} else ""
+                return f" (did you mean '{meant}'?{above})"
+    return did_you_mean(word, _COMPILERS)
 
 
 def condition_words() -> list[str]:
