@@ -1,4 +1,4 @@
-"""The ``cds-service`` command: serve, knowledge (check, table, new-rule, add-products), evaluate,
+"""The ``cds-service`` command: serve, knowledge (check, test, table, new-rule, add-products), evaluate,
 feedback (stats, report), storage prune, staff hash."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,65 @@ def knowledge() -> None:
 
 @knowledge.command("check")
 def knowledge_check() -> None:
-    """Validate knowledge/ as start-up does and print a summary."""
+    """Validate knowledge/ as start-up does, then every check an author can trip (card style,
+    paired cases, case files, discovery prefetch); print a summary, or every problem."""
+    from cds_service.knowledge.checks import author_problems
+
+    loaded = _loaded_or_exit()
+    cases_dir, fixtures = _case_folders()
+    problems = author_problems(loaded, cases_dir, fixtures, _CASE_CLOCK)
+    if problems:
+        click.echo("Knowledge checks failed:\n  " + "\n  ".join(problems), err=True)
+        sys.exit(1)
+    click.echo(json.dumps({"status": "ok", **loaded.summary(),
+                           "cases_checked": str(cases_dir) if cases_dir else "none (no case folder)"}, indent=2))
+
+
+@knowledge.command("test")
+@click.argument("rule_id")
+def knowledge_test(rule_id: str) -> None:
+    """Run one rule's cases offline (seconds, not the whole suite) and the checks of knowledge check
+    for it; exit 0 when all pass, 1 when not."""
+    from cds_service.errors import did_you_mean
+    from cds_service.knowledge.cases import CaseError
+    from cds_service.knowledge.checks import run_rule_checks
+
+    loaded = _loaded_or_exit()
+    rules = {r.id for m in loaded.modules.values() for r in m.rules}
+    if rule_id not in rules:
+        raise click.ClickException(f"no such rule '{rule_id}'{did_you_mean(rule_id, rules)}")
+    cases_dir, fixtures = _case_folders()
+    if cases_dir is None or fixtures is None:
+        raise click.ClickException("no case folder: set CDS_RULE_CASES_DIR and CDS_PREVIEW_FIXTURES_DIR")
     try:
-        loaded = _knowledge()
+        count, problems = run_rule_checks(loaded, rule_id, cases_dir, fixtures, _CASE_CLOCK)
+    except CaseError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if problems:
+        click.echo(f"{rule_id}: {len(problems)} problem(s) in {count} case(s):\n  " + "\n  ".join(problems), err=True)
+        sys.exit(1)
+    click.echo(f"{rule_id}: {count} case(s) pass, and its checks")
+
+
+# Cases are written for a pinned clock (docs/knowledge.md, "The case format").
+_CASE_CLOCK = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def _loaded_or_exit() -> Any:
+    try:
+        return _knowledge()
     except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    click.echo(json.dumps({"status": "ok", **loaded.summary()}, indent=2))
+
+
+def _case_folders() -> tuple[Path | None, Path | None]:
+    """The case files and the personas they name: the checkout's, or CDS_RULE_CASES_DIR and CDS_PREVIEW_FIXTURES_DIR."""
+    from cds_service.settings import settings
+
+    config = settings()
+    return config["RULE_CASES_DIR"], config["PREVIEW_FIXTURES_DIR"]
 
 
 @knowledge.command("table")

@@ -25,6 +25,7 @@ from case_cards import CASES, Served, served
 from casebuilder import build_request
 from cds_service.core.facts import ServiceRequestFact, build_facts
 from cds_service.core.terminology import RXNORM
+from cds_service.knowledge.checks import names_in
 from helpers import NOW, ROOT, SERVICES
 
 REMIFENTANIL = "73032"  # RxNorm ingredient
@@ -64,7 +65,7 @@ def violations(item: Served, knowledge) -> list[str]:
                     found.append(f"{where}: deletes {ref}, not a draft order of this request")
                     continue
                 name = _name(drafts[ref])
-                if name and name not in card.get("detail", ""):
+                if name and not names_in(name, card.get("detail", "")):  # "\[Ampyra\]" names "[Ampyra]"
                     found.append(f"{where}: deletes {ref} ({name}), which the card does not name")
                 med = draft_meds.get(ref)
                 if med is not None and ASPIRIN in _ingredients(med, terminology):

@@ -330,6 +330,7 @@ def _shape(value: Any, shape: str, where: str) -> list[str]:
 @dataclass(frozen=True)
 class Outcome:
     case: dict[str, Any]
+    request: dict[str, Any]
     cards: list[dict[str, Any]]
     problems: list[str]  # what differs from what the case expects, each with the explanation
 
@@ -382,7 +383,7 @@ def run_case(knowledge: Knowledge, case: dict[str, Any], fixtures: Path, now: da
         got = Counter(card_key(c) for c in cards)
         want = Counter((e["rule"], e["indicator"], tuple(e.get("merged_rules", ()))) for e in case["expect"])
         problems.append(explain_case(knowledge, case, got, want, fixtures, now))
-    return Outcome(case, cards, problems)
+    return Outcome(case, request, cards, problems)
 
 
 # What a negative case (one that names a rule and does not expect its card) really tests.
