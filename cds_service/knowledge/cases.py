@@ -11,6 +11,8 @@ is shaped like the CDS Hooks sandbox's: draftOrders without Bundle.type, complet
 from __future__ import annotations
 
 import copy
+import html
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -348,6 +350,14 @@ def expected_rules(case: dict[str, Any]) -> set[str]:
     return {r for e in case["expect"] for r in (e["rule"], *e.get("merged_rules", ()))}
 
 
+MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def unescaped(markdown: str) -> str:
+    """Markdown text as a reader sees it: "\\[Ampyra\\]" is "[Ampyra]", "\\{1.73\\_m2\\}" is "{1.73_m2}"."""
+    return html.unescape(MARKDOWN_ESCAPE.sub(r"\1", markdown))
+
+
 def compare(case: dict[str, Any], cards: list[dict[str, Any]]) -> list[str]:
     """How ``cards`` differ from what the case expects (cards by rule and indicator, then the
     texts and suggestion labels it names); [] when they agree."""
@@ -361,11 +371,12 @@ def compare(case: dict[str, Any], cards: list[dict[str, Any]]) -> list[str]:
         for fragment in expectation.get("summary_contains", []):
             if fragment.lower() not in card["summary"].lower():
                 found.append(f"summary_contains: {fragment!r} not in {card['summary']!r}")
+        detail = unescaped(card["detail"]).lower()  # as the clinician reads it
         for fragment in expectation.get("detail_contains", []):
-            if fragment.lower() not in card["detail"].lower():
+            if fragment.lower() not in detail:
                 found.append(f"detail_contains: {fragment!r} not in the detail")
         for fragment in expectation.get("detail_excludes", []):
-            if fragment.lower() in card["detail"].lower():
+            if fragment.lower() in detail:
                 found.append(f"detail_excludes: {fragment!r} is in the detail")
         if "suggestions" in expectation:
             labels = [s["label"] for s in card.get("suggestions", [])]

@@ -13,7 +13,7 @@ from typing import Any
 from cds_service.core.cards import WHY
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import LOINC
-from cds_service.knowledge.cases import pairing_problems, read_cases, run_case
+from cds_service.knowledge.cases import pairing_problems, read_cases, run_case, unescaped
 from cds_service.knowledge.discovery import prefetch_templates
 
 # What a card's text may start with: an instruction to the clinician (docs/knowledge.md, "Card
@@ -24,18 +24,12 @@ INSTRUCTIONS = ("Add", "Advise", "Arrange", "Ask", "Avoid", "Check", "Complete",
 SUMMARY_LIMIT = 140
 OWN_TEXT_LIMIT = 500
 ENDS_OWN_TEXT = re.compile(r"\n\n(?:\*\*Why this card\*\*|_The order carries no code|Rule: )")
-MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
 def starts_with_instruction(text: str) -> bool:
     words = text.split()
     first, two = (words[0].strip("*:,") if words else ""), " ".join(words[:2]).strip("*:,")
     return first in INSTRUCTIONS or two in INSTRUCTIONS
-
-
-def unescaped(markdown: str) -> str:
-    """Markdown text as a reader sees it: "\\[Ampyra\\]" is "[Ampyra]"."""
-    return MARKDOWN_ESCAPE.sub(r"\1", markdown)
 
 
 def names_in(name: str, markdown: str) -> bool:
