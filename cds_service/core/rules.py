@@ -105,7 +105,7 @@ def _todos(data: Any, key: str = "") -> list[str]:
 def _specs(data: dict[str, Any]) -> dict[str, Any]:
     """The conditions as written, for explain: when, unless, and the labelled ones that choose
     the indicator, the notes and the suggestions."""
-    specs = {key: data[key] for key in ("when", "unless") if key in data}
+    specs: dict[str, Any] = {key: data[key] for key in ("when", "unless") if key in data}
     specs["indicator_when"] = [(f"indicator_when[{i}] ({x['indicator']})", x["when"])
                                for i, x in enumerate(data.get("indicator_when", []))]
     specs["notes"] = [(f"card.notes[{i}]", n["when"]) for i, n in enumerate(data["card"].get("notes", []))]

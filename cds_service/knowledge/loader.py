@@ -230,7 +230,7 @@ def _valuesets(directory: Path, source_keys: set[str], problems: Problems) -> di
 def _fhir_errors(exc: ValueError) -> list[tuple[str, str]]:
     """Where a FHIR resource failed and why, from pydantic's errors (the first three); the
     message alone when there are none."""
-    cause = exc.__cause__
+    cause: Any = exc.__cause__
     errors = cause.errors() if hasattr(cause, "errors") else []
     found = []
     for error in errors[:3]:

@@ -144,6 +144,8 @@ def why_not(word: str, arg: Any, facts: Facts, terminology: Terminology) -> str 
     if word not in WORDS or not isinstance(arg, (dict, str)):
         return None
     vid = arg.get("valueset") if isinstance(arg, dict) else arg
+    if not isinstance(vid, str):
+        return None
     pick = arg.get("of", "latest") if isinstance(arg, dict) else "latest"
     obs = _latest(facts, terminology, vid) if pick == "latest" else _lowest_of_latest_day(facts, terminology, vid)
     if obs is None:
