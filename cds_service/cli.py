@@ -1,4 +1,4 @@
-"""The ``cds-service`` command: serve, knowledge (check, test, table, new-rule, add-products), evaluate,
+"""The ``cds-service`` command: serve, knowledge (check, test, table, new-rule, add-products, add-brand), evaluate,
 feedback (stats, report), storage prune, staff hash."""
 from __future__ import annotations
 
@@ -287,6 +287,43 @@ def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) 
         click.echo(str(exc), err=True)
         raise click.ClickException("rxnorm-products.json left unchanged") from exc
     click.echo(f"added {len(added)} products ({', '.join(added) or 'none'}); already there: {len(kept)}")
+
+
+@knowledge.command("add-brand")
+@click.option("--ingredient", "ingredients", required=True, multiple=True, metavar="RXCUI",
+              help="An RxNorm ingredient (TTY IN) already in the value sets named. Repeatable.")
+@click.option("--valueset", "valuesets", required=True, multiple=True, metavar="ID",
+              help="A medication value set holding the ingredient, which the brand then matches. Repeatable.")
+@click.option("--rrf", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The rrf/ folder of an RxNorm release (RXNCONSO.RRF, RXNREL.RRF).")
+@click.option("--source", required=True, metavar="KEY", help="Its key in terminology-sources.yaml.")
+def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...], rrf: str, source: str) -> None:
+    """Add the brand names (TTY BN) of an ingredient to rxnorm-brands.json from RxNorm's brand
+    relations, each naming this ingredient only, with its branded products and SOURCE; keep the
+    change only if the knowledge folder still passes knowledge check."""
+    from cds_service.settings import knowledge_dir, settings
+    from cds_service.knowledge.loader import load_knowledge
+    from cds_service.knowledge.products import RrfError, brands_for, merge_brands, read_release
+
+    directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
+    path = directory / "rxnorm-brands.json"
+    before = path.read_text("utf-8")
+    try:
+        release = read_release(Path(rrf))
+        found = [brands_for(release, rxcui, list(valuesets), source) for rxcui in ingredients]
+    except RrfError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table, added, kept = merge_brands(json.loads(before), [row for rows, _ in found for row in rows])
+    path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    try:
+        load_knowledge(directory)
+    except KnowledgeError as exc:
+        path.write_text(before, "utf-8")
+        click.echo(str(exc), err=True)
+        raise click.ClickException("rxnorm-brands.json left unchanged") from exc
+    left_out = sorted(name for _, names in found for name in names)
+    click.echo(f"added {len(added)} brands ({', '.join(added) or 'none'}); already there: {len(kept)}"
+               + (f"; left out, naming more than one ingredient: {', '.join(left_out)}" if left_out else ""))
 
 
 def _knowledge() -> Any:

@@ -175,3 +175,41 @@ def test_explain_says_why_the_indicator_and_which_notes_and_suggestions_apply(ap
     assert "=> indicator warning" in text
     assert "suggestion 'Order two 0.15 mg epinephrine auto-injectors' shown when: held" in text
     assert "held: {observation_below: {valueset: body-weight, value: 30, units: [kg]}} (Most recent Body weight: 22 kg" in text
+
+
+# --- brands from RxNorm's brand relations --------------------------------------------------------
+
+def test_add_brand_rebuilds_a_brand_row_from_a_release_with_its_source(tmp_path, runner):
+    from cds_service.cli import main
+
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE, knowledge)
+    path = knowledge / "rxnorm-brands.json"
+    table = json.loads(path.read_text())
+    abstral = next(b for b in table["brands"] if b["name"] == "Abstral")
+    table["brands"].remove(abstral)
+    path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    args = ["knowledge", "add-brand", "--ingredient", "4337", "--valueset", "opioid-alternatives-mcas",
+            "--rrf", str(ROOT / "tests" / "rrf"), "--source", "RXP"]
+    without = path.read_text()
+    wrong_set = runner.invoke(main, [*args[:5], "cromolyn", *args[6:]], env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert wrong_set.exit_code != 0 and "ingredient 4337 is not in value set 'cromolyn'" in wrong_set.output
+    assert path.read_text() == without  # kept only when the knowledge still loads
+    result = runner.invoke(main, args, env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert result.exit_code == 0 and "added 1 brands (Abstral)" in result.output, result.output
+    rebuilt = next(b for b in json.loads(path.read_text())["brands"] if b["name"] == "Abstral")
+    assert {**rebuilt, "sbds": rebuilt["sbds"][:1]} == {**abstral, "sbds": abstral["sbds"][:1]}  # the fixture has one SBD
+
+
+def test_a_brand_naming_two_ingredients_is_left_out():
+    """Synthetic identifiers (not RxNorm codes): a combination product's brand links to two ingredients."""
+    from cds_service.knowledge.products import Release, brands_for
+
+    release = Release()
+    for rxcui, tty, name in [("1", "IN", "first"), ("2", "IN", "second"), ("10", "BN", "Single"), ("11", "BN", "Combo")]:
+        release.concepts[rxcui] = (tty, name)
+    for one, two in [("1", "10"), ("1", "11"), ("2", "11")]:
+        release.links[one].add(two)
+        release.links[two].add(one)
+    rows, left_out = brands_for(release, "1", ["some-set"], "KEY")
+    assert [r["name"] for r in rows] == ["Single"] and left_out == ["Combo"]
