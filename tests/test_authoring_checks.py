@@ -118,8 +118,8 @@ def test_knowledge_check_and_knowledge_test_catch_a_rule_without_a_negative_case
 
     env = {"CDS_RULE_CASES_DIR": str(_without_negative_cases(tmp_path, "mcas.cromolyn-onset")),
            "CDS_PREVIEW_FIXTURES_DIR": str(FIXTURES)}
-    message = ("modules/mcas.yaml: rule mcas.cromolyn-onset: no negative case on a hook it listens to, for a patient "
-               "its module applies to: add the closest case in which its card must not show (expect: [])")
+    message = ("modules/mcas.yaml: rule mcas.cromolyn-onset: no negative case on order-select for a patient its module "
+               "applies to: add the closest case with hook: order-select in which its card must not show")
     checked = runner.invoke(main, ["knowledge", "check"], env=env)
     assert checked.exit_code == 1 and message in checked.output, checked.output
     tested = runner.invoke(main, ["knowledge", "test", "mcas.cromolyn-onset"], env=env)

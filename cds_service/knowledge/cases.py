@@ -435,14 +435,15 @@ def no_such_rule(rule_id: str, known: set[str]) -> str:
 
 def pairing_problems(knowledge: Knowledge, cases: list[dict[str, Any]], fixtures: Path, now: datetime,
                      only: str | None = None) -> list[str]:
-    """Every rule (or only ``only``) needs a case that expects its card and a negative case that
-    tests the rule itself; a negative case that tests a gate must say which. Each with the fix."""
-    rules = {rule.id: f"modules/{m.id}.yaml" for m in knowledge.modules.values() for rule in m.rules}
+    """Every rule (or only ``only``) needs, on each hook it listens to, a case that expects its card
+    and a negative case that tests the rule itself; a negative case that tests a gate must say
+    which. Each problem with the fix."""
+    rules = {rule.id: (f"modules/{m.id}.yaml", rule.hooks) for m in knowledge.modules.values() for rule in m.rules}
     found = []
     for case in cases:
         for rule_id in sorted(({case["rule"]} | expected_rules(case)) - set(rules)):
             found.append(f"case {case['id']}: {no_such_rule(rule_id, set(rules))}")
-    positive = {r for case in cases for r in expected_rules(case)}
+    positive = {(r, case["hook"]) for case in cases for r in expected_rules(case)}
     negative = set()
     for case in cases:
         if case["rule"] not in rules or case["rule"] in expected_rules(case) or only not in (None, case["rule"]):
@@ -451,13 +452,15 @@ def pairing_problems(knowledge: Knowledge, cases: list[dict[str, Any]], fixtures
         if kind != case.get("tests_gate", "rule"):
             found.append(f"case {case['id']} ({case['rule']}): {GATE_WORDS[kind]}")
         if kind == "rule":
-            negative.add(case["rule"])
-    for rule_id, file in rules.items():
+            negative.add((case["rule"], case["hook"]))
+    for rule_id, (file, hooks) in rules.items():
         if only not in (None, rule_id):
             continue
-        if rule_id not in positive:
-            found.append(f"{file}: rule {rule_id}: no positive case: add a case whose expect names it")
-        if rule_id not in negative:
-            found.append(f"{file}: rule {rule_id}: no negative case on a hook it listens to, for a patient its "
-                         "module applies to: add the closest case in which its card must not show (expect: [])")
+        for hook in sorted(hooks):
+            if (rule_id, hook) not in positive:
+                found.append(f"{file}: rule {rule_id}: no positive case on {hook}: add a case with hook: {hook} "
+                             "whose expect names it")
+            if (rule_id, hook) not in negative:
+                found.append(f"{file}: rule {rule_id}: no negative case on {hook} for a patient its module applies to: "
+                             f"add the closest case with hook: {hook} in which its card must not show")
     return found
