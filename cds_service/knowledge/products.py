@@ -111,11 +111,10 @@ def brands_for(release: Release, ingredient: str, valuesets: list[str], source: 
         if release.linked(brand, "IN") != [ingredient]:
             left_out.append(release.name(brand))
             continue
-        sbds = [{"rxcui": sbd, "name": release.name(sbd)} for sbd in release.linked(brand, "SBD")]
+        sbds = [{"rxcui": sbd, "name": release.name(sbd)} for sbd in sorted(release.linked(brand, "SBD"), key=int)]
         rows.append({"rxcui": brand, "tty": "BN", "name": release.name(brand),
                      "ingredients": [{"rxcui": ingredient, "name": release.name(ingredient)}],
-                     "valuesets": sorted(valuesets), "sbds": sorted(sbds, key=lambda r: int(r["rxcui"])),
-                     "sources": [source]})
+                     "valuesets": sorted(valuesets), "sbds": sbds, "sources": [source]})
     return sorted(rows, key=lambda r: int(r["rxcui"])), sorted(left_out)
 
 

@@ -74,7 +74,7 @@ def console() -> Any:
             body = _hook_request(form, fixtures)
             result = evaluate_request(rt.knowledge, body, rt.clock(), rules_base_url())
             if form["explain"]:  # the text of evaluate --explain: also for a rule that stayed silent
-                explanation = explain_request(rt.knowledge, body, [form["explain"]], rt.clock())
+                explanation = explain_request(rt.knowledge, body, [str(form["explain"])], rt.clock())
         except CdsError as exc:
             problem = exc.message
     return render_template(
