@@ -60,6 +60,24 @@ def test_a_mistake_inside_a_condition_names_the_full_key_path_and_the_fix(tmp_pa
     assert any(p.startswith(message) or (message in p) for p in problems), problems
 
 
+RECENT = "{active_medication: {valueset: epinephrine-auto-injectors, recent_days: 365}}"
+
+
+@pytest.mark.parametrize("old, new, message", [
+    (RECENT, RECENT.replace("recent_days", "recentdays"),
+     "modules/mcas.yaml: rule mcas.epinephrine-autoinjector: when.not.active_medication.recentdays: unknown key "
+     "'recentdays' (did you mean 'recent_days'?) (keys: valueset; optional: label, routes, for_days_at_least, recent_days)"),
+    (RECENT, RECENT.replace("365", "'a year'"),
+     "modules/mcas.yaml: rule mcas.epinephrine-autoinjector: when.not.active_medication.recent_days: 'a year' is not a "
+     "number: write the number alone (e.g. recent_days: 30)"),
+    ("{age_at_least: 18}", "{age_at_least: '18 years'}",
+     "modules/mcas.yaml: rule mcas.epinephrine-autoinjector: card.notes[0].when.all[1].not.age_at_least: '18 years' is "
+     "not a number: write the number alone, e.g. {age_at_least: 18}"),
+])
+def test_other_words_refuse_unknown_keys_and_texts_for_numbers(tmp_path, old, new, message):
+    assert _problems(tmp_path, "modules/mcas.yaml", old, new) == [message]
+
+
 def test_did_you_mean_keeps_the_direction_of_a_comparison(tmp_path):
     problems = _problems(tmp_path, "modules/mcas.yaml", WEIGHT, WEIGHT.replace("observation_below", "observation_less_than"))
     assert problems[0].endswith("(did you mean 'observation_below'?)"), problems[0]

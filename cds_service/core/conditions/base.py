@@ -91,8 +91,8 @@ def number(arg: dict[str, Any], key: str) -> float:
     """A number of a condition's argument; a text such as '< 80' is refused with the fix."""
     value = arg[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConditionError(f"{value!r} is not a number: write the number alone (e.g. {key}: 30); "
-                             "the condition word says the comparison", (key,))
+        why = "; the condition word says the comparison" if key == "value" else ""
+        raise ConditionError(f"{value!r} is not a number: write the number alone (e.g. {key}: 30){why}", (key,))
     return float(value)
 
 

@@ -11,7 +11,7 @@ from cds_service.core.conditions import (
     patient,
     procedures,
 )
-from cds_service.core.conditions.base import CompileContext, ConditionError, Predicate
+from cds_service.core.conditions.base import CompileContext, ConditionError, Predicate, arguments, number
 from cds_service.errors import did_you_mean
 
 _COMPILERS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
@@ -33,6 +33,7 @@ def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
         raise ConditionError(f"unknown condition '{word}'{suggest_word(word)}"
                              f" (known: {', '.join(sorted(_COMPILERS))})")
     try:
+        _check_shape(word, arg)
         return compiler(arg, ctx)
     except ConditionError as exc:
         raise exc.inside(word) from None
@@ -40,6 +41,34 @@ def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
         raise ConditionError(f"missing key {exc}", (word,)) from None
     except (TypeError, ValueError) as exc:
         raise ConditionError(str(exc), (word,)) from None
+
+
+# The keys of a word's argument when it is a mapping (required, then optional), and the words whose
+# argument is one number: checked before compiling, so an unknown key or a text where a number
+# belongs is named with the fix instead of being ignored or failing inside the word.
+_LABELLED = (("valueset",), ("label",))
+_MAPPING_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "condition": (("valueset",), ("label", "statuses")),
+    "condition_for_days": (("valueset", "at_least_days"), ("label",)),
+    "active_medication": (("valueset",), ("label", "routes", "for_days_at_least", "recent_days")),
+    "procedure_named": (("phrases",), ("negations",)),
+    "reason_named": (("phrases",), ("negations",)),
+    **{word: _LABELLED for word in ("condition_in_relapse", "allergy", "medication", "procedure", "reason",
+                                    "draft_medication", "draft_procedure", "observation_high")},
+}
+_NUMBER_KEYS = ("at_least_days", "for_days_at_least", "recent_days")
+_NUMBER_WORDS = ("age_at_least", "course_days_over", "daily_dose_mg_over", "single_dose_mg_over")
+
+
+def _check_shape(word: str, arg: Any) -> None:
+    if word in _NUMBER_WORDS and (isinstance(arg, bool) or not isinstance(arg, (int, float))):
+        raise ConditionError(f"{arg!r} is not a number: write the number alone, e.g. {{{word}: 18}}")
+    if word in _MAPPING_KEYS and isinstance(arg, dict):
+        required, optional = _MAPPING_KEYS[word]
+        arguments(word, arg, required, optional)
+        for key in _NUMBER_KEYS:
+            if key in arg:
+                number(arg, key)
 
 
 def compile_part(spec: Any, ctx: CompileContext, index: int) -> Predicate:
