@@ -24,6 +24,7 @@ from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
+from cds_service.core.units import unit_problem
 from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
@@ -44,6 +45,10 @@ def load_knowledge(directory: Path) -> Knowledge:
     _check_products(products_file, set((sources.get("sources") or {})), valuesets, problems)
     brands_file = _validated(directory / "rxnorm-brands.json", schemas.get("rxnorm-brands"), problems) or {}
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
+    for vid, limit in thresholds.items():
+        unit = (limit or {}).get("unit")
+        if unit is not None and (problem := unit_problem(unit)):
+            problems.add("observation-thresholds.yaml", f"thresholds.{vid}.unit", problem)
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
     _check_source_labels(guidelines, problems)
