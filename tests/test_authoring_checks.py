@@ -231,3 +231,21 @@ def test_a_brand_naming_two_ingredients_is_left_out():
         release.links[two].add(one)
     rows, left_out = brands_for(release, "1", ["some-set"], "KEY")
     assert [r["name"] for r in rows] == ["Single"] and left_out == ["Combo"]
+
+
+def test_knowledge_test_catches_an_unsafe_suggestion(tmp_path, runner):
+    """The fentanyl-injection swap offered whatever the route: an oral morphine draft would get a
+    one-click injection, which knowledge test reports as the test suite does."""
+    from cds_service.cli import main
+
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE, knowledge)
+    path = knowledge / "modules" / "mcas.yaml"
+    module = yaml.safe_load(path.read_text())
+    rule = next(r for r in module["rules"] if r["id"] == "mcas.histamine-releasing-opioid")
+    for item in rule["suggestions"]["items"]:
+        item.pop("when", None)
+    path.write_text(yaml.safe_dump(module, sort_keys=False))
+    result = runner.invoke(main, ["knowledge", "test", "mcas.histamine-releasing-opioid"],
+                           env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
+    assert result.exit_code == 1 and "replaces a oral order with a parenteral product" in result.output, result.output

@@ -1,5 +1,5 @@
-"""The checks an author can trip besides loading: card style, suggestion names, paired cases,
-the discovery prefetch. One source of truth: ``cds-service knowledge check`` and ``knowledge
+"""The checks an author can trip besides loading: card style, paired cases, the discovery
+prefetch, and (in ``knowledge test``) suggestion safety (safety.py). One source of truth: ``cds-service knowledge check`` and ``knowledge
 test RULE`` run them, and the tests (test_card_style, test_suggestion_safety, test_cases,
 test_discovery) call the same functions. Each problem names the file, the rule, the key and the fix.
 """
@@ -13,8 +13,9 @@ from typing import Any
 from cds_service.core.cards import WHY
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import LOINC
-from cds_service.knowledge.cases import pairing_problems, read_cases, run_case, unescaped
+from cds_service.knowledge.cases import pairing_problems, read_cases, run_case
 from cds_service.knowledge.discovery import prefetch_templates
+from cds_service.knowledge.safety import suggestion_violations
 
 # What a card's text may start with: an instruction to the clinician (docs/knowledge.md, "Card
 # style", lists the same words; a test keeps the two equal).
@@ -30,11 +31,6 @@ def starts_with_instruction(text: str) -> bool:
     words = text.split()
     first, two = (words[0].strip("*:,") if words else ""), " ".join(words[:2]).strip("*:,")
     return first in INSTRUCTIONS or two in INSTRUCTIONS
-
-
-def names_in(name: str, markdown: str) -> bool:
-    """Whether a card's Markdown names ``name`` (an RxNorm name may hold brackets the card escapes)."""
-    return name in unescaped(markdown)
 
 
 def rule_style_problems(knowledge: Knowledge, only: str | None = None) -> list[str]:
@@ -119,8 +115,8 @@ def author_problems(knowledge: Knowledge, cases_dir: Path | None, fixtures: Path
 
 def run_rule_checks(knowledge: Knowledge, rule_id: str, cases_dir: Path, fixtures: Path, now: datetime) -> tuple[int, list[str]]:
     """``knowledge test RULE``: that rule's cases run offline (but those that seed stored feedback,
-    which the test suite runs), their cards checked for style and named deletes, and the checks of
-    ``knowledge check`` for that rule; the number of cases and every problem."""
+    which the test suite runs), their cards checked for style and suggestion safety (safety.py),
+    and the checks of ``knowledge check`` for that rule; the number of cases and every problem."""
     cases = [c for c in read_cases(cases_dir, fixtures)
              if c["rule"] == rule_id or rule_id in {e["rule"] for e in c["expect"]}]
     found = author_problems(knowledge, cases_dir, fixtures, now, only=rule_id)
@@ -131,25 +127,5 @@ def run_rule_checks(knowledge: Knowledge, rule_id: str, cases_dir: Path, fixture
         found += [f"case {case['id']}: {p}" for p in outcome.problems]
         for card in outcome.cards:
             found += card_problems(card, f"case {case['id']}")
-            found += suggestion_name_problems(card, outcome.request, f"case {case['id']}")
+        found += suggestion_violations(f"case {case['id']}", outcome.request, outcome.cards, knowledge, now)
     return len(cases), found
-
-
-def suggestion_name_problems(card: dict[str, Any], request: dict[str, Any], where: str) -> list[str]:
-    """A suggestion that deletes a draft order must be on a card that names it (unescaped)."""
-    drafts = {f"{r.get('resourceType')}/{r.get('id')}": r for r in
-              (e.get("resource", {}) for e in (request["context"].get("draftOrders") or {}).get("entry", []))}
-    found = []
-    for suggestion in card.get("suggestions", []):
-        for action in suggestion["actions"]:
-            resource = drafts.get(action.get("resourceId", "")) if action["type"] == "delete" else None
-            name = _name(resource) if resource else ""
-            if name and not names_in(name, card.get("detail", "")):
-                found.append(f"{where}: rule {card['source']['topic']['code']}: suggestion {suggestion['label']!r} "
-                             f"deletes {action['resourceId']} ({name}), which the card does not name")
-    return found
-
-
-def _name(resource: dict[str, Any]) -> str:
-    concept = resource.get("medicationCodeableConcept") or resource.get("code") or {}
-    return concept.get("text") or next((c.get("display", "") for c in concept.get("coding", [])), "")
