@@ -249,3 +249,19 @@ def test_knowledge_test_catches_an_unsafe_suggestion(tmp_path, runner):
     result = runner.invoke(main, ["knowledge", "test", "mcas.histamine-releasing-opioid"],
                            env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
     assert result.exit_code == 1 and "replaces a oral order with a parenteral product" in result.output, result.output
+
+
+@pytest.mark.parametrize("named, flagged", [(True, False), (False, True)])
+def test_a_delete_is_checked_against_the_card_as_read_so_a_bracketed_brand_name_passes(app, named, flagged):
+    from cds_service.core.cards import escape
+    from cds_service.knowledge.cases import build_request
+    from cds_service.knowledge.safety import suggestion_violations
+
+    name = "dalfampridine 10 MG 12HR Extended Release Oral Tablet [Ampyra]"  # an order known by its text only
+    request = build_request({"hook": "order-sign", "patient": "ms-lbp-adult", "drafts": [{"medication": {"text": name}}]},
+                            FIXTURES)
+    card = {"source": {"topic": {"code": "ms-lbp.example"}}, "summary": "s",
+            "detail": f"Review {escape(name) if named else 'the order'}.",
+            "suggestions": [{"label": "Remove", "actions": [{"type": "delete", "resourceId": "MedicationRequest/request-1"}]}]}
+    found = suggestion_violations("c", request, [card], app.extensions["cds"].knowledge, NOW)
+    assert any("which the card does not name" in v for v in found) is flagged, found
