@@ -13,7 +13,7 @@ from typing import Any
 from cds_service.core.cards import WHY
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import LOINC
-from cds_service.knowledge.cases import pairing_problems, read_cases, run_case
+from cds_service.knowledge.cases import CaseError, pairing_problems, read_cases, run_case
 from cds_service.knowledge.discovery import prefetch_templates
 from cds_service.knowledge.safety import suggestion_violations
 
@@ -104,12 +104,10 @@ def author_problems(knowledge: Knowledge, cases_dir: Path | None, fixtures: Path
     found = rule_style_problems(knowledge, only) + discovery_problems(knowledge)
     if cases_dir is None or fixtures is None:
         return found
-    from cds_service.knowledge.cases import CaseError
-
     try:
         cases = read_cases(cases_dir, fixtures)
     except CaseError as exc:
-        return found + [f"tests/cases/{p}" for p in exc.problems]
+        return found + [f"{cases_dir.name}/{p}" for p in exc.problems]
     return found + pairing_problems(knowledge, cases, fixtures, now, only)
 
 
