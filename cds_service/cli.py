@@ -1,4 +1,4 @@
-"""The ``cds-service`` command: serve, knowledge (check, table, new-rule, add-products), evaluate,
+"""The ``cds-service`` command: serve, knowledge (check, test, table, new-rule, add-products, add-brand), evaluate,
 feedback (stats, report), storage prune, staff hash."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -174,18 +175,73 @@ def knowledge() -> None:
 @click.option("--site", "site_file", type=click.Path(dir_okay=False), default=None,
               help="A site overlay to check with it (default: CDS_SITE_CONFIG, when set).")
 def knowledge_check(site_file: str | None) -> None:
-    """Validate knowledge/ (and the site overlay) as start-up does and print a summary."""
+    """Validate knowledge/ (and the site overlay) as start-up does, then every check an author can
+    trip (card style, paired cases, case files, discovery prefetch); print a summary, or every problem."""
+    from cds_service.knowledge.checks import author_problems
     from cds_service.knowledge.site import load_site
     from cds_service.settings import settings
 
+    loaded = _loaded_or_exit()
     try:
-        loaded = _knowledge()
         site = load_site(site_file or settings()["SITE_CONFIG"], loaded)
     except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    cases_dir, fixtures = _case_folders()
+    problems = author_problems(loaded, cases_dir, fixtures, _CASE_CLOCK)
+    if problems:
+        click.echo("Knowledge checks failed:\n  " + "\n  ".join(problems), err=True)
+        sys.exit(1)
     overlay = {"site": {"file": site.source, "modes": site.modes}} if site.source else {}
-    click.echo(json.dumps({"status": "ok", **loaded.summary(), **overlay}, indent=2))
+    click.echo(json.dumps({"status": "ok", **loaded.summary(), **overlay,
+                           "cases_checked": str(cases_dir) if cases_dir else "none (no case folder)"}, indent=2))
+
+
+@knowledge.command("test")
+@click.argument("rule_id")
+def knowledge_test(rule_id: str) -> None:
+    """Run one rule's cases offline (seconds, not the whole suite) and the checks of knowledge check
+    for it; exit 0 when all pass, 1 when not."""
+    from cds_service.errors import did_you_mean
+    from cds_service.knowledge.cases import CaseError
+    from cds_service.knowledge.checks import run_rule_checks
+
+    loaded = _loaded_or_exit()
+    rules = {r.id for m in loaded.modules.values() for r in m.rules}
+    if rule_id not in rules:
+        raise click.ClickException(f"no such rule '{rule_id}'{did_you_mean(rule_id, rules)}")
+    cases_dir, fixtures = _case_folders()
+    if cases_dir is None or fixtures is None:
+        raise click.ClickException("no case folder: set CDS_RULE_CASES_DIR and CDS_PREVIEW_FIXTURES_DIR")
+    try:
+        count, problems = run_rule_checks(loaded, rule_id, cases_dir, fixtures, _CASE_CLOCK)
+    except CaseError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if problems:
+        click.echo(f"{rule_id}: {len(problems)} problem(s) in {count} case(s):\n  " + "\n  ".join(problems), err=True)
+        sys.exit(1)
+    click.echo(f"{rule_id}: {count} case(s) pass, and its checks")
+
+
+# Cases are written for a pinned clock (docs/knowledge.md, "The case format").
+_CASE_CLOCK = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def _loaded_or_exit() -> Any:
+    try:
+        return _knowledge()
+    except KnowledgeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def _case_folders() -> tuple[Path | None, Path | None]:
+    """The case files and the personas they name: the checkout's, or CDS_RULE_CASES_DIR and CDS_PREVIEW_FIXTURES_DIR."""
+    from cds_service.settings import settings
+
+    config = settings()
+    return config["RULE_CASES_DIR"], config["PREVIEW_FIXTURES_DIR"]
 
 
 @knowledge.command("table")
@@ -257,6 +313,43 @@ def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) 
         click.echo(str(exc), err=True)
         raise click.ClickException("rxnorm-products.json left unchanged") from exc
     click.echo(f"added {len(added)} products ({', '.join(added) or 'none'}); already there: {len(kept)}")
+
+
+@knowledge.command("add-brand")
+@click.option("--ingredient", "ingredients", required=True, multiple=True, metavar="RXCUI",
+              help="An RxNorm ingredient (TTY IN) already in the value sets named. Repeatable.")
+@click.option("--valueset", "valuesets", required=True, multiple=True, metavar="ID",
+              help="A medication value set holding the ingredient, which the brand then matches. Repeatable.")
+@click.option("--rrf", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The rrf/ folder of an RxNorm release (RXNCONSO.RRF, RXNREL.RRF).")
+@click.option("--source", required=True, metavar="KEY", help="Its key in terminology-sources.yaml.")
+def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...], rrf: str, source: str) -> None:
+    """Add the brand names (TTY BN) of an ingredient to rxnorm-brands.json from RxNorm's brand
+    relations, each naming this ingredient only, with its branded products and SOURCE; keep the
+    change only if the knowledge folder still passes knowledge check."""
+    from cds_service.settings import knowledge_dir, settings
+    from cds_service.knowledge.loader import load_knowledge
+    from cds_service.knowledge.products import RrfError, brands_for, merge_brands, read_release
+
+    directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
+    path = directory / "rxnorm-brands.json"
+    before = path.read_text("utf-8")
+    try:
+        release = read_release(Path(rrf))
+        found = [brands_for(release, rxcui, list(valuesets), source) for rxcui in ingredients]
+    except RrfError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table, added, kept = merge_brands(json.loads(before), [row for rows, _ in found for row in rows])
+    path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    try:
+        load_knowledge(directory)
+    except KnowledgeError as exc:
+        path.write_text(before, "utf-8")
+        click.echo(str(exc), err=True)
+        raise click.ClickException("rxnorm-brands.json left unchanged") from exc
+    left_out = sorted(name for _, names in found for name in names)
+    click.echo(f"added {len(added)} brands ({', '.join(added) or 'none'}); already there: {len(kept)}"
+               + (f"; left out, naming more than one ingredient: {', '.join(left_out)}" if left_out else ""))
 
 
 def _knowledge() -> Any:

@@ -69,7 +69,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
 
 def test_a_misspelt_value_set_gets_a_did_you_mean(tmp_path):
     problems = _problems(tmp_path, "modules/mcas.yaml", "{medication: cromolyn}", "{medication: cromolin}")
-    assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: when: unknown value set 'cromolin' "
+    assert problems == ["modules/mcas.yaml: rule mcas.cromolyn-onset: when.all[0].medication: unknown value set 'cromolin' "
                         "(did you mean 'cromolyn'?)"]
 
 
@@ -132,6 +132,19 @@ def _copies(tmp_path: Path) -> tuple[Path, Path]:
     return knowledge, cases
 
 
+def _example_text(n: int) -> str:
+    """The section of docs/knowledge.md that holds worked example ``n`` (1 or 2)."""
+    text = (ROOT / "docs" / "knowledge.md").read_text()
+    first, second = text.split("## Worked example 2", 1)
+    return first if n == 1 else second.split("\n## ", 1)[0]
+
+
+def _apply(tmp_path: Path, steps: list[tuple[str, str, str]]) -> None:
+    for verb, path, block in steps:
+        target = tmp_path / path
+        target.write_text(block if verb == "create" else target.read_text().rstrip("\n") + "\n" + block)
+
+
 def test_the_worked_example_in_the_docs_works_end_to_end(tmp_path, runner):
     from casebuilder import build_request
     from cds_service.cli import main
@@ -140,13 +153,11 @@ def test_the_worked_example_in_the_docs_works_end_to_end(tmp_path, runner):
     from helpers import NOW
 
     knowledge, cases = _copies(tmp_path)
-    steps = EXAMPLE.findall((ROOT / "docs" / "knowledge.md").read_text())
+    steps = EXAMPLE.findall(_example_text(1))
     assert [(verb, path) for verb, path, _ in steps] == [
         ("create", "knowledge/valuesets/vancomycin.json"), ("append", "knowledge/guidelines.yaml"),
         ("append", "knowledge/modules/mcas.yaml"), ("append", "tests/cases/mcas.yaml")]
-    for verb, path, block in steps:
-        target = tmp_path / path
-        target.write_text(block if verb == "create" else target.read_text().rstrip("\n") + "\n" + block)
+    _apply(tmp_path, steps)
     result = runner.invoke(main, ["knowledge", "add-products", "--ingredient", "11124", "--rrf",
                                   str(ROOT / "tests" / "rrf"), "--source", "RXP"], env={"CDS_KNOWLEDGE_DIR": str(knowledge)})
     assert result.exit_code == 0, result.output
@@ -252,3 +263,37 @@ def test_the_schema_and_the_cards_share_one_summary_limit():
 
     schema = json.loads((KNOWLEDGE / "schema" / "module.schema.json").read_text())
     assert schema["$defs"]["rule"]["properties"]["card"]["properties"]["summary"]["maxLength"] == SUMMARY_LIMIT == 139
+
+
+def test_the_second_worked_example_a_two_tier_lab_rule_works_from_the_docs_alone(tmp_path, runner):
+    """Applied as an author would: every block of example 2, then knowledge check and knowledge
+    test RULE, with no failed run the docs did not predict."""
+    from cds_service.cli import main
+    from cds_service.knowledge.cases import read_cases, run_case
+    from cds_service.knowledge.discovery import prefetch_templates
+    from cds_service.knowledge.loader import rule_table
+    from helpers import FIXTURES, NOW
+
+    knowledge, cases = _copies(tmp_path)
+    steps = EXAMPLE.findall(_example_text(2))
+    assert [(verb, path) for verb, path, _ in steps] == [
+        ("append", "knowledge/terminology-sources.yaml"), ("create", "knowledge/valuesets/egfr.json"),
+        ("append", "knowledge/guidelines.yaml"), ("append", "knowledge/modules/ms-lbp.yaml"),
+        ("create", "tests/cases/ms-lbp-nsaid-egfr.yaml")]
+    _apply(tmp_path, steps)
+    env = {"CDS_KNOWLEDGE_DIR": str(knowledge), "CDS_RULE_CASES_DIR": str(cases), "CDS_PREVIEW_FIXTURES_DIR": str(FIXTURES)}
+    check = runner.invoke(main, ["knowledge", "check"], env=env)
+    assert check.exit_code == 0 and '"status": "ok"' in check.output, check.output
+    tested = runner.invoke(main, ["knowledge", "test", "ms-lbp.nsaid-reduced-egfr"], env=env)
+    assert tested.exit_code == 0 and "5 case(s) pass" in tested.output, tested.output
+
+    loaded = load_knowledge(knowledge)
+    assert "| `ms-lbp.nsaid-reduced-egfr` | OS SG | NSAID with reduced kidney function (eGFR) in MS | warning/critical |" \
+        in rule_table(loaded)
+    order_select = next(s for s in loaded.services.values() if s.hook == "order-select")
+    assert "http://loinc.org|98979-8" in prefetch_templates(order_select, loaded.terminology)["observations"]
+    example = [c for c in read_cases(cases, FIXTURES) if c["rule"] == "ms-lbp.nsaid-reduced-egfr"]
+    outcomes = {c["id"]: run_case(loaded, c, FIXTURES, NOW) for c in example}
+    assert {k: o.problems for k, o in outcomes.items()} == {k: [] for k in outcomes}
+    critical = outcomes["ms-nsaid-egfr-25-critical"].cards[0]
+    assert critical["source"]["label"] == "Local practice: drugs and kidney function (P&T committee)"

@@ -41,7 +41,20 @@ def test_observation_prefetch_asks_only_for_the_loinc_codes_the_rules_read(clien
     assert "http://loinc.org|21582-2" in observations  # serum tryptase (mcas.baseline-tryptase)
     assert "http://loinc.org|29463-7" in observations  # body weight (mcas.epinephrine-autoinjector)
     assert "1742-6" not in observations  # ALT: no rule reads it
-    assert "observations" not in services["back-pain-order-select"]["prefetch"]
+
+
+def test_each_service_prefetches_what_its_rules_read_and_no_more(app, client):
+    """Derived from the rules, not a list kept here: a hook asks for observations exactly when one
+    of its rules (or module gates) reads a lab result, and for every LOINC code they read."""
+    from cds_service.knowledge.checks import discovery_problems
+
+    knowledge = app.extensions["cds"].knowledge
+    assert discovery_problems(knowledge) == []
+    services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
+    for service in knowledge.services.values():
+        reads = set().union(*(m.gate.needs for m in service.modules),
+                            *(r.needs | r.wants for m in service.modules for r in m.rules if service.hook in r.hooks))
+        assert ("observations" in services[service.id].get("prefetch", {})) == ("observations" in reads), service.id
 
 
 def test_every_advertised_service_answers_and_unknown_ids_are_404(client):

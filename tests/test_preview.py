@@ -67,6 +67,19 @@ def test_a_form_post_renders_the_cards_and_the_raw_exchange(preview_app):
     assert "mcas.histamine-releasing-opioid (warning): Condition: Idiopathic mast cell" in _text(html)
 
 
+def test_the_console_explains_a_rule_that_stayed_silent_as_evaluate_explain_does(preview_app):
+    response = preview_app.test_client().post("/preview", data={
+        "persona": "mcas-adult", "hook": "order-select", "draft": [MORPHINE], "explain": "mcas.cromolyn-onset"},
+        headers=BROWSER)
+    html = response.get_data(as_text=True)
+    assert 'data-rule="mcas.cromolyn-onset"' not in html  # silent
+    shown = html.split('id="explain-text">', 1)[1].split("</pre>", 1)[0]
+    assert "not held: {medication: cromolyn}" in shown and "=&gt; does not fire" in shown
+    unexplained = preview_app.test_client().post("/preview", data={
+        "persona": "mcas-adult", "hook": "order-select", "draft": [MORPHINE]}, headers=BROWSER).get_data(as_text=True)
+    assert 'id="explain-text"' not in unexplained
+
+
 def test_markup_in_a_pasted_record_is_shown_as_text(preview_app):
     bundle = ('{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient",'
               ' "id": "p1", "birthDate": "1970-01-01"}}, {"resource": {"resourceType": "Condition", "id": "c1",'

@@ -117,6 +117,12 @@ class ObservationFact:
     when: date | None
     interpretation: tuple[str, ...]
     range_high: float | None
+    unit_text: str = ""  # valueQuantity.unit when a code is given too: either may name the unit (core/units.py)
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """Every unit the result names: its code, then its text."""
+        return tuple(u for u in (self.unit, self.unit_text) if u)
 
 
 class FactsError(Exception):
@@ -453,7 +459,7 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _O
         final = _among(res.get("status"), RESULT_STATUS)
         for obs in _observation(res, coded):
             if final and obs.value is not None:
-                units.setdefault(obs.code, set()).add(obs.unit)
+                units.setdefault(obs.code, set()).update(obs.units)
             day = latest.get(obs.code)
             if day is None or (obs.when or date.min) > (day[0].when or date.min):
                 latest[obs.code] = [obs]
@@ -483,6 +489,7 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
             when=when,
             interpretation=tuple(c for _, c, _ in codings(res.get("interpretation"))),
             range_high=high,
+            unit_text=string(quantity.get("unit")) if quantity.get("code") else "",
         )
         for system, code, display in coded
     ]

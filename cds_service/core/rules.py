@@ -102,6 +102,18 @@ def _todos(data: Any, key: str = "") -> list[str]:
     return [key] if isinstance(data, str) and "TODO" in data else []
 
 
+def _specs(data: dict[str, Any]) -> dict[str, Any]:
+    """The conditions as written, for explain: when, unless, and the labelled ones that choose
+    the indicator, the notes and the suggestions."""
+    specs: dict[str, Any] = {key: data[key] for key in ("when", "unless") if key in data}
+    specs["indicator_when"] = [(f"indicator_when[{i}] ({x['indicator']})", x["when"])
+                               for i, x in enumerate(data.get("indicator_when", []))]
+    specs["notes"] = [(f"card.notes[{i}]", n["when"]) for i, n in enumerate(data["card"].get("notes", []))]
+    specs["suggestions"] = [(f"suggestion '{item['label']}'", item["when"])
+                            for item in (data.get("suggestions") or {}).get("items", []) if "when" in item]
+    return specs
+
+
 class RuleCompiler:
     """Turns validated module YAML into ``Module``/``Rule`` objects, reporting every problem found."""
 
@@ -114,7 +126,10 @@ class RuleCompiler:
     def condition(self, spec: Any, where: str, path: str) -> Predicate:
         try:
             return compile_condition(spec, self.conditions)
-        except (ConditionError, KeyError, TypeError, ValueError) as exc:
+        except ConditionError as exc:  # the key path inside the condition, then the fix
+            self.problems.add(where, f"{path}.{exc.where}" if exc.where else path, exc.message)
+            return Predicate(lambda facts, item: None, frozenset(), frozenset())
+        except (KeyError, TypeError, ValueError) as exc:
             self.problems.add(where, path, str(exc))
             return Predicate(lambda facts, item: None, frozenset(), frozenset())
 
@@ -159,7 +174,7 @@ class RuleCompiler:
             reference=self.reference(data["reference"], where, f"{path} reference"), needs=needs,
             remarks=data.get("remarks", "").strip(), wants=frozenset().union(*(p.wants for p in predicates)),
             valuesets=frozenset().union(*(p.valuesets for p in predicates)),
-            specs={key: data[key] for key in ("when", "unless") if key in data},
+            specs=_specs(data),
         )
 
     def placeholders(self, card: dict[str, Any], where: str, path: str) -> None:

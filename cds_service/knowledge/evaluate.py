@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from cds_service.knowledge.discovery import prefetch_templates
-from cds_service.errors import CdsError, InvalidRequest, UnknownService, did_you_mean
+from cds_service.errors import CdsError, InvalidRequest, KnowledgeError, UnknownService, did_you_mean
 from cds_service.knowledge.explain import explain
 from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
@@ -214,6 +214,9 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
         explanation = explain_request(knowledge, body, explain_ids, now) if explain_ids else ""
     except CdsError as exc:
         echo(f"error: {exc.message}", err=True)
+        return 2
+    except KnowledgeError as exc:  # broken knowledge is bad input too, said as knowledge check says it
+        echo(str(exc), err=True)
         return 2
     if want_json:
         echo(json.dumps({**as_json(evaluation), **({"explain": explanation.splitlines()} if explain_ids else {})},

@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 from cds_service.core.conditions import CompileContext, compile_condition
+from cds_service.core.conditions.observations import why_not
+from cds_service.core.terminology import Terminology
 from cds_service.core.facts import Facts, MedicationFact
 from cds_service.core.rules import Module, Rule
 
@@ -44,6 +46,24 @@ def explain(rule: Rule, module: Module, facts: Facts, context: CompileContext) -
                                 if "unless" in rule.specs else (False, []))
         fires = gate_held and when and not unless
         lines += when_lines + unless_lines + [f"{'  ' * depth}=> {'fires' if fires else 'does not fire'}"]
+        if fires:
+            lines += _chosen(rule, facts, item, context, depth)
+    return lines
+
+
+def _chosen(rule: Rule, facts: Facts, item: Any, context: CompileContext, depth: int) -> list[str]:
+    """For a rule that fires: why this indicator (the first indicator_when that holds wins, else
+    the rule's own), which notes are shown and which suggestions are offered."""
+    lines, indicator = [], None
+    for key, spec in rule.specs.get("indicator_when", []):
+        held, part = _node(key, spec, facts, item, context, depth)
+        lines += part
+        if held and indicator is None:
+            indicator = key.split("(")[-1].rstrip(")")
+    lines.append(f"{'  ' * depth}=> indicator {indicator or rule.indicator}"
+                 + ("" if indicator else " (the rule's own: no indicator_when held)" if rule.indicator_when else ""))
+    for key, spec in [*rule.specs.get("notes", []), *rule.specs.get("suggestions", [])]:
+        lines += _node(f"{key} shown when", spec, facts, item, context, depth)[1]
     return lines
 
 
@@ -68,10 +88,10 @@ def _walk(spec: Any, facts: Facts, item: Any, context: CompileContext, depth: in
     if evidence is not None:
         seen = "; ".join(e.text for e in evidence) or (f"route {item.route}" if word == "route" else "")
         return True, [f"{pad}held: {written}" + (f" ({seen})" if seen else "")]
-    return False, [f"{pad}not held: {written} ({_seen(word, arg, facts, item)})"]
+    return False, [f"{pad}not held: {written} ({_seen(word, arg, facts, item, context.terminology)})"]
 
 
-def _seen(word: str, arg: Any, facts: Facts, item: Any) -> str:
+def _seen(word: str, arg: Any, facts: Facts, item: Any, terminology: Terminology) -> str:
     """What the record or the order had instead, for a condition that did not hold."""
     if word in ("route", "medication", "course_days_over", "daily_dose_mg_over", "single_dose_mg_over") \
             and not isinstance(item, MedicationFact):
@@ -90,6 +110,8 @@ def _seen(word: str, arg: Any, facts: Facts, item: Any) -> str:
     if word in ("daily_dose_mg_over", "single_dose_mg_over"):
         value = item.daily_dose_mg if word == "daily_dose_mg_over" else item.single_dose_mg
         return f"{value if value is not None else 'unknown'} mg, limit {arg}"
+    if (result := why_not(word, arg, facts, terminology)) is not None:
+        return result
     vid = arg.get("valueset") if isinstance(arg, dict) else arg
     return f"nothing on the record in value set {vid}" if isinstance(vid, str) else "did not hold"
 

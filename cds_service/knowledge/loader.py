@@ -19,12 +19,13 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from cds_service.core.conditions import condition_words
+from cds_service.core.conditions import condition_words, suggest_word
 from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
 from cds_service.knowledge.release import release_of
+from cds_service.core.units import unit_problem
 from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
@@ -45,6 +46,10 @@ def load_knowledge(directory: Path) -> Knowledge:
     _check_products(products_file, set((sources.get("sources") or {})), valuesets, problems)
     brands_file = _validated(directory / "rxnorm-brands.json", schemas.get("rxnorm-brands"), problems) or {}
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
+    for vid, limit in thresholds.items():
+        unit = (limit or {}).get("unit")
+        if unit is not None and (problem := unit_problem(unit)):
+            problems.add("observation-thresholds.yaml", f"thresholds.{vid}.unit", problem)
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
     _check_source_labels(guidelines, problems)
@@ -180,7 +185,8 @@ def _message(error: Any) -> str:
         extra = [k for k in error.instance if k not in known]
         return "; ".join(f"unknown key '{k}'{did_you_mean(k, known)} (allowed: {', '.join(known)})" for k in extra)
     if error.validator == "enum":
-        hint = did_you_mean(error.instance, [str(v) for v in error.validator_value])
+        words = [str(v) for v in error.validator_value]
+        hint = suggest_word(error.instance) if "observation_below" in words else did_you_mean(error.instance, words)
         if not hint and set(ROUTES) <= set(error.validator_value) and isinstance(error.instance, str):
             if implied := route_of_word(error.instance):
                 hint = f" (did you mean '{implied}'? {error.instance} orders count as {implied})"
@@ -210,7 +216,8 @@ def _valuesets(directory: Path, source_keys: set[str], problems: Problems) -> di
         try:
             validate_resource(res)
         except ValueError as exc:
-            problems.add(where, "$", f"not a valid FHIR R4 ValueSet: {str(exc).splitlines()[0]}")
+            for place, message in _fhir_errors(exc):
+                problems.add(where, place, f"not a valid FHIR R4 ValueSet: {message}")
             continue
         if res.get("id") != path.stem or res.get("url") != f"{CANONICAL}/ValueSet/{path.stem}":
             problems.add(where, "$.id", f"id must be '{path.stem}' and url '{CANONICAL}/ValueSet/{path.stem}'")
@@ -225,6 +232,24 @@ def _valuesets(directory: Path, source_keys: set[str], problems: Problems) -> di
                 if url not in urls:
                     problems.add(f"valuesets/{vid}.json", f"$.compose.include[{i}].valueSet", f"unknown value set {url}")
     return found
+
+
+def _fhir_errors(exc: ValueError) -> list[tuple[str, str]]:
+    """Where a FHIR resource failed and why, from pydantic's errors (the first three); the
+    message alone when there are none."""
+    cause: Any = exc.__cause__
+    errors = cause.errors() if hasattr(cause, "errors") else []
+    found = []
+    for error in errors[:3]:
+        parts = [p for p in error.get("loc", ()) if p != "__root__"]
+        value = error.get("input")
+        shown = f" (found {value!r})" if isinstance(value, (str, int, float)) else ""
+        message = error.get("msg", "invalid")
+        if isinstance(value, str) and error.get("type") in ("json_invalid", "model_type", "dict_type"):
+            message = f"an object is expected here, not the bare string {value!r}"
+            shown = f' (e.g. {{"code": "{value}", "display": "..."}})' if parts and parts[-1] != "compose" else ""
+        found.append((_json_path(parts), f"{message}{shown}"))
+    return found or [("$", str(exc).splitlines()[0])]
 
 
 def _check_sources(res: dict[str, Any], where: str, source_keys: set[str], problems: Problems) -> None:

@@ -19,6 +19,10 @@ after the last strength of the clinical drug's name, "Oral Capsule"), the volume
 ("100 ML ... Injection"), and the route the dose form implies (dosing.route_of_word; "other"
 when none does). ``cds-service knowledge add-products`` merges them into the table, sorted by
 RXCUI, and keeps the change only if the whole knowledge folder still loads.
+
+Brands (``cds-service knowledge add-brand``, the kept build of rxnorm-brands.json): RxNorm links an
+ingredient to each brand name (TTY BN) it is sold under (has_tradename / tradename_of) and each
+brand name to its branded drugs (SBD). A brand is added only when it links to this one ingredient.
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ def _rows(path: Path) -> Iterator[list[str]]:
 
 def read_release(directory: Path) -> Release:
     release = Release()
-    wanted = {"IN", "SCDC", "SCD", "SBD"}
+    wanted = {"IN", "SCDC", "SCD", "SBD", "BN"}
     for row in _rows(directory / "RXNCONSO.RRF"):
         rxcui, sab, tty, name, suppress = row[0], row[11], row[12], row[14], row[16]
         if sab == "RXNORM" and tty in wanted and suppress in ("N", ""):
@@ -93,6 +97,34 @@ def products_for(release: Release, ingredient: str, source: str) -> list[dict[st
         for rxcui in [scd, *release.linked(scd, "SBD")]:
             rows.append(_row(release, rxcui, form, ingredients, source))
     return sorted(rows, key=lambda r: int(r["rxcui"]))
+
+
+def brands_for(release: Release, ingredient: str, valuesets: list[str], source: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of rxnorm-brands.json for an ingredient, from RxNorm's brand relations (IN - BN,
+    has_tradename; BN - SBD): each brand name (TTY BN) that names this ingredient and no other,
+    with its branded products; and the names of brands left out because they name two or more
+    ingredients (a combination product's brand must never map to one of its ingredients)."""
+    if release.tty(ingredient) != "IN":
+        raise RrfError(f"RXCUI {ingredient} is not an ingredient (TTY IN) in this release")
+    rows, left_out = [], []
+    for brand in release.linked(ingredient, "BN"):
+        if release.linked(brand, "IN") != [ingredient]:
+            left_out.append(release.name(brand))
+            continue
+        sbds = [{"rxcui": sbd, "name": release.name(sbd)} for sbd in sorted(release.linked(brand, "SBD"), key=int)]
+        rows.append({"rxcui": brand, "tty": "BN", "name": release.name(brand),
+                     "ingredients": [{"rxcui": ingredient, "name": release.name(ingredient)}],
+                     "valuesets": sorted(valuesets), "sbds": sbds, "sources": [source]})
+    return sorted(rows, key=lambda r: int(r["rxcui"])), sorted(left_out)
+
+
+def merge_brands(table: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The brand table with ``rows`` added, sorted by name as the file keeps it; the names added and
+    those already there."""
+    have = {row["rxcui"] for row in table["brands"]}
+    added = [row for row in rows if row["rxcui"] not in have]
+    brands = sorted(table["brands"] + added, key=lambda r: r["name"].lower())
+    return {**table, "brands": brands}, [r["name"] for r in added], sorted(r["name"] for r in rows if r["rxcui"] in have)
 
 
 def _component(release: Release, scdc: str) -> dict[str, Any]:

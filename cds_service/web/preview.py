@@ -27,7 +27,7 @@ from flask import Blueprint, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
 from cds_service.errors import CdsError, InvalidRequest, UnknownService
-from cds_service.knowledge.evaluate import drafts_in, evaluate_request, request_from_bundle
+from cds_service.knowledge.evaluate import drafts_in, evaluate_request, explain_request, request_from_bundle
 from cds_service.core.fhir import concept_text
 from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.web.links import rule_href, rules_base_url
@@ -66,18 +66,22 @@ def console() -> Any:
     fixtures = _fixtures(str(current_app.config.get("PREVIEW_FIXTURES_DIR") or ""))
     form = {"persona": request.form.get("persona", next(iter(fixtures["personas"]), "")),
             "hook": request.form.get("hook", "order-select"), "bundle": request.form.get("bundle", ""),
-            "drafts": request.form.getlist("draft"), "draft_json": request.form.get("draft_json", "")}
-    result, problem = None, None
+            "drafts": request.form.getlist("draft"), "draft_json": request.form.get("draft_json", ""),
+            "explain": request.form.get("explain", "").strip()}
+    result, problem, explanation = None, None, ""
+    rt = current_app.extensions["cds"]
     if request.method == "POST":
         try:
             body = _hook_request(form, fixtures)
-            rt = current_app.extensions["cds"]
             result = evaluate_request(rt.knowledge, body, rt.clock(), rules_base_url())
+            if form["explain"]:  # the text of evaluate --explain: also for a rule that stayed silent
+                explanation = explain_request(rt.knowledge, body, [str(form["explain"])], rt.clock())
         except CdsError as exc:
             problem = exc.message
     return render_template(
         "preview.html", form=form, hooks=SUPPORTED_HOOKS, personas=fixtures["personas"],
         draft_names=list(fixtures["drafts"]), result=result, problem=problem, rule_href=rule_href,
+        explanation=explanation, rule_ids=[r.id for m in rt.knowledge.modules.values() for r in m.rules],
         raw_request=json.dumps(result.request, indent=2) if result else "",
         raw_response=json.dumps(result.response(), indent=2) if result else "",
     )  # a problem with the input is said on the form itself (role=alert), beside what was typed

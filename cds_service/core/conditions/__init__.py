@@ -25,6 +25,6 @@ from cds_service.core.conditions.base import (
     Predicate,
     describe,
 )
-from cds_service.core.conditions.registry import compile_condition, condition_words
+from cds_service.core.conditions.registry import compile_condition, condition_words, suggest_word
 
-__all__ = ["CompileContext", "ConditionError", "Evidence", "Predicate", "compile_condition", "condition_words", "describe"]
+__all__ = ["CompileContext", "ConditionError", "Evidence", "Predicate", "compile_condition", "condition_words", "describe", "suggest_word"]

@@ -56,7 +56,44 @@ class Predicate:
 
 
 class ConditionError(ValueError):
-    """A condition that cannot be compiled; the message names what is wrong."""
+    """A condition that cannot be compiled; the message names what is wrong, ``where`` the key path
+    inside the rule's ``when`` (``all[1].observation_below.value``), filled in on the way out."""
+
+    def __init__(self, message: str, parts: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message, self.parts = message, parts
+
+    def inside(self, part: str) -> "ConditionError":
+        """The same error one level further out: ``part`` is a word or a list index ``[i]``."""
+        return ConditionError(self.message, (part, *self.parts))
+
+    @property
+    def where(self) -> str:
+        return "".join(p if p.startswith("[") else f".{p}" for p in self.parts).lstrip(".")
+
+
+def arguments(word: str, arg: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``arg`` when it is a mapping with every required key and no unknown one; else the fix."""
+    allowed = (*required, *optional)
+    listed = f"(keys: {', '.join(required)}" + (f"; optional: {', '.join(optional)})" if optional else ")")
+    if not isinstance(arg, dict):
+        raise ConditionError(f"takes a mapping {listed}, not {arg!r}")
+    for key in arg:
+        if key not in allowed:
+            raise ConditionError(f"unknown key '{key}'{did_you_mean(str(key), allowed)} {listed}", (str(key),))
+    for key in required:
+        if key not in arg:
+            raise ConditionError(f"missing key '{key}' {listed}")
+    return arg
+
+
+def number(arg: dict[str, Any], key: str) -> float:
+    """A number of a condition's argument; a text such as '< 80' is refused with the fix."""
+    value = arg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        why = "; the condition word says the comparison" if key == "value" else ""
+        raise ConditionError(f"{value!r} is not a number: write the number alone (e.g. {key}: 30){why}", (key,))
+    return float(value)
 
 
 def describe(match: Match) -> str:

@@ -17,7 +17,7 @@ from cds_service.core.facts import (
 
 
 def _all(arg: Any, ctx: CompileContext) -> Predicate:
-    parts = [registry.compile_condition(c, ctx) for c in arg]
+    parts = [registry.compile_part(c, ctx, i) for i, c in enumerate(arg)]
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         evidence: list[Evidence] = []
@@ -32,7 +32,7 @@ def _all(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _any(arg: Any, ctx: CompileContext) -> Predicate:
-    parts = [registry.compile_condition(c, ctx) for c in arg]
+    parts = [registry.compile_part(c, ctx, i) for i, c in enumerate(arg)]
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         matched = [found for part in parts if (found := part(facts, item)) is not None]
