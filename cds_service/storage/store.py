@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import sqlite3
@@ -44,6 +45,8 @@ from urllib.parse import urlsplit
 from cds_service import metrics
 from cds_service.core.cards import IssuedCard
 from cds_service.errors import StorageUnavailable, StorageUnusable
+from cds_service.storage.bounds import (CircuitBreaker, CircuitOpen, StorageFault, StorageTimeout,
+                                        bounded_postgres_connection, connect_within)
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +58,27 @@ RETRY_AFTER_SECONDS = 5
 
 @dataclass(frozen=True)
 class _Write:
-    """How one kind of write waits for a lock, and whether its commit waits for the disk."""
+    """How one kind of operation waits for a lock, whether its commit waits for the disk, and its
+    deadline: the longest it may take in all, connecting included, whatever the server does."""
 
     operation: str  # in logs and in cds_storage_failures_total
     durable: bool
     wait_ms: int
+    deadline_ms: int
 
     @property
     def settings(self) -> tuple[bool, int]:
         return self.durable, self.wait_ms
 
 
-# A hook call must answer within its budget: its writes wait at most 200 ms for a lock.
-CARDS = _Write("record_cards", durable=False, wait_ms=200)
-REPLAY = _Write("replay", durable=False, wait_ms=200)
-PROBE = _Write("probe", durable=False, wait_ms=200)
-PRUNE = _Write("prune", durable=False, wait_ms=200)
-FEEDBACK = _Write("feedback", durable=True, wait_ms=500)  # then 503: the EHR sends it again later
-MIGRATE = _Write("migrate", durable=True, wait_ms=10_000)  # start-ups queue behind each other
+# A hook call must answer within its budget (2 s): what it waits for in storage (the replay check,
+# the override lookup) waits at most 200 ms for a lock and 500 ms in all; /readyz answers within 1 s.
+CARDS = _Write("record_cards", durable=False, wait_ms=200, deadline_ms=700)
+REPLAY = _Write("replay", durable=False, wait_ms=200, deadline_ms=500)
+PROBE = _Write("probe", durable=False, wait_ms=200, deadline_ms=600)
+PRUNE = _Write("prune", durable=False, wait_ms=200, deadline_ms=2_000)  # per batch
+FEEDBACK = _Write("feedback", durable=True, wait_ms=500, deadline_ms=1_500)  # then 503: the EHR sends it again
+MIGRATE = _Write("migrate", durable=True, wait_ms=10_000, deadline_ms=60_000)  # start-ups queue behind each other
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,18 @@ class _Backend:
     migration_lock = ""  # run first in the migration transaction: start-ups migrate one at a time
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
-    def connect(self, wait_ms: int) -> Any:
+    def connect(self, wait_ms: int, seconds: float) -> Any:
+        """A new connection, made within ``seconds``."""
         raise NotImplementedError
+
+    def arm(self, conn: Any, deadline: float | None) -> None:
+        """Make ``conn`` give up waiting at ``deadline`` (monotonic; None: no deadline)."""
+        conn.deadline = deadline
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database cannot be reached (for the breaker), rather than that
+        it answered with a refusal (a held lock, a full disk, a read-only file)."""
+        return isinstance(exc, StorageTimeout)
 
     def configure(self, conn: Any, write: _Write) -> None:
         """Before BEGIN: how long the next write waits for a lock, and whether its commit waits for the disk."""
@@ -116,9 +132,10 @@ class _Sqlite(_Backend):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def connect(self, wait_ms: int) -> sqlite3.Connection:
+    def connect(self, wait_ms: int, seconds: float) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=wait_ms / 1000, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=wait_ms / 1000, isolation_level=None, check_same_thread=False,
+                               factory=_SqliteConnection)
         # Switching a new file to WAL needs an exclusive lock and does not wait on the busy
         # timeout: another process creating the same database at once makes it fail. Retry,
         # within the wait of the write that opened the connection.
@@ -134,7 +151,13 @@ class _Sqlite(_Backend):
                 time.sleep(0.02)
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
         conn.execute("PRAGMA journal_size_limit=67108864")  # the WAL file shrinks back to 64 MB after a burst
+        # A statement past its operation's deadline is interrupted (SQLITE_INTERRUPT); lock waits
+        # are bounded by busy_timeout instead, which this handler does not see.
+        conn.set_progress_handler(conn.past_deadline, 1000)
         return conn
+
+    def unreachable(self, exc: BaseException) -> bool:
+        return isinstance(exc, StorageTimeout) or getattr(exc, "sqlite_errorname", "") == "SQLITE_INTERRUPT"
 
     def configure(self, conn: Any, write: _Write) -> None:
         # WAL with synchronous=NORMAL survives a killed process (the WAL is written before
@@ -160,10 +183,24 @@ class _Postgres(_Backend):
         self.url = url
         self.errors = (psycopg.Error,)
 
-    def connect(self, wait_ms: int) -> Any:
-        import psycopg
+    def connect(self, wait_ms: int, seconds: float) -> Any:
+        connection = bounded_postgres_connection()
+        # Keepalives find a peer that vanished while the connection is idle, tcp_user_timeout
+        # one that stops acknowledging what was sent; neither helps against a server whose
+        # kernel still acknowledges (a stopped process): the per-operation deadline does.
+        return connect_within(
+            lambda: connection.connect(self.url, autocommit=True, connect_timeout=max(2, wait_ms // 1000),
+                                       keepalives=1, keepalives_idle=10, keepalives_interval=3,
+                                       keepalives_count=3, tcp_user_timeout=5_000),
+            seconds, lambda conn: conn.close())
 
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=max(2, wait_ms // 1000))
+    def unreachable(self, exc: BaseException) -> bool:
+        if isinstance(exc, StorageTimeout):
+            return True
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        # no SQLSTATE: refused, reset or closed before the server said anything; 08: connection
+        # exception; 57P: the server is shutting down or restarting
+        return isinstance(exc, self.errors) and (not sqlstate or sqlstate.startswith(("08", "57P")))
 
     def configure(self, conn: Any, write: _Write) -> None:
         conn.execute("SET synchronous_commit = " + ("on" if write.durable else "off"))
@@ -179,6 +216,13 @@ class _Postgres(_Backend):
         return f"{type(exc).__name__} (SQLSTATE {getattr(exc, 'sqlstate', None) or 'none'})"
 
 
+class _SqliteConnection(sqlite3.Connection):
+    deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
 def _backend(url: str) -> _Backend:
     if url.startswith("sqlite:///"):
         return _Sqlite(Path(url[len("sqlite:///"):]))
@@ -192,7 +236,9 @@ class Storage:
         self.backend = _backend(url)
         self.retention = retention or Retention()
         self.replay_fail_closed = replay_fail_closed
-        self._errors = self.backend.errors + (OSError,)  # OSError: the SQLite folder cannot be made
+        # OSError: the SQLite folder cannot be made; StorageFault: a deadline passed, or the breaker is open
+        self._errors = self.backend.errors + (OSError, StorageFault)
+        self.breaker = CircuitBreaker()
         self._local = threading.local()
         self._seen: dict[tuple[str, str], float] = {}  # (issuer, jti) -> expiry: replays this process saw
         self._seen_lock = threading.Lock()
@@ -200,10 +246,10 @@ class Storage:
 
     # ------------------------------------------------------------------ connections
 
-    def _connection(self, wait_ms: int = MIGRATE.wait_ms) -> Any:
+    def _connection(self, wait_ms: int = MIGRATE.wait_ms, seconds: float = MIGRATE.deadline_ms / 1000) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = self.backend.connect(wait_ms)
+            conn = self.backend.connect(wait_ms, seconds)
             self._local.conn, self._local.pid, self._local.settings = conn, os.getpid(), None
         return conn
 
@@ -219,40 +265,70 @@ class Storage:
             except Exception:  # noqa: BLE001 - it is being thrown away
                 pass
 
-    def _configured(self, write: _Write) -> Any:
-        """This thread's connection, set up for ``write``'s lock wait and durability."""
-        conn = self._connection(write.wait_ms)
-        if getattr(self._local, "settings", None) != write.settings:  # one round trip saved per call
-            self.backend.configure(conn, write)
-            self._local.settings = write.settings
-        return conn
+    @contextmanager
+    def _bounded(self, write: _Write) -> Iterator[Any]:
+        """This thread's connection, set up for ``write``, for one operation that ends by its deadline.
+
+        Refused at once (CircuitOpen) while the breaker is open; a database error drops the
+        connection; whether the database answered at all is told to the breaker."""
+        if not self.breaker.admit():
+            raise CircuitOpen("the database failed just now; it is tried again shortly")
+        deadline = time.monotonic() + write.deadline_ms / 1000
+        conn = None
+        try:
+            conn = self._connection(write.wait_ms, write.deadline_ms / 1000)
+            self.backend.arm(conn, deadline)
+            if getattr(self._local, "settings", None) != write.settings:  # one round trip saved per call
+                self.backend.configure(conn, write)
+                self._local.settings = write.settings
+            yield conn
+        except BaseException as exc:
+            if isinstance(exc, self._errors):
+                self._drop_connection()
+                if self.backend.unreachable(exc):
+                    self._breaker_failed(exc)
+                else:
+                    self.breaker.released()
+            else:
+                self.breaker.released()
+            raise
+        else:
+            self.breaker.succeeded()
+        finally:
+            if conn is not None and getattr(self._local, "conn", None) is conn:
+                self.backend.arm(conn, None)  # the offline readers (reports) have no deadline
+
+    def _breaker_failed(self, exc: BaseException) -> None:
+        was = self.breaker.state()
+        hung = isinstance(exc, StorageTimeout) or getattr(exc, "sqlite_errorname", "") == "SQLITE_INTERRUPT"
+        self.breaker.failed(hung=hung)
+        if was != "open" and self.breaker.state() == "open":
+            log.warning("storage breaker open: the database is not tried for a while",
+                        extra={"seconds": self.breaker.cool_down, "error": self.backend.error_code(exc)})
 
     @contextmanager
     def _transaction(self, write: _Write, commit: bool = True) -> Iterator[Any]:
-        """A write transaction that waits at most ``write.wait_ms`` for a lock; any database error
-        drops the connection. ``durable=False`` writes may lose their last commits on a power
-        failure, never on a process crash; feedback is always durable. ``commit=False`` rolls
-        the transaction back at the end (the readiness probe)."""
-        try:
-            conn = self._configured(write)
+        """A write transaction that waits at most ``write.wait_ms`` for a lock and ends by
+        ``write.deadline_ms``; any database error drops the connection. ``durable=False`` writes
+        may lose their last commits on a power failure, never on a process crash; feedback is
+        always durable. ``commit=False`` rolls the transaction back at the end (the readiness probe)."""
+        with self._bounded(write) as conn:
             conn.execute(self.backend.begin)
-        except self._errors:
-            self._drop_connection()
-            raise
-        try:
-            yield conn
-            conn.execute("COMMIT" if commit else "ROLLBACK")
-        except BaseException:
             try:
-                conn.execute("ROLLBACK")
-            except self._errors:
-                pass
-            self._drop_connection()
-            raise
+                yield conn
+                conn.execute("COMMIT" if commit else "ROLLBACK")
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except self._errors:
+                    pass
+                raise
 
     def _failed(self, write: _Write, exc: BaseException) -> None:
         """Log (the error's code, no data) and count a write that did not happen."""
         metrics.storage_failed(write.operation)
+        if isinstance(exc, CircuitOpen):
+            return  # counted; the breaker's opening was logged once
         log.warning("storage write failed", extra={"operation": write.operation,
                                                    "error": self.backend.error_code(exc)})
 
@@ -295,12 +371,23 @@ class Storage:
 
     def writable(self) -> bool:
         """Readiness: a real write (rolled back) within the short wait, not just a read."""
+        return self.readiness() == "writable"
+
+    def readiness(self) -> str:
+        """What /readyz says of the storage: "writable", or "not writable (why): ..."; within
+        PROBE's deadline (0.6 s), and at once while the breaker is open."""
         try:
             self._probe()
-            return True
+            return "writable"
         except self._errors as exc:
             self._failed(PROBE, exc)
-            return False
+            if isinstance(exc, CircuitOpen):
+                why = f"the database failed just now; tried again in {math.ceil(self.breaker.seconds_until_retry())} s"
+            elif isinstance(exc, StorageTimeout):
+                why = f"the database did not answer within {PROBE.deadline_ms} ms"
+            else:
+                why = self.backend.error_code(exc)
+            return f"not writable ({why}): feedback answers 503, cards are not recorded"
 
     def _probe(self) -> None:
         with self._transaction(PROBE, commit=False) as tx:
@@ -354,21 +441,23 @@ class Storage:
         except self._errors as exc:
             self._failed(FEEDBACK, exc)
             raise StorageUnavailable("feedback could not be stored just now; send it again later",
-                                     retry_after=RETRY_AFTER_SECONDS) from exc
+                                     retry_after=self._retry_after()) from exc
         return [(rules.get(row[0], "unknown"), row[2]) for row in rows]
+
+    def _retry_after(self) -> int:
+        """Seconds a client should wait before sending again: at least until the breaker retries."""
+        return max(RETRY_AFTER_SECONDS, math.ceil(self.breaker.seconds_until_retry()))
 
     def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
         """(rule id, item key) of the cards overridden for this patient at or after ``since``: one
         indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
-        try:  # a read may wait on a lock too (PostgreSQL): bounded like the card records
+        # on the call's path: a read may wait on a lock too (PostgreSQL), so it is bounded like the
+        # replay check; any fault is raised and the caller shows the cards
+        with self._bounded(REPLAY) as conn:
             rows = self._execute(
-                self._configured(CARDS),
-                "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
+                conn, "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
                 "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
                 "WHERE c.patient_key = ? AND f.outcome = 'overridden'", (patient_key,)).fetchall()
-        except self._errors:
-            self._drop_connection()  # heal for the next call; the caller shows the cards
-            raise
         return frozenset((rule, key) for rule, key, at in rows if _at_or_after(at, since))
 
     def _rules_of(self, tx: Any, card_uuids: set[str]) -> dict[str, str]:
@@ -400,7 +489,7 @@ class Storage:
         except self._errors as exc:
             self._failed(REPLAY, exc)
             if self.replay_fail_closed:
-                raise StorageUnavailable("the service cannot check tokens just now", retry_after=RETRY_AFTER_SECONDS) from exc
+                raise StorageUnavailable("the service cannot check tokens just now", retry_after=self._retry_after()) from exc
             fresh = not self._jti_stored(issuer, jti, now)
         if fresh:
             self._remember_here(key, expires_at, now)
@@ -409,11 +498,10 @@ class Storage:
     def _jti_stored(self, issuer: str, jti: str, now: float) -> bool:
         """Whether the database holds a live entry (reading works while writes are locked out)."""
         try:
-            conn = self._configured(REPLAY)  # a read may wait on a lock too (PostgreSQL): bounded as well
-            return self._execute(conn, "SELECT 1 FROM jwt_replay WHERE issuer = ? AND jti = ? AND expires_at >= ?",
-                                 (issuer, jti, now)).fetchone() is not None
+            with self._bounded(REPLAY) as conn:  # a read may wait on a lock too (PostgreSQL): bounded as well
+                return self._execute(conn, "SELECT 1 FROM jwt_replay WHERE issuer = ? AND jti = ? AND expires_at >= ?",
+                                     (issuer, jti, now)).fetchone() is not None
         except self._errors:
-            self._drop_connection()
             return False  # nothing shared can be read either: this process's memory is all there is
 
     def _remember_here(self, key: tuple[str, str], expires_at: float, now: float) -> None:

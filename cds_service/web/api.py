@@ -207,7 +207,7 @@ def readyz() -> Any:
     every instance out of the load balancer. The body says so, and the probe's failure is
     counted (``cds_storage_failures_total{operation="probe"}``) for the alert."""
     rt = runtime()
-    storage = "writable" if rt.storage.writable() else "not writable: feedback answers 503, cards are not recorded"
+    storage = rt.storage.readiness()  # within 1 s, also on a hung database (storage/bounds.py)
     return jsonify({"status": "ready", "storage": storage, "knowledge": rt.knowledge.summary()["rules"]})
 
 
