@@ -88,7 +88,7 @@ def _report(*args: str):
 def test_text_report_from_the_service_database(database):
     result = _report()
     assert result.exit_code == 0, result.output
-    assert f"{OPIOID}       6         1           5            83%  << REVIEW" in result.output
+    assert f"{OPIOID}       6         1           5            83%          0  << REVIEW" in result.output
     assert "top override reasons: Tolerated this before without a reaction (5)" in result.output
     assert "2026-W48" in result.output
 

@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 
 from cds_service.core.engine import Finding
-from cds_service.core.facts import Facts
+from cds_service.core.facts import Facts, MedicationFact
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Action, Suggestion
+from cds_service.core.silencing import medication_key
 from cds_service.core.terminology import RXNORM, Terminology
 
 SUMMARY_LIMIT = 139
@@ -55,10 +56,10 @@ class IssuedCard:
 
 
 def item_key(finding: Finding, terminology: Terminology) -> str:
-    """What an override is remembered by, with the patient and the rule: a drug's RxNorm
-    ingredient (the ingredients joined by "+" for a combination product; else its code, else its
-    name), a procedure's code (else its name), or "" for a patient-level finding. Any product of
-    the same ingredient counts as the same drug."""
+    """What an override is remembered by, with the patient and the rule (``silencing``): for a
+    medication its drug (the RxNorm ingredients joined by "+" for a combination product; else its
+    code, else its name), route family and single dose (``silencing.medication_key``); a
+    procedure's code (else its name); or "" for a patient-level finding."""
     item = finding.item
     if item is None:
         return ""
@@ -66,8 +67,12 @@ def item_key(finding: Finding, terminology: Terminology) -> str:
     rxnorm = [code for system, code, _ in getattr(item, "codings", ()) if system == RXNORM and code]
     if rxnorm:
         ingredients = terminology.expand_rxnorm(rxnorm[0])[1:]
-        return "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
-    return codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
+        drug = "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
+    else:
+        drug = codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
+    if isinstance(item, MedicationFact):
+        return medication_key(drug.replace("|", "/"), item.route, item.single_dose_mg)
+    return drug
 
 
 def escape(text: str) -> str:

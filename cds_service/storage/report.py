@@ -38,6 +38,7 @@ class RuleReport:
     issued: int = 0
     accepted: int = 0
     overridden: int = 0
+    held_back: int = 0  # warning cards the override window kept from the clinician
     override_rate: float | None = None
     top_reasons: list[dict[str, Any]] = field(default_factory=list)
     weeks: dict[str, Week] = field(default_factory=dict)
@@ -94,6 +95,10 @@ def build_report(history: dict[str, list[Any]], since: datetime | None = None, u
         entry = rule(rule_id)
         entry.issued += 1
         entry.weeks.setdefault(iso_week(when), Week()).issued += 1
+    for rule_id, held_at in history.get("held_back", []):
+        when = _instant(held_at)
+        if when is not None and _inside(when, since, until):
+            rule(rule_id).held_back += 1
     seen: set[tuple[str, str]] = set()
     reasons: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     for rule_id, card, outcome, at, code, display in history["feedback"]:
@@ -145,10 +150,11 @@ def as_text(report: Report) -> str:
     if not report.rules:
         return "\n".join(lines + ["No card was issued and no feedback was received in this period."])
     width = max(len(r.rule) for r in report.rules)
-    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate")
+    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate  held back")
     for r in report.rules:
         mark = "  << REVIEW" if r.flagged else ""
-        lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  {_rate(r.override_rate):>13}{mark}")
+        lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  "
+                     f"{_rate(r.override_rate):>13}  {r.held_back:9d}{mark}")
     for r in report.rules:
         if not (r.top_reasons or r.weeks):
             continue
@@ -166,7 +172,8 @@ def as_json(report: Report) -> str:
     return json.dumps(body, indent=2)
 
 
-CSV_COLUMNS = ["rule", "week", "issued", "accepted", "overridden", "override_rate", "flagged", "top_override_reasons"]
+CSV_COLUMNS = ["rule", "week", "issued", "accepted", "overridden", "override_rate", "flagged", "top_override_reasons",
+               "held_back"]
 
 
 def as_csv(report: Report) -> str:
@@ -177,11 +184,11 @@ def as_csv(report: Report) -> str:
     for r in report.rules:
         reasons = "; ".join(f"{x['code']} ({x['count']})" for x in r.top_reasons)
         writer.writerow([r.rule, "all", r.issued, r.accepted, r.overridden,
-                         "" if r.override_rate is None else r.override_rate, r.flagged, reasons])
+                         "" if r.override_rate is None else r.override_rate, r.flagged, reasons, r.held_back])
         for week, w in r.weeks.items():
             answered = w.accepted + w.overridden
             writer.writerow([r.rule, week, w.issued, w.accepted, w.overridden,
-                             round(w.overridden / answered, 3) if answered else "", "", ""])
+                             round(w.overridden / answered, 3) if answered else "", "", "", ""])
     return out.getvalue()
 
 

@@ -34,6 +34,7 @@ import random
 import sqlite3
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -397,17 +398,22 @@ class Storage:
     # ------------------------------------------------------------------ writes
 
     def record_cards(self, service_id: str, hook_instance: str, issued: Iterable[IssuedCard],
-                     patient_key: str | None = None, at: datetime | None = None) -> bool:
+                     patient_key: str | None = None, at: datetime | None = None,
+                     held_back: Iterable[tuple[str, str]] = ()) -> bool:
         """Remember the cards issued (best effort): False, logged and counted, when they could not be.
 
         Each card is stored with every rule it carries; ``patient_key`` is a keyed hash of the
-        patient id (``pseudonym.patient_key``), never the id itself."""
-        issued = list(issued)
-        if not issued:
+        patient id (``pseudonym.patient_key``), never the id itself. ``held_back``: (rule id, item
+        key) of the warning cards the override window kept from this answer, counted for the report."""
+        issued, held_back = list(issued), list(held_back)
+        if not issued and not held_back:
             return True
         when = _iso(at)
         try:
             with self._transaction(CARDS) as tx:
+                self._executemany(tx, "INSERT INTO held_back_card VALUES (?, ?, ?, ?, ?, ?)",
+                                  [(str(uuid.uuid4()), hook_instance, rule, key, service_id, when)
+                                   for rule, key in held_back])
                 self._executemany(tx, "INSERT INTO issued_card (card_uuid, rule_id, service_id, hook_instance, issued_at, "
                                   "patient_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                   [(c.uuid, c.rule_id, service_id, hook_instance, when, patient_key) for c in issued])
@@ -449,15 +455,16 @@ class Storage:
         return max(RETRY_AFTER_SECONDS, math.ceil(self.breaker.seconds_until_retry()))
 
     def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
-        """(rule id, item key) of the cards overridden for this patient at or after ``since``: one
-        indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
+        """(rule id, item key) of the cards overridden with a reason (a coded one: a plain Dismiss
+        silences nothing) for this patient at or after ``since``: one indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
         # on the call's path: a read may wait on a lock too (PostgreSQL), so it is bounded like the
         # replay check; any fault is raised and the caller shows the cards
         with self._bounded(REPLAY) as conn:
             rows = self._execute(
                 conn, "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
                 "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
-                "WHERE c.patient_key = ? AND f.outcome = 'overridden'", (patient_key,)).fetchall()
+                "WHERE c.patient_key = ? AND f.outcome = 'overridden' "
+                "AND f.override_code IS NOT NULL AND f.override_code <> ''", (patient_key,)).fetchall()
         return frozenset((rule, key) for rule, key, at in rows if _at_or_after(at, since))
 
     def _rules_of(self, tx: Any, card_uuids: set[str]) -> dict[str, str]:
@@ -524,7 +531,7 @@ class Storage:
         stop = time.monotonic() + max_seconds if max_seconds else float("inf")
         cards_before = _iso(now - timedelta(days=self.retention.issued_card_days))
         feedback_before = _iso(now - timedelta(days=self.retention.feedback_days))
-        deleted = {"jwt_replay": 0, "feedback": 0, "issued_card": 0}
+        deleted = {"jwt_replay": 0, "feedback": 0, "issued_card": 0, "held_back_card": 0}
         jobs = [
             ("jwt_replay", "SELECT issuer, jti FROM jwt_replay WHERE expires_at < ? LIMIT ?",
              ["DELETE FROM jwt_replay WHERE issuer = ? AND jti = ?"], now.timestamp()),
@@ -535,6 +542,8 @@ class Storage:
              ["DELETE FROM issued_suggestion WHERE card_uuid = ?", "DELETE FROM card_rule WHERE card_uuid = ?",
               "DELETE FROM issued_card WHERE card_uuid = ?"],
              cards_before),
+            ("held_back_card", "SELECT held_uuid FROM held_back_card WHERE held_at < ? LIMIT ?",
+             ["DELETE FROM held_back_card WHERE held_uuid = ?"], cards_before),
         ]
         for table, select, deletes, cutoff in jobs:
             while time.monotonic() < stop:
@@ -570,7 +579,7 @@ class Storage:
     def row_counts(self) -> dict[str, int]:
         conn = self._connection()
         return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("issued_card", "issued_suggestion", "feedback", "jwt_replay")}
+                for table in ("issued_card", "issued_suggestion", "feedback", "jwt_replay", "held_back_card")}
 
     def stats(self) -> dict[str, Any]:
         conn = self._connection()
@@ -608,7 +617,11 @@ class Storage:
             "SELECT DISTINCT COALESCE(r.rule_id, '(unknown card)'), f.card_uuid, f.outcome, f.outcome_timestamp, "
             "f.override_code, f.override_display FROM feedback f LEFT JOIN card_rule r ON r.card_uuid = f.card_uuid "
             "ORDER BY f.outcome_timestamp").fetchall()
-        return {"issued": [tuple(row) for row in issued], "feedback": [tuple(row) for row in feedback]}
+        held_back = self._execute(
+            conn, "SELECT rule_id, held_at FROM held_back_card WHERE held_at >= ? AND held_at < ? ORDER BY held_at",
+            (issued_since or "", issued_until or "\uffff")).fetchall()
+        return {"issued": [tuple(row) for row in issued], "feedback": [tuple(row) for row in feedback],
+                "held_back": [tuple(row) for row in held_back]}
 
 
 def _entry(issued: int) -> dict[str, Any]:

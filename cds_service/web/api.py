@@ -145,7 +145,8 @@ def _after_answer(rt: Runtime, service_id: str, hook_request: HookRequest, data:
     """Once the answer is sent: store the issued cards, then log and time the call (store included)."""
     t0 = time.perf_counter()
     try:
-        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient)
+        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient,
+                                held_back=decision.held_back)
     except Exception as exc:  # never raised by storage faults (logged there); a bug must not go unseen
         log.error("recording the cards failed", extra={"request_id": fields["request_id"], "error": type(exc).__name__})
     store = time.perf_counter() - t0
