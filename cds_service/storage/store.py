@@ -55,6 +55,7 @@ PRUNE_BATCH = 1000  # rows per pruning transaction: the write lock is held only 
 PRUNE_SECONDS = 2.0  # one automatic pruning run stops after this; the next run goes on
 REPLAY_MEMORY = 50_000  # JWT ids this process remembers itself (the database remembers all)
 RETRY_AFTER_SECONDS = 5
+MIN_FREE_BYTES = 1 << 20  # SQLite: less free space than this on the database's disk is reported as full
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class _Backend:
         """A short, data-free name for a database error (for logs and the start-up message)."""
         return type(exc).__name__
 
+    def space_problem(self) -> str | None:
+        """Why the database's disk will refuse the next writes, if this process can see it."""
+        return None  # PostgreSQL: the server's disk, watched by the server's own monitoring
+
     def sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
@@ -168,6 +173,16 @@ class _Sqlite(_Backend):
 
     def describe(self) -> str:
         return f"SQLite file {self.path}"
+
+    def space_problem(self) -> str | None:
+        # The readiness probe rolls back before anything reaches the disk (and the WAL reuses
+        # space it already holds), so a full disk passes it: the free space is asked directly.
+        try:
+            disk = os.statvfs(self.path.parent)
+        except OSError:
+            return None  # the folder is missing: the probe itself fails
+        free = disk.f_bavail * disk.f_frsize
+        return f"the disk holding the database has {free} bytes free" if free < MIN_FREE_BYTES else None
 
     def error_code(self, exc: BaseException) -> str:
         return getattr(exc, "sqlite_errorname", None) or type(exc).__name__  # SQLITE_BUSY, SQLITE_READONLY, ...
@@ -379,6 +394,9 @@ class Storage:
         PROBE's deadline (0.6 s), and at once while the breaker is open."""
         try:
             self._probe()
+            if (problem := self.backend.space_problem()) is not None:
+                metrics.storage_failed(PROBE.operation)
+                return f"not writable ({problem}): feedback answers 503, cards are not recorded"
             return "writable"
         except self._errors as exc:
             self._failed(PROBE, exc)
