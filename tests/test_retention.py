@@ -134,6 +134,7 @@ def test_workers_prune_by_themselves_after_answering(app_config):
         response = app.test_client().get("/healthz", buffered=False)  # not closed yet
         assert store.row_counts()["issued_card"] == 5  # nothing happens before the answer is sent
         response.close()  # what the WSGI server does once the answer is sent
+        assert app.extensions["cds"].storage.background.wait_idle()  # the prune runs on the background thread
         assert store.row_counts()["issued_card"] == 2
     finally:
         _close(store)

@@ -40,12 +40,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from cds_service import metrics
 from cds_service.core.cards import IssuedCard
 from cds_service.errors import StorageUnavailable, StorageUnusable
+from cds_service.storage.background import Background
 from cds_service.storage.bounds import (CircuitBreaker, CircuitOpen, StorageFault, StorageTimeout,
                                         bounded_postgres_connection, connect_within)
 
@@ -278,6 +279,9 @@ class Storage:
         self._seen: dict[tuple[str, str], float] = {}  # (issuer, jti) -> expiry: replays this process saw
         self._seen_lock = threading.Lock()
         self._next_prune = (os.getpid(), 0.0)
+        self._prune_lock = threading.Lock()  # the schedule: one run at a time, each due once
+        # the card records and the prune, once the answer is sent: one thread per process
+        self.background = Background(idle=self.maybe_prune)
 
     # ------------------------------------------------------------------ connections
 
@@ -605,14 +609,21 @@ class Storage:
                     break
         return deleted
 
+    def after_answer(self, job: Callable[[], None] | None = None) -> None:
+        """Once an answer is sent: ``job`` (the call's card record) and the prune when it is due,
+        on this process's background thread, so the next call on the connection does not wait."""
+        self.background.submit(job or self.maybe_prune)
+
     def maybe_prune(self, now: datetime | None = None) -> None:
         """Prune when this process's interval is up (jittered so workers spread out); never raises."""
         interval = self.retention.interval_seconds
-        pid, due = self._next_prune
-        if interval <= 0 or (pid == os.getpid() and time.monotonic() < due):
-            return
-        first = pid != os.getpid()  # a new worker waits a random part of an interval before its first run
-        self._next_prune = (os.getpid(), time.monotonic() + interval * (random.random() if first else random.uniform(0.9, 1.1)))
+        with self._prune_lock:
+            pid, due = self._next_prune
+            if interval <= 0 or (pid == os.getpid() and time.monotonic() < due):
+                return
+            first = pid != os.getpid()  # a new worker waits a random part of an interval before its first run
+            self._next_prune = (os.getpid(),
+                                time.monotonic() + interval * (random.random() if first else random.uniform(0.9, 1.1)))
         if first:
             return
         try:

@@ -95,7 +95,7 @@ def _request_id() -> str:
 @ops.after_app_request
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
-    response.call_on_close(runtime().storage.maybe_prune)  # once the answer is sent: off the call's path
+    response.call_on_close(runtime().storage.after_answer)  # the prune when due, on the background thread
     return response
 
 
@@ -125,8 +125,9 @@ def call_service(service_id: str) -> Any:
     t2 = time.perf_counter()
     metrics.cards_returned(decision.cards)
     response = jsonify({"cards": decision.cards})
-    # What was issued is remembered once the answer is sent (the server closes the response):
-    # the write costs the caller no time, and it is best effort, so it can never fail the call.
+    # What was issued is remembered once the answer is sent (the server closes the response), on
+    # the process's background thread: the write costs neither this caller nor the next call on
+    # this connection any time, and it is best effort, so it can never fail the call.
     # The parsed request goes with it, so that freeing a long chart's objects is not waited for either.
     fields = {
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
@@ -135,8 +136,8 @@ def call_service(service_id: str) -> Any:
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2),
         "evaluate_ms": round((t2 - t1) * 1000, 2),
     }
-    response.call_on_close(partial(_after_answer, rt, service.id, hook_request, data, decision, patient, fields,
-                                   (t1 - t0, t2 - t1)))
+    response.call_on_close(partial(rt.storage.after_answer, partial(
+        _after_answer, rt, service.id, hook_request, data, decision, patient, fields, (t1 - t0, t2 - t1))))
     return response
 
 
