@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from casebuilder import build_request
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.core.pseudonym import patient_key
 from cds_service.core.silencing import medication_key
 from helpers import NOW, SERVICES

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cds_service import create_app
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.storage.store import Retention, Storage
 from test_storage import _close, _overridden
 

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import uuid
 
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.storage.store import WAL_CHECKPOINT_BYTES, WAL_LIMIT_BYTES, Storage
 from test_storage import _close
 

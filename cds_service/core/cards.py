@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from cds_service.core.engine import Finding
 from cds_service.core.facts import Facts, MedicationFact
+from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Action, Suggestion
 from cds_service.core.silencing import medication_key
@@ -37,22 +37,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 MERGED_RULES = "https://cds-back-pain.example.org/cds-hooks/extension/merged-rules"
-
-
-@dataclass(frozen=True)
-class IssuedCard:
-    """What storage keeps of a card: its rule ids (several for a merged card, the lead first),
-    its suggestions, and per rule the item key an override is remembered by (``item_key``)."""
-
-    uuid: str
-    rule_ids: tuple[str, ...]
-    suggestion_uuids: tuple[str, ...]
-    item_keys: tuple[str, ...] = ()  # parallel to rule_ids
-
-    @property
-    def rule_id(self) -> str:
-        """The card's ``source.topic.code``: its only rule, or the lead rule of a merged card."""
-        return self.rule_ids[0]
 
 
 def item_key(finding: Finding, terminology: Terminology) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection
 
-from cds_service.core.cards import IssuedCard, build_cards, fhir_version_card, item_key
+from cds_service.core.cards import build_cards, fhir_version_card, item_key
+from cds_service.core.issued import IssuedCard
 from cds_service.core.silencing import silenced
 from cds_service.core.engine import Finding, evaluate
 from cds_service.core.facts import build_facts

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from cds_service import metrics
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.errors import StorageUnavailable, StorageUnusable
 from cds_service.storage.background import Background
 from cds_service.storage.bounds import (CircuitBreaker, CircuitOpen, StorageFault, StorageTimeout,
