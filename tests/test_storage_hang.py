@@ -248,3 +248,17 @@ def _an_hour_ago():
     from datetime import datetime, timedelta, timezone
 
     return datetime.now(timezone.utc) - timedelta(hours=1)
+
+
+def test_a_server_that_accepts_but_never_answers_costs_at_most_the_deadline():
+    """The kernel completes the handshake of a listening socket nobody serves (a hung postmaster):
+    libpq would wait its 2 s minimum connect_timeout; the operation's deadline ends it sooner."""
+    pytest.importorskip("psycopg")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        store = Storage(f"postgresql://cds:cds@127.0.0.1:{silent.getsockname()[1]}/cds")
+        took, said = _timed(store.readiness)
+        assert took < READYZ_SECONDS and str(said).startswith("not writable (the database did not answer")
+        took, recorded = _timed(lambda: store.record_cards(ORDER_SELECT, "hook", [_card(RULE)]))
+        assert took < 0.05 and recorded is False  # the breaker is open: not tried again for a while
