@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from casebuilder import build_request
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.core.pseudonym import patient_key
+from cds_service.core.silencing import medication_key
 from cds_service.knowledge.cases import read_cases
 from helpers import FIXTURES, NOW, SERVICES
 
@@ -30,21 +31,23 @@ class Served:
 
 def seed_feedback(app: Any, request: dict[str, Any], feedback: list[dict[str, Any]]) -> None:
     """Stored feedback before the call: for each entry, a card of ``rule`` issued to this patient
-    about ``drug_ingredient`` (none: a patient-level rule) and its ``outcome`` ``days_ago`` days
-    before the pinned clock."""
+    about ``drug_ingredient`` given by ``route`` (a route family) at ``dose_mg`` (none: a
+    patient-level rule), and its ``outcome`` ``days_ago`` days before the pinned clock, with the
+    override ``reason`` code if one is given (none: a plain Dismiss)."""
     rt = app.extensions["cds"]
     patient = patient_key(rt.override_window.secret, request["context"]["patientId"])
     service = SERVICES[request["hook"]]
     for entry in feedback:
         card = str(uuid.uuid4())
-        rt.storage.record_cards(service, request["hookInstance"],
-                                [IssuedCard(card, (entry["rule"],), (), (entry.get("drug_ingredient", ""),))],
+        item = (medication_key(str(entry["drug_ingredient"]), entry.get("route"), entry.get("dose_mg"))
+                if "drug_ingredient" in entry else "")
+        rt.storage.record_cards(service, request["hookInstance"], [IssuedCard(card, (entry["rule"],), (), (item,))],
                                 patient_key=patient)
-        item = {"card": card, "outcome": entry["outcome"],
-                "outcomeTimestamp": (NOW - timedelta(days=entry["days_ago"])).isoformat()}
+        answer = {"card": card, "outcome": entry["outcome"],
+                  "outcomeTimestamp": (NOW - timedelta(days=entry["days_ago"])).isoformat()}
         if entry.get("reason"):
-            item["overrideReason"] = {"reason": {"system": rt.knowledge.override_reason_system, "code": entry["reason"]}}
-        rt.storage.record_feedback(service, [item])
+            answer["overrideReason"] = {"reason": {"system": rt.knowledge.override_reason_system, "code": entry["reason"]}}
+        rt.storage.record_feedback(service, [answer])
 
 
 @cache

@@ -25,13 +25,18 @@ if os.environ.get("CI"):
 
 
 class ClosingClient(FlaskClient):
-    """A test client that closes each response as a server does once the answer is sent, so what
-    a view leaves for after the answer (storing the issued cards, pruning) has run when the call
-    returns. Werkzeug's client closes only buffered responses."""
+    """A test client that closes each response as a server does once the answer is sent, and waits
+    for the work the view leaves for after the answer (storing the issued cards, pruning: on the
+    storage's background thread), so that it has run when the call returns. Werkzeug's client
+    closes only buffered responses."""
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
+        response = super().open(*args, **kwargs)
+        runtime = getattr(self.application, "extensions", {}).get("cds")
+        if kwargs["buffered"] and runtime is not None:  # that work runs on the background thread
+            assert runtime.storage.background.wait_idle(), "the work after the answer did not finish"
+        return response
 
 
 Flask.test_client_class = ClosingClient  # every app of the test session, however it was made

@@ -71,11 +71,13 @@ def test_feedback_for_unknown_service_is_404(client):
 
 
 def test_issued_cards_are_stored_once_the_answer_is_sent(hooks, app):
-    """The card record is written after the answer leaves (the server closes the response), so the
-    clinician never waits for the database; it is there for the feedback that follows."""
+    """The card record is written after the answer leaves (the server closes the response), on the
+    background thread, so neither the clinician nor the next call waits for the database; it is
+    there for the feedback that follows."""
     storage = app.extensions["cds"].storage
     response = hooks.call(request_fixture("order-select/mcas-adult--succinylcholine.json"), buffered=False)
     (card,) = response.get_json()["cards"]
     assert "mcas.neuromuscular-blocker" not in storage.stats()  # answered, not yet closed
     response.close()  # what the WSGI server does once the answer is sent
+    assert storage.background.wait_idle()  # then the process's background thread writes it
     assert storage.stats()["mcas.neuromuscular-blocker"]["issued"] == 1

@@ -21,7 +21,7 @@ from cds_service.storage.report import build_report, by_release
 from helpers import NOW, rule_ids
 
 RULE = "mcas.histamine-releasing-opioid"
-MORPHINE = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet"}
+MORPHINE = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet", "dose": [1, "{pill}"], "per_day": 4}  # a readable dose: an override can silence it
 SUCCINYLCHOLINE = {"rxcui": "1594589", "text": "succinylcholine chloride 20 MG/ML Injectable Solution"}
 
 
@@ -217,7 +217,7 @@ def test_silent_findings_go_with_the_issued_card_retention(silent_app):
     silent.record_call(store, "back-pain-order-select", "h", "r", [], [silent.SilentFinding(RULE, "", "warning")],
                        at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     silent.record_call(store, "back-pain-order-select", "h", "r", [], [silent.SilentFinding(RULE, "", "warning")])
-    assert silent.prune(store)["silent_finding"] == 1  # the one older than 90 days
+    assert store.prune()["silent_finding"] == 1  # the one older than 90 days
     assert _rows(silent_app, "SELECT COUNT(*) FROM silent_finding") == [(1,)]
 
 
@@ -239,4 +239,4 @@ def test_silent_storage_on_each_backend(database_url):
     found = silent.history(store)
     assert [(w, n) for w, _, n in found["calls"]] == [("2026-W01", 1), (silent.iso_week(datetime.now(timezone.utc)), 2)]
     assert found["releases"] == [(card.uuid, "1.0+sha256.a")] and len(found["silent"]) == 3
-    assert silent.prune(store)["silent_finding"] == 1
+    assert store.prune()["silent_finding"] == 1

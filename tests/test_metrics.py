@@ -144,3 +144,16 @@ def test_served_metrics_add_up_every_worker_and_forget_a_former_run(tmp_path: Pa
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
+
+
+def test_start_up_empties_the_metrics_folder_of_prometheus_files_only(tmp_path: Path, monkeypatch):
+    """Pointed at the database's folder, a restart once deleted the database (issue 24, item 6)."""
+    from cds_service.web.metrics import MULTIPROC_ENV, _multiprocess_dir
+
+    ours = ["counter_123.db", "histogram_123.db", "gauge_livesum_9.db", "gauge_all_9.db", "summary_4.db"]
+    theirs = ["cds.db", "counter.db", "gauge_123.db", "histogram_12a.db", "cds.sqlite3"]
+    for name in ours + theirs:
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    _multiprocess_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)

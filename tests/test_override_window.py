@@ -1,6 +1,8 @@
-"""The override window over HTTP (issue 8, R10): a warning overridden for a patient is not shown
-again for the same rule and drug within the window; another patient, another drug, an older
-override or a storage fault shows it. And feedback on a merged card counts for every rule in it."""
+"""The override window over HTTP (issue 8, R10; issue 19, must have 4): a warning overridden with
+a reason for a patient is not shown again for the same rule, drug and route at the same or a lower
+dose within the window; a plain Dismiss, another patient, another drug, a higher dose, an
+unreadable dose, an older override or a storage fault shows it. The cards held back are counted
+by the feedback report. And feedback on a merged card counts for every rule in it."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +14,8 @@ from cds_service.core.cards import MERGED_RULES
 from helpers import NOW, rule_ids
 
 RULE = "mcas.histamine-releasing-opioid"
-MORPHINE = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet"}
+MORPHINE = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet", "dose": [1, "{pill}"], "per_day": 4}
+MORPHINE_30 = {**MORPHINE, "dose": [2, "{pill}"]}
 CODEINE = {"rxcui": "993781", "text": "acetaminophen 300 MG / codeine phosphate 30 MG Oral Tablet"}
 
 
@@ -24,22 +27,52 @@ def _sign(drug, patient_id=None):
     return request
 
 
-def _override(client, card, days_ago=1):
+def _override(client, card, days_ago=1, reason="tolerated-before"):
     item = {"card": card["uuid"], "outcome": "overridden",
-            "outcomeTimestamp": (NOW - timedelta(days=days_ago)).isoformat().replace("+00:00", "Z"),
-            "overrideReason": {"reason": {"system": card["overrideReasons"][0]["system"], "code": "tolerated-before"}}}
+            "outcomeTimestamp": (NOW - timedelta(days=days_ago)).isoformat().replace("+00:00", "Z")}
+    if reason:  # none: a plain Dismiss
+        item["overrideReason"] = {"reason": {"system": card["overrideReasons"][0]["system"], "code": reason}}
     assert client.post("/cds-services/back-pain-order-sign/feedback", json={"feedback": [item]}).status_code == 200
 
 
-def _overridden_morphine_card(hooks, client, days_ago=1):
-    (card,) = hooks.cards(_sign(MORPHINE))
+def _overridden_morphine_card(hooks, client, days_ago=1, reason="tolerated-before", drug=MORPHINE):
+    (card,) = hooks.cards(_sign(drug))
     assert card["source"]["topic"]["code"] == RULE
-    _override(client, card, days_ago)
+    _override(client, card, days_ago, reason)
 
 
 def test_an_overridden_card_is_not_shown_again_to_the_same_patient_for_the_same_drug(hooks, client):
     _overridden_morphine_card(hooks, client)
     assert hooks.cards(_sign(MORPHINE)) == []
+
+
+def test_a_plain_dismiss_silences_nothing(hooks, client):
+    _overridden_morphine_card(hooks, client, reason=None)
+    assert rule_ids(hooks.cards(_sign(MORPHINE))) == [RULE]
+
+
+def test_an_override_covers_the_same_or_a_lower_dose_never_a_higher_one(hooks, client):
+    _overridden_morphine_card(hooks, client)  # 15 mg
+    assert rule_ids(hooks.cards(_sign(MORPHINE_30))) == [RULE]
+    _overridden_morphine_card(hooks, client, drug=MORPHINE_30)
+    assert hooks.cards(_sign(MORPHINE_30)) == [] and hooks.cards(_sign(MORPHINE)) == []
+
+
+def test_an_order_whose_dose_cannot_be_read_is_never_silenced(hooks, client):
+    _overridden_morphine_card(hooks, client)
+    undosed = {"rxcui": "892582", "text": "morphine sulfate 15 MG Oral Tablet"}
+    assert rule_ids(hooks.cards(_sign(undosed))) == [RULE]
+
+
+def test_the_feedback_report_counts_the_cards_held_back(hooks, client, app):
+    from cds_service.storage.report import build_report
+
+    _overridden_morphine_card(hooks, client)
+    for _ in range(3):
+        assert hooks.cards(_sign(MORPHINE)) == []
+    report = build_report(app.extensions["cds"].storage.card_history())
+    (entry,) = [r for r in report.rules if r.rule == RULE]
+    assert (entry.issued, entry.overridden, entry.held_back) == (1, 1, 3)
 
 
 def test_a_critical_card_is_shown_again_after_an_override(hooks, client):

@@ -89,7 +89,7 @@ def test_text_report_from_the_service_database(database):
     result = _report()
     assert result.exit_code == 0, result.output
     # the calls were counted (go-live, issue 23): silent findings and rates per 1,000 calls beside them
-    assert f"{OPIOID}       6         1           5            83%       0            1000.0                0.0  << REVIEW" \
+    assert f"{OPIOID}       6         1           5            83%          0       0            1000.0                0.0  << REVIEW" \
         in result.output
     assert "top override reasons: Tolerated this before without a reaction (5)" in result.output
     assert "2026-W48" in result.output

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cds_service import create_app
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.storage.store import Retention, Storage
 from test_storage import _close, _overridden
 
@@ -90,12 +90,15 @@ def test_a_card_with_feedback_is_kept_as_long_as_its_feedback(database_url):
         answered, silent = _cards(1)[0], _cards(1)[0]
         store.record_cards(SERVICE, "hook-1", [answered, silent], at=START)
         store.record_feedback(SERVICE, [_overridden(answered)], at=START)
-        assert store.prune(START + timedelta(days=3)) == {"jwt_replay": 0, "feedback": 0, "issued_card": 1}
+        assert store.prune(START + timedelta(days=3)) == {"jwt_replay": 0, "feedback": 0, "issued_card": 1, "held_back_card": 0,
+                                                            "silent_finding": 0, "card_release": 0}
         assert store.stats()[RULE] == {"issued": 1, "accepted": 0, "overridden": 1,
                                        "override_reasons": {"patient-declined": 1}}  # still attributed
         # its feedback goes first, then the card in the same run
-        assert store.prune(START + timedelta(days=6)) == {"jwt_replay": 0, "feedback": 1, "issued_card": 1}
-        assert store.row_counts() == {"issued_card": 0, "issued_suggestion": 0, "feedback": 0, "jwt_replay": 0}
+        assert store.prune(START + timedelta(days=6)) == {"jwt_replay": 0, "feedback": 1, "issued_card": 1, "held_back_card": 0,
+                                                            "silent_finding": 0, "card_release": 0}
+        assert store.row_counts() == {"issued_card": 0, "issued_suggestion": 0, "feedback": 0, "jwt_replay": 0,
+                                     "held_back_card": 0}
     finally:
         _close(store)
 
@@ -133,6 +136,7 @@ def test_workers_prune_by_themselves_after_answering(app_config):
         response = app.test_client().get("/healthz", buffered=False)  # not closed yet
         assert store.row_counts()["issued_card"] == 5  # nothing happens before the answer is sent
         response.close()  # what the WSGI server does once the answer is sent
+        assert app.extensions["cds"].storage.background.wait_idle()  # the prune runs on the background thread
         assert store.row_counts()["issued_card"] == 2
     finally:
         _close(store)
@@ -145,5 +149,18 @@ def test_storage_prune_command(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "cds_service", "storage", "prune"],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"feedback": 0, "issued_card": 3, "jwt_replay": 0,
+    assert json.loads(result.stdout) == {"feedback": 0, "issued_card": 3, "jwt_replay": 0, "held_back_card": 0,
                                          "silent_finding": 0, "card_release": 0}
+
+
+def test_held_back_cards_are_kept_as_long_as_issued_cards(database_url):
+    store = Storage(database_url, RETENTION)
+    store.migrate()
+    try:
+        assert store.record_cards(SERVICE, "hook-1", [], held_back=[(RULE, "7052|oral|15")] * 2, at=START)
+        assert store.prune(START + timedelta(days=1))["held_back_card"] == 0
+        assert store.row_counts()["held_back_card"] == 2
+        assert store.prune(START + timedelta(days=3))["held_back_card"] == 2
+        assert store.row_counts()["held_back_card"] == 0
+    finally:
+        _close(store)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from cds_service.core.cards import IssuedCard
+from cds_service.core.issued import IssuedCard
 from cds_service.storage.store import Storage
 from helpers import POSTGRES_URL
 

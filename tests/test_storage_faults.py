@@ -257,7 +257,9 @@ def test_hook_calls_answer_with_cards_while_the_database_is_locked(secure_app, a
         assert int(answer.headers["Retry-After"]) > 0
         assert answer.get_json()["resourceType"] == "OperationOutcome"
         assert answer.get_json()["issue"][0]["code"] == "transient"
+        started = time.monotonic()
         ready = client.get("/readyz")  # still ready: hook calls answer with cards; the body says why
+        assert time.monotonic() - started < 1.0
         assert ready.status_code == 200 and ready.get_json()["storage"].startswith("not writable")
     assert metric_value(client, "cds_storage_failures_total", operation="record_cards") >= failures_before + 4
     assert client.post(feedback, json={"feedback": [item]}, headers=_bearer(feedback)).status_code == 200
@@ -272,6 +274,8 @@ def test_a_full_disk_costs_no_decision_and_the_service_heals(tmp_path, app_confi
         item = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-23T12:00:00Z"}
         failures_before = metric_value(client, "cds_storage_failures_total", operation="record_cards")
         filler = fill(disk)
+        said = client.get("/readyz").get_json()["storage"]  # its probe rolls back: the free space is asked
+        assert said.startswith("not writable (the disk holding the database has"), said
         during = [client.post(call, json=request_fixture(FIXTURE)) for _ in range(10)]
         assert [(r.status_code, len(r.get_json()["cards"])) for r in during] == [(200, 1)] * 10
         refused = client.post(feedback, json={"feedback": [item]})
@@ -281,6 +285,7 @@ def test_a_full_disk_costs_no_decision_and_the_service_heals(tmp_path, app_confi
         healed = [client.post(call, json=request_fixture(FIXTURE)).status_code for _ in range(60)]
         assert healed == [200] * 60
         assert client.post(feedback, json={"feedback": [item]}).status_code == 200
+        assert client.get("/readyz").get_json()["storage"] == "writable"
         assert app.extensions["cds"].storage.row_counts()["issued_card"] == 60  # only those after the fault
         _close(app.extensions["cds"].storage)
 

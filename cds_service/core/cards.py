@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from cds_service.core.engine import Finding
-from cds_service.core.facts import Facts
+from cds_service.core.facts import Facts, MedicationFact
+from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Action, Suggestion
+from cds_service.core.silencing import medication_key
 from cds_service.core.terminology import RXNORM, Terminology
 
 SUMMARY_LIMIT = 139
@@ -41,27 +42,11 @@ MERGED_RULES = "https://cds-back-pain.example.org/cds-hooks/extension/merged-rul
 KNOWLEDGE_RELEASE = "https://cds-back-pain.example.org/cds-hooks/extension/knowledge-release"
 
 
-@dataclass(frozen=True)
-class IssuedCard:
-    """What storage keeps of a card: its rule ids (several for a merged card, the lead first),
-    its suggestions, and per rule the item key an override is remembered by (``item_key``)."""
-
-    uuid: str
-    rule_ids: tuple[str, ...]
-    suggestion_uuids: tuple[str, ...]
-    item_keys: tuple[str, ...] = ()  # parallel to rule_ids
-
-    @property
-    def rule_id(self) -> str:
-        """The card's ``source.topic.code``: its only rule, or the lead rule of a merged card."""
-        return self.rule_ids[0]
-
-
 def item_key(finding: Finding, terminology: Terminology) -> str:
-    """What an override is remembered by, with the patient and the rule: a drug's RxNorm
-    ingredient (the ingredients joined by "+" for a combination product; else its code, else its
-    name), a procedure's code (else its name), or "" for a patient-level finding. Any product of
-    the same ingredient counts as the same drug."""
+    """What an override is remembered by, with the patient and the rule (``silencing``): for a
+    medication its drug (the RxNorm ingredients joined by "+" for a combination product; else its
+    code, else its name), route family and single dose (``silencing.medication_key``); a
+    procedure's code (else its name); or "" for a patient-level finding."""
     item = finding.item
     if item is None:
         return ""
@@ -69,8 +54,12 @@ def item_key(finding: Finding, terminology: Terminology) -> str:
     rxnorm = [code for system, code, _ in getattr(item, "codings", ()) if system == RXNORM and code]
     if rxnorm:
         ingredients = terminology.expand_rxnorm(rxnorm[0])[1:]
-        return "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
-    return codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
+        drug = "+".join(sorted(ingredients)) if ingredients else rxnorm[0]
+    else:
+        drug = codes[0] if codes else str(getattr(item, "text", "")).strip().lower()
+    if isinstance(item, MedicationFact):
+        return medication_key(drug.replace("|", "/"), item.route, item.single_dose_mg)
+    return drug
 
 
 def escape(text: str) -> str:

@@ -16,23 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection
 
-from cds_service.core.cards import IssuedCard, build_cards, fhir_version_card, item_key
+from cds_service.core.cards import build_cards, fhir_version_card, item_key
+from cds_service.core.issued import IssuedCard, SilentFinding
+from cds_service.core.silencing import silenced
 from cds_service.core.engine import Finding, evaluate
 from cds_service.core.facts import build_facts
 from cds_service.core.fhir import pre_r4_sign
 from cds_service.core.hooks import HookRequest
 from cds_service.core.rules import Knowledge, Service
 from cds_service.core.site import NO_SITE, SitePolicy
-
-
-@dataclass(frozen=True)
-class SilentFinding:
-    """A card a silent rule would have shown: kept with the same rule, item and indicator as a
-    real card's record, never answered."""
-
-    rule_id: str
-    item_key: str
-    indicator: str
 
 
 @dataclass(frozen=True)
@@ -46,6 +38,7 @@ class Decision:
     findings: list[Finding] = field(default_factory=list)  # why each card was issued (evaluate prints it)
     suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
     silent: list[SilentFinding] = field(default_factory=list)  # the site's silent rules' findings
+    held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule id, item key) of the suppressed cards, for storage
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
@@ -55,8 +48,9 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
 
     ``rules_url`` is the service's public ``/rules``: each card's source link points to its
     rule's page there (else to the guideline's URL). ``overridden`` holds (rule id, item key)
-    pairs overridden for this patient within the override window (looked up by the caller): a
-    warning card for one of them is not shown again. Critical and info cards always are: a
+    pairs overridden with a reason for this patient within the override window (looked up by the
+    caller): a warning card they cover (``silencing.silenced``: the same drug and route at the same
+    or a lower dose) is held back. Critical and info cards always are: a
     critical finding (a red flag, a drug to avoid in anaesthesia) may be new since the override.
     ``site`` says which rules are silent (evaluated, returned in ``Decision.silent`` only) or off.
     Every card carries the knowledge's release (``Knowledge.release``) in its extension.
@@ -65,14 +59,16 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
         return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts, site.silent, site.off)
-    shown, suppressed = [], []
+    shown, held_back = [], []
     for group in outcome.cards:
         lead = group[0]
-        if lead.indicator == "warning" and (lead.rule.id, item_key(lead, knowledge.terminology)) in overridden:
-            suppressed.append(lead.rule.id)
+        key = item_key(lead, knowledge.terminology)
+        if lead.indicator == "warning" and silenced(lead.rule.id, key, overridden):
+            held_back.append((lead.rule.id, key))
         else:
             shown.append(group)
     cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url,
                                 knowledge.release)
     silent = [SilentFinding(f.rule.id, item_key(f, knowledge.terminology), f.indicator) for f in outcome.silent]
-    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed, silent)
+    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g],
+                    [rule for rule, _ in held_back], silent, held_back)

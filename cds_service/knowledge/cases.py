@@ -229,7 +229,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "procedure": ((), (*CONCEPT[1], "status", "reason", "detail", "category")),
     "expect": (("rule", "indicator"), ("summary_contains", "detail_contains", "detail_excludes", "suggestions",
                                         "merged_rules")),
-    "feedback": (("rule", "outcome", "days_ago"), ("reason", "drug_ingredient")),
+    "feedback": (("rule", "outcome", "days_ago"), ("reason", "drug_ingredient", "route", "dose_mg")),
 }
 SHAPES["statements"] = SHAPES["medications"]
 # The key an author may reach for, and the one the case format uses.

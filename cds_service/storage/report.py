@@ -39,6 +39,7 @@ class RuleReport:
     issued: int = 0
     accepted: int = 0
     overridden: int = 0
+    held_back: int = 0  # warning cards the override window kept from the clinician
     override_rate: float | None = None
     top_reasons: list[dict[str, Any]] = field(default_factory=list)
     weeks: dict[str, Week] = field(default_factory=dict)
@@ -102,6 +103,10 @@ def build_report(history: dict[str, list[Any]], since: datetime | None = None, u
         entry = rule(rule_id)
         entry.issued += 1
         entry.weeks.setdefault(iso_week(when), Week()).issued += 1
+    for rule_id, held_at in history.get("held_back", []):
+        when = _instant(held_at)
+        if when is not None and _inside(when, since, until):
+            rule(rule_id).held_back += 1
     seen: set[tuple[str, str]] = set()
     reasons: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     for rule_id, card, outcome, at, code, display in history["feedback"]:
@@ -252,13 +257,13 @@ def as_text(report: Report) -> str:
     width = max(len(r.rule) for r in report.rules)
     golive = bool(report.calls or any(r.silent for r in report.rules))  # calls counted (migration 006 on)
     extra = "  silent  shown/1000 calls  silent/1000 calls" if golive else ""
-    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate{extra}")
+    lines.append(f"{'rule'.ljust(width)}  issued  accepted  overridden  override rate  held back{extra}")
     for r in report.rules:
         mark = "  << REVIEW" if r.flagged else ""
         more = (f"  {r.silent:6d}  {_per(r.shown_per_1000_calls):>16}  {_per(r.silent_per_1000_calls):>17}"
                 if golive else "")
         lines.append(f"{r.rule.ljust(width)}  {r.issued:6d}  {r.accepted:8d}  {r.overridden:10d}  "
-                     f"{_rate(r.override_rate):>13}{more}{mark}")
+                     f"{_rate(r.override_rate):>13}  {r.held_back:9d}{more}{mark}")
     if golive:
         lines.append(f"hook calls in the period's weeks: {report.calls}")
     for r in report.rules:
@@ -280,7 +285,7 @@ def as_json(report: Report) -> str:
 
 
 CSV_COLUMNS = ["rule", "week", "issued", "accepted", "overridden", "override_rate", "flagged", "top_override_reasons",
-               "silent", "calls", "shown_per_1000_calls", "silent_per_1000_calls"]
+               "held_back", "silent", "calls", "shown_per_1000_calls", "silent_per_1000_calls"]
 
 
 def as_csv(report: Report) -> str:
@@ -291,13 +296,13 @@ def as_csv(report: Report) -> str:
     for r in report.rules:
         reasons = "; ".join(f"{x['code']} ({x['count']})" for x in r.top_reasons)
         writer.writerow([r.rule, "all", r.issued, r.accepted, r.overridden,
-                         "" if r.override_rate is None else r.override_rate, r.flagged, reasons,
+                         "" if r.override_rate is None else r.override_rate, r.flagged, reasons, r.held_back,
                          r.silent, report.calls, _blank(r.shown_per_1000_calls), _blank(r.silent_per_1000_calls)])
         for week, w in r.weeks.items():
             answered = w.accepted + w.overridden
             calls = report.calls_by_week.get(week, 0)
             writer.writerow([r.rule, week, w.issued, w.accepted, w.overridden,
-                             round(w.overridden / answered, 3) if answered else "", "", "", w.silent, calls,
+                             round(w.overridden / answered, 3) if answered else "", "", "", "", w.silent, calls,
                              round(w.issued * 1000 / calls, 1) if calls else "",
                              round(w.silent * 1000 / calls, 1) if calls else ""])
     return out.getvalue()

@@ -9,18 +9,20 @@ modules talk to the database.
 """
 from __future__ import annotations
 
-import os
-import random
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from cds_service.core.cards import IssuedCard
-from cds_service.core.decision import SilentFinding  # noqa: F401 - re-exported for callers
-from cds_service.storage.store import PRUNE, PRUNE_BATCH, Storage, _iso, _Write
+from cds_service.core.issued import SilentFinding  # noqa: F401 - re-exported for callers
+from cds_service.core.issued import IssuedCard
+from cds_service.storage.backends import PRUNE, Operation
+from cds_service.storage.values import iso
 
-RECORD = _Write("record_silent", durable=False, wait_ms=200)
+if TYPE_CHECKING:
+    from cds_service.storage.database import Database as Storage
+
+RECORD = Operation("record_silent", durable=False, wait_ms=200, deadline_ms=700)
+PRUNE_BATCH = 1000
 
 
 def iso_week(when: datetime) -> str:
@@ -32,20 +34,20 @@ def record_call(storage: Storage, service_id: str, hook_instance: str, release: 
                 silent: Iterable[SilentFinding], patient_key: str | None = None, at: datetime | None = None) -> bool:
     """Count the call, and keep its cards' release and its silent findings; False when it could not."""
     at = at or datetime.now(timezone.utc)
-    when = _iso(at)
+    when = iso(at)
     findings = [(str(uuid.uuid4()), f.rule_id, f.item_key, f.indicator, service_id, hook_instance, patient_key,
                  release, when) for f in silent]
     try:
-        with storage._transaction(RECORD) as tx:
-            storage._execute(tx, "INSERT INTO call_count VALUES (?, ?, ?, 1) ON CONFLICT (week, service_id, "
+        with storage.transaction(RECORD) as tx:
+            storage.execute(tx, "INSERT INTO call_count VALUES (?, ?, ?, 1) ON CONFLICT (week, service_id, "
                              "knowledge_release) DO UPDATE SET calls = call_count.calls + 1",
                              (iso_week(at), service_id, release))
-            storage._executemany(tx, "INSERT INTO card_release VALUES (?, ?) ON CONFLICT DO NOTHING",
+            storage.executemany(tx, "INSERT INTO card_release VALUES (?, ?) ON CONFLICT DO NOTHING",
                                  [(c.uuid, release) for c in issued])
-            storage._executemany(tx, "INSERT INTO silent_finding VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", findings)
+            storage.executemany(tx, "INSERT INTO silent_finding VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", findings)
         return True
-    except storage._errors as exc:
-        storage._failed(RECORD, exc)
+    except storage.errors as exc:
+        storage.failed(RECORD, exc)
         return False
 
 
@@ -55,44 +57,22 @@ def history(storage: Storage, since: str | None = None, until: str | None = None
     release as (card_uuid, knowledge_release); issued cards as (rule_id, issued_at, card_uuid)."""
     conn = storage._connection()
     low, high = since or "", until or "\uffff"
-    silent = storage._execute(conn, "SELECT rule_id, found_at, knowledge_release FROM silent_finding "
+    silent = storage.execute(conn, "SELECT rule_id, found_at, knowledge_release FROM silent_finding "
                               "WHERE found_at >= ? AND found_at < ? ORDER BY found_at", (low, high)).fetchall()
     calls = conn.execute("SELECT week, knowledge_release, SUM(calls) FROM call_count "
                          "GROUP BY week, knowledge_release ORDER BY week").fetchall()
     releases = conn.execute("SELECT card_uuid, knowledge_release FROM card_release").fetchall()
-    issued = storage._execute(conn, "SELECT DISTINCT r.rule_id, c.issued_at, c.card_uuid FROM issued_card c "
+    issued = storage.execute(conn, "SELECT DISTINCT r.rule_id, c.issued_at, c.card_uuid FROM issued_card c "
                               "JOIN card_rule r ON r.card_uuid = c.card_uuid WHERE c.issued_at >= ? AND "
                               "c.issued_at < ? ORDER BY c.issued_at", (low, high)).fetchall()
     return {"silent": [tuple(r) for r in silent], "calls": [tuple(r) for r in calls],
             "releases": [tuple(r) for r in releases], "issued": [tuple(r) for r in issued]}
 
 
-_next_prune: dict[int, float] = {}  # process id -> monotonic time of its next run
-
-
-def maybe_prune(storage: Storage) -> None:
-    """``prune`` at most once per ``CDS_PRUNE_INTERVAL_SECONDS`` per process (a new worker waits a
-    random part of an interval first, so workers spread out); never raises. Runs after an answer."""
-    interval = storage.retention.interval_seconds
-    pid, now = os.getpid(), time.monotonic()
-    if interval <= 0:
-        return
-    if pid not in _next_prune:
-        _next_prune[pid] = now + interval * random.random()
-        return
-    if now < _next_prune[pid]:
-        return
-    _next_prune[pid] = now + interval * random.uniform(0.9, 1.1)
-    try:
-        prune(storage)
-    except storage._errors as exc:
-        storage._failed(PRUNE, exc)
-
-
-def prune(storage: Storage, now: datetime | None = None) -> dict[str, int]:
-    """Delete silent findings past the issued-card retention, and releases of cards pruned."""
-    now = now or datetime.now(timezone.utc)
-    before = _iso(now - timedelta(days=storage.retention.issued_card_days))
+def prune(storage: Storage, now: datetime, keep_days: float) -> dict[str, int]:
+    """Delete silent findings older than ``keep_days`` (the issued cards' retention), and the
+    releases of cards pruned; called by the storage's ``Pruner`` after the issued cards."""
+    before = iso(now - timedelta(days=keep_days))
     deleted = {"silent_finding": 0, "card_release": 0}
     jobs = [("silent_finding", "SELECT finding_id FROM silent_finding WHERE found_at < ? LIMIT ?",
              "DELETE FROM silent_finding WHERE finding_id = ?", (before,)),
@@ -101,9 +81,9 @@ def prune(storage: Storage, now: datetime | None = None) -> dict[str, int]:
              "DELETE FROM card_release WHERE card_uuid = ?", ())]
     for table, select, delete, params in jobs:
         while True:
-            with storage._transaction(PRUNE) as tx:
-                keys = [tuple(r) for r in storage._execute(tx, select, (*params, PRUNE_BATCH)).fetchall()]
-                storage._executemany(tx, delete, keys)
+            with storage.transaction(PRUNE) as tx:
+                keys = [tuple(r) for r in storage.execute(tx, select, (*params, PRUNE_BATCH)).fetchall()]
+                storage.executemany(tx, delete, keys)
             deleted[table] += len(keys)
             if len(keys) < PRUNE_BATCH:
                 break

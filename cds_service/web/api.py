@@ -105,8 +105,9 @@ def call_service(service_id: str) -> Any:
     patient = _patient_key(rt.override_window, call.request.context)
     metrics.cards_returned(decision.cards)
     response = jsonify({"cards": decision.cards})
-    # What was issued is remembered once the answer is sent (the server closes the response):
-    # the write costs the caller no time, and it is best effort, so it can never fail the call.
+    # What was issued is remembered once the answer is sent (the server closes the response), on
+    # the process's background thread: the write costs neither this caller nor the next call on
+    # this connection any time, and it is best effort, so it can never fail the call.
     # The parsed request goes with it, so that freeing a long chart's objects is not waited for either.
     fields = {
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
@@ -116,8 +117,9 @@ def call_service(service_id: str) -> Any:
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round(call.gather_seconds * 1000, 2),
         "evaluate_ms": round(call.decide_seconds * 1000, 2),
     }
-    response.call_on_close(partial(_after_answer, rt, service.id, call.request, call.data, decision, patient, fields,
-                                   (call.gather_seconds, call.decide_seconds)))
+    response.call_on_close(partial(rt.storage.after_answer, partial(
+        _after_answer, rt, service.id, call.request, call.data, decision, patient, fields,
+        (call.gather_seconds, call.decide_seconds))))
     return response
 
 
@@ -126,7 +128,8 @@ def _after_answer(rt: Runtime, service_id: str, hook_request: HookRequest, data:
     """Once the answer is sent: store the issued cards, then log and time the call (store included)."""
     t0 = time.perf_counter()
     try:
-        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient)
+        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient,
+                                held_back=decision.held_back)
         silent.record_call(rt.storage, service_id, hook_request.hook_instance, rt.knowledge.release,
                            decision.issued, decision.silent, patient_key=patient)
     except Exception as exc:  # never raised by storage faults (logged there); a bug must not go unseen
@@ -188,7 +191,7 @@ def readyz() -> Any:
     every instance out of the load balancer. The body says so, and the probe's failure is
     counted (``cds_storage_failures_total{operation="probe"}``) for the alert."""
     rt = runtime()
-    storage = "writable" if rt.storage.writable() else "not writable: feedback answers 503, cards are not recorded"
+    storage = rt.storage.readiness()  # within 1 s, also on a hung database (storage/bounds.py)
     return jsonify({"status": "ready", "storage": storage, "knowledge": rt.knowledge.summary()["rules"],
                     "knowledge_release": rt.knowledge.release})
 

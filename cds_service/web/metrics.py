@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -36,6 +37,8 @@ bp = Blueprint("metrics", __name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 COUNTED_ENDPOINTS = {"cds.call_service": "call", "cds.feedback": "feedback"}
+# prometheus_client names its files "<type>_<pid>.db" (values.py), a gauge's type with its mode
+_CLIENT_FILE = re.compile(r"(counter|histogram|summary|gauge_(live)?(all|min|max|sum|mostrecent))_\d+\.db")
 
 
 # ---------------------------------------------------------------- HTTP
@@ -107,8 +110,11 @@ def _multiprocess_dir() -> tuple[Path, bool]:
     configured = os.environ.get(MULTIPROC_ENV)
     path = Path(configured or tempfile.mkdtemp(prefix="cds-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
-    for entry in path.glob("*.db"):  # only the client's own files: the directory may be shared with others
-        entry.unlink()
+    for entry in path.glob("*.db"):
+        # Only prometheus_client's own files: the directory may hold others' (pointed at the
+        # database's folder, a restart once deleted the database).
+        if _CLIENT_FILE.fullmatch(entry.name):
+            entry.unlink()
     os.environ[MULTIPROC_ENV] = str(path)
     return path, not configured
 

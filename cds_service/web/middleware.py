@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from functools import partial
 from typing import Any
 
 from flask import Flask, current_app, g, request
 
 from cds_service import logs
-from cds_service.storage import silent
 
 
 def init_app(app: Flask) -> None:
@@ -32,8 +30,6 @@ def _request_id() -> str:
 
 def _finish(response: Any) -> Any:
     response.headers["X-Request-ID"] = g.get("request_id", "")
-    # once the answer is sent: off the call's path
-    storage = current_app.extensions["cds"].storage
-    response.call_on_close(storage.maybe_prune)
-    response.call_on_close(partial(silent.maybe_prune, storage))  # silent findings, card releases
+    # the prune when due, once the answer is sent, on the storage's background thread
+    response.call_on_close(current_app.extensions["cds"].storage.after_answer)
     return response

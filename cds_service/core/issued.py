@@ -1,0 +1,31 @@
+"""What storage keeps of an issued card: a plain record that both ``cards`` (which builds it) and
+``storage`` (which writes it) use, so storage needs nothing of how card JSON is written."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """What storage keeps of a card: its rule ids (several for a merged card, the lead first),
+    its suggestions, and per rule the item key an override is remembered by (``item_key``)."""
+
+    uuid: str
+    rule_ids: tuple[str, ...]
+    suggestion_uuids: tuple[str, ...]
+    item_keys: tuple[str, ...] = ()  # parallel to rule_ids
+
+    @property
+    def rule_id(self) -> str:
+        """The card's ``source.topic.code``: its only rule, or the lead rule of a merged card."""
+        return self.rule_ids[0]
+
+
+@dataclass(frozen=True)
+class SilentFinding:
+    """A card a silent rule would have shown: kept with the same rule, item and indicator as a
+    real card's record, never answered."""
+
+    rule_id: str
+    item_key: str
+    indicator: str

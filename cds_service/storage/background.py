@@ -1,0 +1,108 @@
+"""The work left after an answer, on one background thread per process.
+
+Recording the issued cards (and the call's log line) and the periodic prune used to run on the
+gthread worker thread once the response was closed, so the next call on that keep-alive
+connection waited for them. They now go to a queue served by one thread per process, started on
+first use after a fork (a thread of the gunicorn master is not inherited by its workers).
+
+- Nothing acknowledged is lost on a graceful stop: ``drain`` (registered with ``atexit``, which
+  runs when a gunicorn worker ends on SIGTERM or a SIGHUP reload) runs every queued job first.
+  A SIGKILL loses what is queued, as it lost the record of an answer being written before.
+- A queue that is full (the database slower than the calls) makes the caller run its job itself:
+  bounded by the storage deadlines, never dropped.
+- ``idle`` work (the prune, which keeps its own schedule) runs after each job and at least every
+  ``idle_seconds`` when no call comes.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], None]
+_STOP = object()
+QUEUE_LIMIT = 10_000  # jobs waiting; each holds one call's decision until it is recorded
+DRAIN_SECONDS = 20.0  # at exit; within gunicorn's graceful timeout (30 s)
+
+
+class Background:
+    def __init__(self, idle: Job | None = None, idle_seconds: float = 30.0, limit: int = QUEUE_LIMIT) -> None:
+        self._idle = idle
+        self._idle_seconds = idle_seconds
+        self._limit = limit
+        self._pid = 0  # the process the thread below belongs to
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: Job) -> None:
+        """Run ``job`` on this process's background thread, soon; never raises."""
+        self._ensure_thread()
+        with self._pending_changed:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:  # the database is slower than the calls: this caller waits for its own job
+            self._run(job)
+            self._finished()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every job submitted so far has run (tests, and the drain)."""
+        if self._pid != os.getpid():
+            return True
+        with self._pending_changed:
+            return self._pending_changed.wait_for(lambda: self._pending == 0, timeout)
+
+    def drain(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Run what is queued, then stop the thread (at exit)."""
+        if self._pid != os.getpid() or not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("background work not finished at exit", extra={"pending": self._pending})
+
+    def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            # new state for this process: what a fork copied may be mid-use by a thread that is not here
+            self._queue: queue.Queue[object] = queue.Queue(self._limit)
+            self._pending = 0
+            self._pending_changed = threading.Condition()
+            self._thread = threading.Thread(target=self._serve, name="cds-after-answer", daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+            atexit.register(self.drain)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                job = None
+            if job is _STOP:
+                return
+            if job is not None:
+                self._run(job)  # type: ignore[arg-type]
+            if self._idle is not None:
+                self._run(self._idle)
+            if job is not None:
+                self._finished()
+
+    def _finished(self) -> None:
+        with self._pending_changed:
+            self._pending -= 1
+            self._pending_changed.notify_all()
+
+    @staticmethod
+    def _run(job: Job) -> None:
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any one job
+            log.error("background work failed", extra={"error": type(exc).__name__})
