@@ -77,6 +77,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         res["reasonCode"] = [_concept(spec["reason"])]
     if spec.get("note"):  # the prescriber's note (Annotation text), read by reason_named
         res["note"] = [{"text": spec["note"]}]
+    if spec.get("do_not_perform"):  # an order NOT to give it ("do not give morphine")
+        res["doNotPerform"] = True
     if spec.get("route"):  # text: the engine does not trust it; {snomed, display}: a coded route it reads
         dosage = res.setdefault("dosageInstruction", [{}])[0]
         route = spec["route"]
@@ -134,6 +136,8 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
         res["orderDetail"] = [{"text": spec["detail"]}]
     if spec.get("category"):  # e.g. SNOMED CT 387713003 Surgical procedure (R3)
         res["category"] = [_concept(spec["category"])]
+    if spec.get("do_not_perform"):  # an order NOT to do it
+        res["doNotPerform"] = True
     return res
 
 
