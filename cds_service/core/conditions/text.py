@@ -18,9 +18,11 @@ NEGATION_REACH = 3  # words before the phrase that a negation word may stand at
 
 
 # Words just after a phrase that take it back: "bed rest not recommended", "bedrest
-# contraindicated". Only the first AFTER_REACH words of the same clause count.
-AFTER_NEGATIONS = frozenset({"not", "contraindicated", "discouraged", "discontinued", "cancelled", "canceled"})
-AFTER_REACH = 2
+# contraindicated", "bed rest is not advised". Only these exact forms: a bare "not" after a phrase
+# ("spine surgery not urgent") keeps the phrase, as a missed procedure is the worse error.
+TAKEN_BACK = frozenset({"contraindicated", "discouraged", "discontinued", "cancelled", "canceled"})
+NOT_WANTED = frozenset({"recommended", "indicated", "advised", "needed", "required", "allowed", "permitted"})
+_LINKING = frozenset({"is", "are", "was", "be"})
 
 
 # "with" beside a negation means both were meant ("without and with contrast", "w/wo contrast"):
@@ -71,6 +73,10 @@ def _negated(before: str, negations: frozenset[str]) -> bool:
 
 
 def _taken_back(after: str) -> bool:
-    """A word just after the phrase, in the same clause, that says it is not wanted."""
-    clause = _CLAUSE_END.split(after)[0]
-    return any(w.lower() in AFTER_NEGATIONS for w in _WORD.findall(clause)[:AFTER_REACH])
+    """The words right after the phrase, in the same clause, say it is not wanted."""
+    words = [w.lower() for w in _WORD.findall(_CLAUSE_END.split(after)[0])[:3]]
+    if words and words[0] in _LINKING:
+        words = words[1:]
+    if words and words[0] in TAKEN_BACK:
+        return True
+    return len(words) >= 2 and words[0] == "not" and words[1] in NOT_WANTED
