@@ -26,10 +26,14 @@ TIMES_PER_DAY = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "Q4H": 6, "Q
 MG_FACTOR = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
 # The one route vocabulary: the product table's routes, the words of the `route` and
 # `active_medication.routes` conditions (knowledge.py puts it into both JSON Schemas at load).
-ROUTES = ("oral", "parenteral", "neuraxial", "topical", "nasal", "inhaled", "ophthalmic", "rectal", "transdermal")
+ROUTES = ("oral", "parenteral", "neuraxial", "intraarticular", "topical", "nasal", "inhaled", "ophthalmic", "rectal",
+          "transdermal")
 PRODUCT_ROUTES = ROUTES + ("other",)  # "other": a product whose route none of ROUTES names
 ROUTE_WORDS = (  # the most specific first: "epidural injection" is neuraxial, not parenteral
     ("epidural", "neuraxial"), ("intrathecal", "neuraxial"),
+    # a steroid injected into a joint acts there, not systemically (an injectable product's table
+    # route is parenteral, so the order's own route word decides)
+    ("intra-articular", "intraarticular"), ("intraarticular", "intraarticular"), ("intra articular", "intraarticular"),
     ("oral", "oral"), ("tablet", "oral"), ("capsule", "oral"), ("inject", "parenteral"),
     ("intravenous", "parenteral"), ("intramuscular", "parenteral"), ("auto-injector", "parenteral"),
     ("topical", "topical"), ("cream", "topical"), ("ointment", "topical"), ("nasal", "nasal"),

@@ -64,9 +64,10 @@ class MedicationFact:
     # same orders, so each is matched once per call, not once per rule.
     sets: Mapping[str, Match] = field(compare=False, repr=False)
     brands: tuple[Brand, ...] = ()  # brand names in its text, read only when it has no RxNorm code we know
-    # What the prescriber wrote about it: the reason's text and displays, and its notes (read only
-    # by reason_named; no_reason still asks for a reasonCode, as documented).
+    # What the prescriber wrote about it: the reason's text and displays, and its notes (read by
+    # reason_named and order_says).
     stated_texts: tuple[str, ...] = ()
+    reason_text: str = ""  # a reason given in words only is still a reason (no_reason is false)
 
     @property
     def name(self) -> str:
@@ -209,6 +210,7 @@ class Facts:
             self.record.medication(r, "active")
             for r in self.record.resources("medications")
             if _among(r.get("resourceType"), MEDICATION_ORDERS) and _among(r.get("status"), ACTIVE_MEDICATION)
+            and not _not_to_be_done(r)
         )
 
     @_ReadOnce
@@ -250,7 +252,7 @@ def build_facts(
     ``data`` maps each prefetch key that could be had to its value; a key that
     is absent was unavailable, and rules that read it are not evaluated.
     """
-    drafts = resources_in(context.get("draftOrders"))
+    drafts = [r for r in resources_in(context.get("draftOrders")) if not _not_to_be_done(r)]
     focus = _focus(hook, context, drafts)
     record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications")))
     # Each draft order is read once: the focus (the selection, or every draft at signing) and the
@@ -271,6 +273,12 @@ def build_facts(
         record=record,
         all_drafts=tuple(draft_facts.values()),
     )
+
+
+def _not_to_be_done(res: dict[str, Any]) -> bool:
+    """An order that says NOT to do something (``doNotPerform``: "do not give morphine"): no rule
+    is about it, and it must never be deleted or replaced from a card, nor count as given."""
+    return res.get("doNotPerform") is True
 
 
 def _among(value: Any, group: set[str]) -> bool:
@@ -386,6 +394,7 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
         reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
         brands=brands,
         stated_texts=_stated_texts(res),
+        reason_text=concept_text(res.get("reasonCode")) or concept_text(res.get("reasonCodeableConcept")),
         sets=sets,
     )
 

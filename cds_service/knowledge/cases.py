@@ -87,6 +87,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         res["reasonCode"] = [_concept(spec["reason"])]
     if spec.get("note"):  # the prescriber's note (Annotation text), read by reason_named
         res["note"] = [{"text": spec["note"]}]
+    if spec.get("do_not_perform"):  # an order NOT to give it ("do not give morphine")
+        res["doNotPerform"] = True
     if spec.get("route"):  # text: the engine does not trust it; {snomed, display}: a coded route it reads
         dosage = res.setdefault("dosageInstruction", [{}])[0]
         route = spec["route"]
@@ -144,6 +146,8 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
         res["orderDetail"] = [{"text": spec["detail"]}]
     if spec.get("category"):  # e.g. SNOMED CT 387713003 Surgical procedure (R3)
         res["category"] = [_concept(spec["category"])]
+    if spec.get("do_not_perform"):  # an order NOT to do it
+        res["doNotPerform"] = True
     return res
 
 
@@ -225,8 +229,8 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "allergies": (("code",), CONCEPT[1]),
     "observations": (("loinc", "value", "date"), ("text", "unit", "unit_text", "interpretation")),
     "medications": ((), ("rxcui", "text", "display", "status", "start", "reference", "dose", "per_day",
-                         "supply_days", "reason", "note", "route", "route_code")),
-    "procedure": ((), (*CONCEPT[1], "status", "reason", "detail", "category")),
+                         "supply_days", "reason", "note", "route", "route_code", "do_not_perform")),
+    "procedure": ((), (*CONCEPT[1], "status", "reason", "detail", "category", "do_not_perform")),
     "expect": (("rule", "indicator"), ("summary_contains", "detail_contains", "detail_excludes", "suggestions",
                                         "merged_rules")),
     "feedback": (("rule", "outcome", "days_ago"), ("reason", "drug_ingredient", "route", "dose_mg")),

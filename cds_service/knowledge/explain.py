@@ -102,7 +102,7 @@ def _seen(word: str, arg: Any, facts: Facts, item: Any, terminology: Terminology
         codes = ", ".join(code for _, code, _ in getattr(item, "codings", ())) or "no code"
         return f"{getattr(item, 'name', 'no order')} ({codes}) is not in value set {arg}"
     if word == "age_at_least":
-        return f"age {facts.age_years if facts.age_years is not None else 'unknown'}, threshold {arg}"
+        return f"age {facts.age_years if facts.age_years is not None else 'unknown'}, threshold {arg['years'] if isinstance(arg, dict) else arg}"
     if word == "course_days_over":
         days = item.planned_days if item.kind == "draft" else (
             (facts.today - item.start).days if item.start else None)

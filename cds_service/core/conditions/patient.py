@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from cds_service.core.conditions.base import (
     CompileContext,
+    ConditionError,
     Evidence,
     Predicate,
     date_text,
@@ -63,14 +64,22 @@ def _condition_in_relapse(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _condition_for_days(arg: Any, ctx: CompileContext) -> Predicate:
+    """A current condition of the set whose onset is at least ``at_least_days`` ago (it has lasted)
+    and/or at most ``at_most_days`` ago (it began recently: "new back pain"). A condition with no
+    onset date has no known age, so it is neither."""
     vid, label = valueset_arg(arg, ctx.terminology)
-    at_least = int(arg["at_least_days"])
+    at_least = int(arg.get("at_least_days", 0))
+    at_most = arg.get("at_most_days")
+    if at_most is None and "at_least_days" not in arg:
+        raise ConditionError("condition_for_days takes at_least_days, at_most_days or both")
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for cond in facts.conditions:
-            if cond.onset and (facts.today - cond.onset).days >= at_least:
+            if cond.onset is None:
+                continue
+            days = (facts.today - cond.onset).days
+            if days >= at_least and (at_most is None or days <= int(at_most)):
                 if (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
-                    days = (facts.today - cond.onset).days
                     return [Evidence(f"{cond.text or match.display} recorded since {date_text(cond.onset)} ({days} days)", label)]
         return None
 
@@ -90,12 +99,14 @@ def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _age_at_least(arg: Any, ctx: CompileContext) -> Predicate:
-    years = int(arg)
+    """Years, or ``{years, label}`` when the age is one of the risks a summary names ({findings})."""
+    years = int(arg["years"]) if isinstance(arg, dict) else int(arg)
+    label = arg.get("label") if isinstance(arg, dict) else None
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         if facts.age_years is None or facts.age_years < years:
             return None
-        return [Evidence(f"Age {facts.age_years} years (threshold {years})")]
+        return [Evidence(f"Age {facts.age_years} years (threshold {years})", label)]
 
     return Predicate(check, frozenset({"patient"}), frozenset())
 

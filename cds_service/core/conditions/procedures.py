@@ -66,6 +66,31 @@ def _reason_named(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset(), frozenset())
 
 
+def _order_says(arg: Any, ctx: CompileContext) -> Predicate:
+    """A phrase anywhere the prescriber wrote about the order (its name, coding displays, order
+    details, reason and notes), coded or not, and not negated: what takes an order out of a rule's
+    reach ("labour epidural", "bed rest after lumbar puncture", "intra-operative analgesia")."""
+    patterns, negations = phrases(arg)
+
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if (texts := _written(item)) is None:
+            return None
+        found = phrase_in(texts, patterns, negations)
+        return None if found is None else [Evidence(f"The order {item.name} says '{found}'")]
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _written(item: Any) -> tuple[str, ...] | None:
+    """Every text written on an order: name, displays, details, reason and notes."""
+    if isinstance(item, ServiceRequestFact):
+        return (item.text, *(d for _, _, d in item.codings), *item.details,
+                item.reason_text, *(d for _, _, d in item.reason_codings))
+    if isinstance(item, MedicationFact):
+        return (item.text, *(d for _, _, d in item.codings), *item.stated_texts)
+    return None
+
+
 def _procedure_category(arg: Any, ctx: CompileContext) -> Predicate:
     """The order's ServiceRequest.category has one of the codings ("system|code")."""
     wanted = frozenset(tuple(c.rsplit("|", 1)) for c in arg)
@@ -111,4 +136,5 @@ WORDS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
     "reason": _reason,
     "no_reason": _no_reason,
     "reason_named": _reason_named,
+    "order_says": _order_says,
 }

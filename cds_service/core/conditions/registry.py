@@ -49,19 +49,21 @@ def compile_condition(spec: Any, ctx: CompileContext) -> Predicate:
 _LABELLED = (("valueset",), ("label",))
 _MAPPING_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "condition": (("valueset",), ("label", "statuses")),
-    "condition_for_days": (("valueset", "at_least_days"), ("label",)),
+    "condition_for_days": (("valueset",), ("label", "at_least_days", "at_most_days")),
+    "age_at_least": (("years",), ("label",)),  # or the number of years alone
     "active_medication": (("valueset",), ("label", "routes", "for_days_at_least", "recent_days")),
     "procedure_named": (("phrases",), ("negations",)),
     "reason_named": (("phrases",), ("negations",)),
     **{word: _LABELLED for word in ("condition_in_relapse", "allergy", "medication", "procedure", "reason",
                                     "draft_medication", "draft_procedure", "observation_high")},
 }
-_NUMBER_KEYS = ("at_least_days", "for_days_at_least", "recent_days")
+_NUMBER_KEYS = ("at_least_days", "at_most_days", "for_days_at_least", "recent_days", "years")
 _NUMBER_WORDS = ("age_at_least", "course_days_over", "daily_dose_mg_over", "single_dose_mg_over")
 
 
 def _check_shape(word: str, arg: Any) -> None:
-    if word in _NUMBER_WORDS and (isinstance(arg, bool) or not isinstance(arg, (int, float))):
+    labelled_number = word in _MAPPING_KEYS and isinstance(arg, dict)
+    if word in _NUMBER_WORDS and not labelled_number and (isinstance(arg, bool) or not isinstance(arg, (int, float))):
         raise ConditionError(f"{arg!r} is not a number: write the number alone, e.g. {{{word}: 18}}")
     if word in _MAPPING_KEYS and isinstance(arg, dict):
         required, optional = _MAPPING_KEYS[word]
