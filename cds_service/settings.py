@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from flask import Config
 
-from cds_service.fhirfetch.prefetch import FetchPolicy, base_url
+from cds_service.core.hooks import base_url
+from cds_service.fhirfetch.gather import FetchPolicy
 
 DEFAULTS: dict[str, Any] = {
     # Where the rules, value sets and guideline references live.

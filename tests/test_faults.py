@@ -187,6 +187,7 @@ def closed_port() -> int:
 def client(app_config, fhir_server, closed_port):
     # loopback FHIR servers are read only when listed (an unlisted host must resolve to a public address)
     servers = [f"http://127.0.0.1:{port}/fhir" for port in (fhir_server.server_address[1], closed_port)]
+    servers.append(f"http://127.0.0.1:{fhir_server.server_address[1]}/other-fhir")
     return create_app({**app_config, "CALL_BUDGET_SECONDS": BUDGET_SECONDS, "LOG_LEVEL": "ERROR",
                        "ISSUER_FHIR_SERVERS": {"https://ehr.example.org": servers}}).test_client()
 
@@ -256,8 +257,9 @@ def test_stuck_fetches_do_not_starve_later_calls(client, fhir_server):
     """Fetches that outlive their call (a trickling server) must not block the next calls' fetches.
 
     Two calls that miss every prefetch key leave ten fetches talking to a
-    trickling server; a third call right after, to a healthy server, must
-    still get its data (the fetch pool has eight threads per process).
+    trickling server; a third call right after, to a healthy server (another
+    base URL: the trickling one's bulkhead is full by design), must still get
+    its data (the fetch pool has eight threads per process).
     """
     fixture = "order-select/mcas-adult--succinylcholine.json"
     for _ in range(2):
@@ -265,7 +267,7 @@ def test_stuck_fetches_do_not_starve_later_calls(client, fhir_server):
         body["prefetch"].clear()
         response, elapsed = _call(client, ORDER_SELECT, body)
         assert response.status_code == 412 and elapsed < BOUND_SECONDS
-    body = _body(fixture, _server_url(fhir_server, "healthy", 0), "conditions")
+    body = _body(fixture, _server_url(fhir_server, "healthy", 0).replace("/fhir", "/other-fhir"), "conditions")
     response, elapsed = _call(client, ORDER_SELECT, body)
     assert elapsed < BOUND_SECONDS
     assert response.status_code == 200, response.get_json()

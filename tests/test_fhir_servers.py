@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
-from cds_service.fhirfetch.prefetch import AddressRefused, public_address
+from cds_service.fhirfetch.transport import AddressRefused, public_address
 from helpers import serving, persona, request_fixture, rule_ids, searchset
 from test_auth import BASE, JWKS, token
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
-from cds_service.core.cards import IssuedCard, build_cards, fhir_version_card, item_key
+from cds_service.core.cards import IssuedCard, build_cards, checks_not_run_card, fhir_version_card, item_key
 from cds_service.core.engine import Finding, evaluate
 from cds_service.core.facts import build_facts
 from cds_service.core.fhir import pre_r4_sign
@@ -34,11 +34,13 @@ class Decision:
     failed: list[str]  # rule ids that raised (logged by id in the engine)
     findings: list[Finding] = field(default_factory=list)  # why each card was issued (evaluate prints it)
     suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
+    not_run: list[str] = field(default_factory=list)  # prefetch keys whose lack kept checks from running
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
            now: datetime, *, rules_url: str | None = None,
-           overridden: Collection[tuple[str, str]] = frozenset()) -> Decision:
+           overridden: Collection[tuple[str, str]] = frozenset(),
+           unavailable: Mapping[str, str] | None = None) -> Decision:
     """The cards ``service`` answers ``hook_request`` with, given the prefetch ``data``.
 
     ``rules_url`` is the service's public ``/rules``: each card's source link points to its
@@ -46,6 +48,9 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     pairs overridden for this patient within the override window (looked up by the caller): a
     warning card for one of them is not shown again. Critical and info cards always are: a
     critical finding (a red flag, a drug to avoid in anaesthesia) may be new since the override.
+    ``unavailable``: why each prefetch key that could not be had is missing (from gathering).
+    When rules of a module whose gate held were skipped for want of data, one info card, last,
+    says which checks did not run and why: no card then does not read as "all clear".
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
         return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [])
@@ -59,4 +64,8 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
         else:
             shown.append(group)
     cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url)
-    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed)
+    if outcome.unchecked:
+        cards.append(checks_not_run_card(outcome.unchecked, unavailable or {}, knowledge.override_reason_system))
+    not_run = sorted({key for _, lacking in outcome.unchecked for key in lacking})
+    return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed,
+                    not_run)

@@ -12,7 +12,7 @@ the other rules still run. Nothing here writes card JSON (``cards.py`` does).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.core.conditions import Evidence
@@ -38,6 +38,9 @@ class Outcome:
     cards: list[tuple[Finding, ...]]  # one group per card: a finding, or a module's merged info findings
     skipped: list[str]
     failed: list[str]
+    # Rules of a module whose gate held, skipped for data that could not be had, with the keys they
+    # lacked: the clinician must be told those checks did not run (cards.checks_not_run_card).
+    unchecked: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:
@@ -60,6 +63,7 @@ def evaluate(modules: list[Module], facts: Facts) -> Outcome:
                 continue
             if not rule.needs <= facts.available:
                 outcome.skipped.append(rule.id)
+                outcome.unchecked.append((rule, rule.needs - facts.available))
                 continue
             try:
                 found.extend(_findings(rule, facts, gate))

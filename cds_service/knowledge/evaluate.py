@@ -32,7 +32,7 @@ from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
 from cds_service.core.hooks import SUPPORTED_HOOKS, HookRequest, parse_hook_request
 from cds_service.core.rules import Knowledge, Service
-from cds_service.fhirfetch.prefetch import NO_FETCH, gather
+from cds_service.fhirfetch.gather import NO_FETCH, gather
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
 PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
@@ -87,7 +87,7 @@ def _offline(knowledge: Knowledge, body: Any) -> tuple[Service, HookRequest, dic
     hook_request = parse_hook_request(body, service.hook)
     offline = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
     templates = prefetch_templates(service, knowledge.terminology)
-    return service, hook_request, gather(offline, templates, service.required_prefetch, NO_FETCH)
+    return service, hook_request, gather(offline, templates, service.required_prefetch, NO_FETCH).data
 
 
 def facts_for(knowledge: Knowledge, body: Any, now: datetime) -> Facts:

@@ -39,7 +39,7 @@ from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, Unknow
 from cds_service.core.decision import Decision, decide
 from cds_service.core.hooks import HookRequest, parse_feedback, parse_hook_request
 from cds_service.core.rules import Knowledge, Service
-from cds_service.fhirfetch.prefetch import FetchPolicy, gather
+from cds_service.fhirfetch.gather import FetchPolicy, gather
 from cds_service.core.pseudonym import patient_key
 from cds_service.storage.store import Storage
 
@@ -115,15 +115,17 @@ def call_service(service_id: str) -> Any:
     # The budget counts from the call's arrival: at the front when its stamp is trusted, else in
     # this worker, so authentication and parsing are spent from it too.
     spent = max(queued, t0 - g.started)
-    data = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
-                  queued_seconds=spent, issuer=g.get("issuer"))
+    gathered = gather(hook_request, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy,
+                      queued_seconds=spent, issuer=g.get("issuer"))
+    data = gathered.data
     t1 = time.perf_counter()
     now = rt.clock()
     patient = _patient_key(rt.override_window, hook_request.context)
     decision = decide(service, hook_request, data, rt.knowledge, now, rules_url=_rules_url(),
-                      overridden=_recent_overrides(rt, patient, now))
+                      overridden=_recent_overrides(rt, patient, now), unavailable=gathered.unavailable)
     t2 = time.perf_counter()
     metrics.cards_returned(decision.cards)
+    metrics.checks_not_run(service.id, decision.not_run)
     response = jsonify({"cards": decision.cards})
     # What was issued is remembered once the answer is sent (the server closes the response):
     # the write costs the caller no time, and it is best effort, so it can never fail the call.

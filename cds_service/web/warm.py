@@ -20,7 +20,7 @@ from flask import Flask
 from cds_service.core.decision import decide
 from cds_service.core.cards import suggested_resource
 from cds_service.core.hooks import parse_hook_request
-from cds_service.fhirfetch.prefetch import NO_FETCH, gather
+from cds_service.fhirfetch.gather import NO_FETCH, gather
 
 log = logging.getLogger(__name__)
 _PATIENT = "warm-up"
@@ -38,7 +38,7 @@ def warm(app: Flask) -> None:
         templates = runtime.prefetch[service.id]
         body = _synthetic_call(service.hook, templates)
         request = parse_hook_request(orjson.loads(orjson.dumps(body)), service.hook)
-        data = gather(request, templates, (), NO_FETCH)
+        data = gather(request, templates, (), NO_FETCH).data
         decision = decide(service, request, data, runtime.knowledge, runtime.clock(), rules_url="http://localhost/rules")
         orjson.dumps({"cards": decision.cards})
     # Every resource a card can suggest, validated as FHIR R4 now (the models load lazily, and
