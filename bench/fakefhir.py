@@ -4,7 +4,8 @@ Serves the benchmark patient (``payloads.record``) for the reads and searches
 the service's prefetch templates make (``Patient/{id}``, ``Condition?patient=``,
 ``MedicationRequest?patient=``, ``AllergyIntolerance?patient=``,
 ``Observation?patient=``), each after ``--delay-ms`` (default 50), HTTP/1.1
-keep-alive, one thread per connection. Responses are serialised once at start.
+keep-alive, one thread per connection (``tests/fakefhir.FakeFhir``, the tests' own fake
+server). Responses are serialised once at start.
 
     python bench/fakefhir.py --port 9002 --chart 300KB --delay-ms 50
 """
@@ -14,12 +15,13 @@ import argparse
 import json
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import payloads  # noqa: E402
+from fakefhir import Exchange, FakeFhir  # noqa: E402 (the one fake FHIR server, shared with the tests)
 
 
 def main() -> None:
@@ -39,32 +41,19 @@ def main() -> None:
     empty = b'{"resourceType":"Bundle","type":"searchset","total":0,"entry":[]}'
     delay = args.delay_ms / 1000.0
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
+    def answer(exchange: Exchange) -> None:
+        started = time.perf_counter()
+        path = urlsplit(exchange.path).path.strip("/")
+        body = answers.get(path, empty if path[:1].isupper() and "/" not in path else None)
+        # fixed service time, whatever the size of the answer
+        time.sleep(max(0.0, delay - (time.perf_counter() - started)))
+        if body is None:
+            exchange.send(404, b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}')
+        else:
+            exchange.send(200, body)
 
-        def do_GET(self) -> None:  # noqa: N802
-            started = time.perf_counter()
-            path = urlsplit(self.path).path.strip("/")
-            body = answers.get(path, empty if path[:1].isupper() and "/" not in path else None)
-            # fixed service time, whatever the size of the answer
-            time.sleep(max(0.0, delay - (time.perf_counter() - started)))
-            if body is None:
-                body, status = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}', 404
-            else:
-                status = 200
-            self.send_response(status)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.serve_forever()
+    with FakeFhir(answer, host=args.host, port=args.port, remember=False) as server:
+        server.stop.wait()  # until the benchmark ends the process
 
 
 if __name__ == "__main__":
