@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "CORS_ORIGINS": "*",
     # A request body over this size is refused with 413 before it is parsed.
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
+    # Estimated parsed bytes of the bodies (and their FHIR answers) a worker holds at once
+    # (cds_service/memory.py); a call that does not fit waits briefly, then gets 503.
+    "PARSE_BUDGET_BYTES": 512 * 1024 * 1024,
     # One budget for a whole service call; FHIR fetches share it.
     "CALL_BUDGET_SECONDS": 2.0,
     "FHIR_TIMEOUT_SECONDS": 1.5,

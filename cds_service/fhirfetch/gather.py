@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from cds_service import metrics
+from cds_service import memory, metrics
 from cds_service.core.fhir import holds_outcome, next_link, objects
 from cds_service.core.hooks import HookRequest
 from cds_service.errors import PrefetchUnavailable
@@ -270,6 +270,12 @@ class Fetch:
                     max_bytes=self.policy.max_response_bytes, count=self.received.add, allow_404=allow_404)
         if body is None:
             return None
+        try:
+            size = memory.check_shape(body)
+        except memory.ShapeRefused as exc:
+            raise FetchFailed(f"the FHIR answer is refused: {exc}") from exc
+        if not memory.charge(size):  # parsed, it would not fit this worker's budget now
+            raise FetchFailed("the worker's memory budget for parsing is full; the FHIR answer is not parsed")
         try:
             return orjson.loads(body)  # as strict as for request bodies: bad UTF-8, NaN, deep nesting refused
         except orjson.JSONDecodeError as exc:

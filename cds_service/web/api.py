@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.web import auth
 from cds_service.knowledge import discovery
-from cds_service.web import front
+from cds_service.web import admission, front
 from cds_service import logs
 from cds_service import metrics
 from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownRule, UnknownService
@@ -45,6 +45,7 @@ from cds_service.storage.store import Storage
 
 log = logging.getLogger("cds_service.api")
 cds = Blueprint("cds", __name__)
+cds.teardown_request(admission.release_unsent)  # a parsing ticket no answer took
 ops = Blueprint("ops", __name__)
 
 
@@ -227,6 +228,7 @@ def _json_body() -> Any:
     # without complaint, so a body that fills the limit exactly is taken as cut short.
     if len(raw) > limit or (len(raw) == limit and request.content_length is None):
         raise PayloadTooLarge("the request body is too large")
+    admission.admit(raw)  # 413 for a shape no record has, 503 when the worker has no room to parse it
     try:
         # orjson refuses what strict JSON refuses and Python's json lets through: invalid UTF-8,
         # lone surrogates ("\ud800"), NaN/Infinity, numbers beyond a double, nesting past 1024.
