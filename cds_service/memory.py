@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 BYTES_PER_CONTAINER = 12
 BYTES_PER_STRING = 6
-ALLOWANCE = 20_000  # containers and strings any body may have, however short
+ALLOWANCE = 200_000  # containers and strings any body may have, however short (at most ~50 MB parsed)
 # Parsed bytes per raw byte (numbers, string contents), per container (a dict with a key or
 # two, and its slot), per string object: over the worst measured of each (docs/operations.md).
 PER_BYTE, PER_CONTAINER, PER_STRING = 8, 200, 40

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection, Mapping
 
-from cds_service.core.cards import IssuedCard, build_cards, checks_not_run_card, fhir_version_card, item_key
+from cds_service.core.cards import (CHECKS_NOT_RUN_TOPIC, FHIR_VERSION_TOPIC, IssuedCard, build_cards,
+                                   checks_not_run_card, fhir_version_card, item_key)
 from cds_service.core.engine import Finding, evaluate
 from cds_service.core.facts import build_facts
 from cds_service.core.fhir import pre_r4_sign
@@ -35,6 +36,7 @@ class Decision:
     findings: list[Finding] = field(default_factory=list)  # why each card was issued (evaluate prints it)
     suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
     not_run: list[str] = field(default_factory=list)  # prefetch keys whose lack kept checks from running
+    notices: list[str] = field(default_factory=list)  # topic codes of the cards no rule issued (logged)
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
@@ -53,7 +55,8 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     says which checks did not run and why: no card then does not read as "all clear".
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
-        return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [])
+        return Decision([fhir_version_card(sign, knowledge.override_reason_system)], [], [], [],
+                        notices=[FHIR_VERSION_TOPIC])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts)
     shown, suppressed = [], []
@@ -68,4 +71,4 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
         cards.append(checks_not_run_card(outcome.unchecked, unavailable or {}, knowledge.override_reason_system))
     not_run = sorted({key for _, lacking in outcome.unchecked for key in lacking})
     return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed,
-                    not_run)
+                    not_run, [CHECKS_NOT_RUN_TOPIC] if not_run else [])

@@ -135,6 +135,8 @@ def call_service(service_id: str) -> Any:
         "request_id": g.request_id, "service": service.id, "hook": service.hook,
         "hook_instance": hook_request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
+        # cards no rule issued (service.checks-not-run, ...), and the keys whose lack kept checks from running
+        "notices": decision.notices, "checks_not_run": decision.not_run,
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round((t1 - t0) * 1000, 2),
         "evaluate_ms": round((t2 - t1) * 1000, 2),
     }
