@@ -38,7 +38,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 import payloads  # noqa: E402
+from fakefhir import free_port  # noqa: E402 (one copy, shared with the tests)
 
 PY = sys.executable
 CONNECTIONS = 8
@@ -70,12 +71,6 @@ _children: list[subprocess.Popen] = []
 
 
 # ---------------------------------------------------------------- processes
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "wb")
