@@ -86,3 +86,22 @@ def test_a_fetch_that_outlives_its_call_is_not_charged():
     ticket = budget.admit(10, wait_seconds=0)
     ticket.release()
     assert ticket.charge(50) and budget.used == 0
+
+
+def test_a_fhir_answer_shaped_like_no_record_makes_the_key_unavailable(app_config, service_log):
+    from fakefhir import Exchange, FakeFhir
+
+    def tiny_objects(exchange: Exchange) -> None:
+        exchange.send(200, b'{"resourceType":"Bundle","type":"searchset","entry":[' + b"{}," * MIB + b"{}]}")
+
+    with FakeFhir(tiny_objects) as fhir:
+        client = create_app({**app_config, "OPEN_FHIR_SERVERS": [fhir.url()]}).test_client()
+        body = request_fixture("order-select/mcas-adult--succinylcholine.json")
+        del body["prefetch"]["conditions"]
+        body["fhirServer"] = fhir.url()
+        response = client.post(f"/cds-services/{ORDER_SELECT}", json=body)
+        assert fhir.asked  # fetched, then refused unparsed
+    assert response.status_code == 412  # the conditions are required
+    assert "conditions" in response.get_json()["issue"][0]["diagnostics"]
+    # refused by its shape before parsing, not after parsing a million objects
+    assert any("the FHIR answer is refused" in line and "more than a FHIR record has" in line for line in service_log)
