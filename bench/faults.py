@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,11 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from fakefhir import free_port  # noqa: E402 (one copy, shared with the tests)
 SERVICE = "back-pain-order-select"
 FIXTURE = ROOT / "fhir_fixtures/requests/order-select/mcas-adult--succinylcholine.json"
 ISSUER = "https://ehr.example.org"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

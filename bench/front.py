@@ -9,7 +9,7 @@ For each server setup (optionally an older version's ``serve`` for a before/afte
   in their bodies), straight at gunicorn and behind deploy/nginx.conf;
 - 256 connections: wrk with 256 connections calling back to back for 6 s: p50/p99, refusals;
 - a slow FHIR server: normal calls for 10 s while 32 clients call without prefetch against a
-  FHIR server that takes 1.5 s over each answer (bench/fakefhir.py);
+  FHIR server that takes 1.5 s over each answer (bench/slowfhir.py);
 - first call per worker: one worker, a fresh server, the first call against the next four.
 Prints a JSON summary. Takes a few minutes; not part of the suite (timings are never tested).
 """
@@ -109,7 +109,7 @@ def slow_fhir(base: str, fhir: str, callers: int = 32) -> dict[str, Any]:
 @contextmanager
 def fake_fhir(delay_ms: int) -> Iterator[str]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(HERE / "fakefhir.py"), "--port", str(port), "--delay-ms",
+    server = subprocess.Popen([sys.executable, str(HERE / "slowfhir.py"), "--port", str(port), "--delay-ms",
                                str(delay_ms)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20

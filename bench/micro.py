@@ -79,7 +79,7 @@ def main() -> None:
     from cds_service.core.engine import evaluate
     from cds_service.core.facts import build_facts
     from cds_service.core.hooks import parse_hook_request
-    from cds_service.fhirfetch.prefetch import gather
+    from cds_service.fhirfetch.gather import gather
 
     app = create_app({"LOG_LEVEL": "WARNING"})  # the whole-call stage would otherwise log a line per call
     logging.getLogger("cds_service").setLevel(logging.WARNING)
@@ -96,7 +96,7 @@ def main() -> None:
             service = rt.knowledge.services[payloads.SERVICE_OF[hook]]
             body = json.loads(raw)
             req = parse_hook_request(body, service.hook)
-            data = gather(req, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy)
+            data = gather(req, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy).data
             now = rt.clock()
             modules = list(service.modules)
 

@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,8 +52,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 import payloads  # noqa: E402
 import forecast_bench  # noqa: E402
+from fakefhir import free_port  # noqa: E402 (one copy, shared with the tests)
 
 PY = sys.executable
 CONNECTIONS = 8
@@ -74,12 +75,6 @@ _children: list[subprocess.Popen] = []
 
 
 # ---------------------------------------------------------------- processes
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "wb")
@@ -579,7 +574,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # the FHIR fallback: no prefetch, every query answered by a local FHIR server after 50 ms
     print("bench: FHIR fallback", flush=True)
-    fhir = start([PY, str(HERE / "fakefhir.py"), "--port", str(fhir_port), "--chart", FALLBACK_SIZE,
+    fhir = start([PY, str(HERE / "slowfhir.py"), "--port", str(fhir_port), "--chart", FALLBACK_SIZE,
                   "--delay-ms", str(FALLBACK_DELAY_MS)], env, fhir_log)
     wait_ready(fhir_port, fhir, fhir_log, path="/metadata")
     discovered = json.loads(_get(svc_port, "/cds-services"))
@@ -865,7 +860,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## FHIR fallback (no prefetch)",
         "",
-        f"A local FHIR server (`bench/fakefhir.py`) answers every query after {FALLBACK_DELAY_MS:.0f} ms with the "
+        f"A local FHIR server (`bench/slowfhir.py`) answers every query after {FALLBACK_DELAY_MS:.0f} ms with the "
         f"{FALLBACK_SIZE} record; the call sends `fhirAuthorization` with a dummy token. *Slowest fetch* is the "
         "slowest of the service's prefetch queries fetched directly (median of 5); *added* is the service's "
         "one-connection latency minus it.",

@@ -3,12 +3,13 @@
     CdsError                 base; ``status`` and ``to_json()`` (an OperationOutcome)
     ├── InvalidRequest       400  malformed body, wrong hook, bad context, bad feedback
     ├── AuthenticationFailed 401  names the cause (never the token) in the body and the challenge
-    ├── Forbidden            403  /metrics from an address not allowed
+    ├── Forbidden            403  /metrics from an address not allowed; a cross-site preview post
     ├── UnknownService       404  no service with that id
     ├── UnknownRule          404  no rule with that id (the rule pages)
-    ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH
+    ├── PayloadTooLarge      413  body over MAX_CONTENT_LENGTH, or more JSON objects than a record has
     ├── PrefetchUnavailable  412  data the rules need could not be had
-    └── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
+    ├── StorageUnavailable   503  feedback could not be stored just now (Retry-After)
+    └── Overloaded           503  this worker's parsing budget stayed full (Retry-After)
     KnowledgeError           start-up: a broken knowledge file (names file and path)
     StorageUnusable          start-up: the database cannot be written (names the database and why)
     SettingsInvalid          start-up: a CDS_* variable has a bad value (names the variable, not the value)
@@ -135,3 +136,15 @@ class SettingsInvalid(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("Settings are invalid:\n  " + "\n  ".join(problems))
         self.problems = problems
+class Overloaded(CdsError):
+    """Too many large bodies being parsed in this worker at once: call again shortly."""
+
+    status = 503
+    issue_code = "transient"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

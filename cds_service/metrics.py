@@ -27,6 +27,9 @@ class _Metrics:
         self.fhir_failures = Counter("cds_fhir_fetch_failures_total",
                                      "Prefetch keys that could not be fetched from the FHIR server",
                                      ["prefetch_key", "kind"])
+        self.checks_not_run = Counter("cds_checks_not_run_total",
+                                      "Calls answered with the checks-not-run card, by prefetch key lacked",
+                                      ["service", "prefetch_key"])
         self.storage_failures = Counter("cds_storage_failures_total",
                                         "Database writes that failed (the call still answered)", ["operation"])
 
@@ -64,8 +67,16 @@ def feedback_stored(outcomes: Iterable[tuple[str, str]]) -> None:
 
 
 def fhir_fetch_failed(prefetch_key: str, kind: str) -> None:
-    """``kind``: ``timeout`` (the call's budget ran out) or ``error`` (refused, bad answer, ...)."""
+    """``kind``: ``timeout`` (the call's budget ran out), ``error`` (refused, bad answer, broken
+    connection, ...) or ``busy`` (not tried: the server's bulkhead was full)."""
     get().fhir_failures.labels(prefetch_key, kind).inc()
+
+
+def checks_not_run(service_id: str, prefetch_keys: Iterable[str]) -> None:
+    """A call whose card says checks did not run, once per prefetch key that kept them from running."""
+    counter = get().checks_not_run
+    for key in prefetch_keys:
+        counter.labels(service_id, key).inc()
 
 
 def storage_failed(operation: str) -> None:

@@ -12,13 +12,13 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from cds_service.core.decision import Decision, decide
 from cds_service.core.hooks import HookRequest, parse_hook_request
 from cds_service.core.rules import Knowledge, Service
 from cds_service.core.site import NO_SITE, SitePolicy
-from cds_service.fhirfetch.prefetch import NO_FETCH, FetchPolicy, gather
+from cds_service.fhirfetch.gather import NO_FETCH, FetchPolicy, gather
 
 Overrides = Callable[[HookRequest, datetime], frozenset[tuple[str, str]]]
 
@@ -38,10 +38,12 @@ class Answer:
 
 @dataclass(frozen=True)
 class Gathered:
-    """A parsed call and the data its rules read, with the seconds the gathering took."""
+    """A parsed call, the data its rules read, why each key that could not be had is missing,
+    and the seconds the gathering took."""
 
     request: HookRequest
     data: dict[str, Any]
+    unavailable: Mapping[str, str]
     seconds: float
 
 
@@ -56,8 +58,8 @@ def gather_call(service: Service, body: Any, *, templates: dict[str, str], polic
         hook_request = dataclasses.replace(hook_request, fhir_server=None, access_token=None)
     started = time.perf_counter()
     spent = started - arrived if arrived is not None else 0.0
-    data = gather(hook_request, templates, service.required_prefetch, policy, queued_seconds=spent, issuer=issuer)
-    return Gathered(hook_request, data, time.perf_counter() - started)
+    found = gather(hook_request, templates, service.required_prefetch, policy, queued_seconds=spent, issuer=issuer)
+    return Gathered(hook_request, found.data, found.unavailable, time.perf_counter() - started)
 
 
 def answer(knowledge: Knowledge, service: Service, body: Any, *, templates: dict[str, str], policy: FetchPolicy,
@@ -70,5 +72,5 @@ def answer(knowledge: Knowledge, service: Service, body: Any, *, templates: dict
     now = clock()
     overridden = overrides(call.request, now) if overrides else frozenset()
     decision = decide(service, call.request, call.data, knowledge, now, rules_url=rules_url, overridden=overridden,
-                      site=site)
+                      site=site, unavailable=call.unavailable)
     return Answer(service, call.request, call.data, decision, call.seconds, time.perf_counter() - started)

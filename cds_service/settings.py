@@ -62,12 +62,17 @@ class Settings(BaseSettings):
     CORS_ORIGINS: str | list[str] = "*"
     # A request body over this size is refused with 413 before it is parsed.
     MAX_CONTENT_LENGTH: int = Field(8 * MiB, gt=0)
+    # Estimated parsed bytes of the bodies (and their FHIR answers) a worker holds at once
+    # (cds_service/memory.py); a call that does not fit waits briefly, then gets 503.
+    PARSE_BUDGET_BYTES: int = Field(512 * MiB, gt=0, description="parsed bytes a worker holds at once")
     # One budget for a whole service call; FHIR fetches share it.
     CALL_BUDGET_SECONDS: float = Field(2.0, gt=0)
     FHIR_TIMEOUT_SECONDS: float = Field(1.5, gt=0)
     FHIR_MAX_PAGES: int = Field(20, ge=0)
     # FHIR fetches at once per process; `cds-service serve` sets 5 per gunicorn thread when unset.
     FHIR_FETCH_THREADS: int = Field(8, ge=1)
+    # Fetches at once to any one FHIR server per process (the bulkhead); 0: half the fetch threads.
+    FHIR_SERVER_FETCHES: int = Field(0, ge=0)
     # Behind a front that stamps X-Request-Start (deploy/nginx.conf): the call budget then counts
     # from when the front received the call. Off unless every request passes through such a front.
     TRUST_REQUEST_START: bool = False

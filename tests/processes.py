@@ -6,7 +6,6 @@ private nginx with its own prefix. Both are context managers that always stop wh
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,22 +16,17 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import requests
 
+from fakefhir import Exchange, FakeFhir, free_port  # noqa: F401 (free_port: the deployment tests import it here)
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
 PATIENT_VIEW = "/cds-services/back-pain-patient-view"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def nginx_binary() -> str:
@@ -252,42 +246,16 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
-class _SlowFhirHandler(BaseHTTPRequestHandler):
-    """Answers every read with a Patient and every search with an empty Bundle, ``delay`` late."""
-
-    delay = 1.0
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        time.sleep(self.delay)
-        body = {"resourceType": "Bundle", "type": "searchset", "entry": []} if "?" in self.path \
-            else {"resourceType": "Patient", "id": "slow", "birthDate": "1970-01-01"}
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _FhirServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # 5 by default: a burst of fetches would wait on SYN retries
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the service gave up on a fetch at its deadline: expected here
-
-
 @contextmanager
 def slow_fhir_server(delay: float) -> Iterator[str]:
     """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart)."""
-    handler = type("SlowFhir", (_SlowFhirHandler,), {"delay": delay})
-    server = _FhirServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+
+    def slow(exchange: Exchange) -> None:
+        if exchange.server.stop.wait(delay):
+            return
+        body = {"resourceType": "Bundle", "type": "searchset", "entry": []} if "?" in exchange.path \
+            else {"resourceType": "Patient", "id": "slow", "birthDate": "1970-01-01"}
+        exchange.json(200, body)
+
+    with FakeFhir(slow) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -1,6 +1,6 @@
 """Resilience: a real misbehaving FHIR server.
 
-A stdlib ``http.server`` on 127.0.0.1 answers every FHIR request with one
+The shared fake FHIR server (``fakefhir.FakeFhir``) on 127.0.0.1 answers every FHIR request with one
 fault; nothing in the service is mocked or patched. For each fault the
 service is called through the Flask test client with ``fhirServer`` pointing
 at it, a dummy bearer token, and a prefetch that misses either the required
@@ -15,17 +15,15 @@ module (visible with ``-s``) and written to /tmp/cds-faults-summary.json.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cds_service import create_app
-from helpers import serving, persona, request_fixture, rule_ids, searchset
+from fakefhir import Exchange, FakeFhir, free_port
+from helpers import persona, request_fixture, rule_ids, searchset
 
 BUDGET_SECONDS = 1.0
 BOUND_SECONDS = 1.5  # a bound on hanging, not a performance target
@@ -50,109 +48,73 @@ FAULTS = {
 }
 
 
-class _FaultHandler(BaseHTTPRequestHandler):
-    server: "_FaultServer"
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # headers and body in one segment (no Nagle/delayed-ACK stalls); flushed per request
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.requests.append(self.path)
-        mode = self.server.mode
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        if mode == "slow":
-            if self.server.stop.wait(SLOW_SECONDS):
+def _fault(exchange: Exchange) -> None:
+    """The fault the server is set to (``_FaultServer.mode``), for every GET."""
+    server: _FaultServer = exchange.server  # type: ignore[assignment]
+    mode = server.mode
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    if mode == "slow":
+        if server.stop.wait(SLOW_SECONDS):
+            return
+        exchange.json(200, searchset([]))
+    elif mode == "trickle":
+        exchange.send_response(200)
+        exchange.send_header("Content-Type", "application/fhir+json")
+        exchange.send_header("Content-Length", "1000")
+        exchange.end_headers()
+        for _ in range(15):
+            if server.stop.wait(0.2):
                 return
-            self._json(200, searchset([]))
-        elif mode == "trickle":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            for _ in range(15):
-                if self.server.stop.wait(0.2):
-                    return
-                self.wfile.write(b" ")
-                self.wfile.flush()
-        elif mode == "5xx":
-            self._json(503, {"resourceType": "OperationOutcome",
-                             "issue": [{"severity": "error", "code": "transient"}]})
-        elif mode == "401":
-            self._json(401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]},
-                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        elif mode == "invalid-json":
-            self._raw(200, b'{"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resou')
-        elif mode == "deep-json":
-            self._raw(200, b"[" * 100_000 + b"]" * 100_000)
-        elif mode == "not-a-bundle":
-            self._json(200, {"resourceType": "OperationOutcome", "issue": [{"severity": "information",
-                                                                             "code": "informational"}]})
-        elif mode == "endless-pages":
-            bundle = searchset(self._matches())
-            bundle["link"] = [{"relation": "self", "url": base + self.path},
-                              {"relation": "next", "url": base + self.path}]
-            self._json(200, bundle)
-        elif mode == "endless-chain":
-            if self.server.stop.wait(0.05):
-                return
-            page = self.server.pages = self.server.pages + 1
-            bundle = searchset(self._matches())
-            bundle["link"] = [{"relation": "next", "url": f"{base}/{self.path.split('?')[0].strip('/')}?page={page}"}]
-            self._json(200, bundle)
-        elif mode == "healthy":
-            self._json(200, searchset(self._matches()))
-        elif mode == "wrong-type":
-            self._json(200, searchset(persona("mcas-ms-older-adult", "Patient")))
-        else:  # pragma: no cover - a typo in a test
-            self._json(500, {"resourceType": "OperationOutcome"})
-
-    def _matches(self) -> list[dict[str, Any]]:
-        """What a sane server would answer, so only the paging is at fault."""
-        kind = self.path.split("?")[0].strip("/").split("/")[-1]
-        return persona("mcas-ms-older-adult", kind)
-
-    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._raw(status, json.dumps(body).encode(), headers)
-
-    def _raw(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:  # the service gave up on us first: that is the point
-            pass
+            exchange.write(b" ")
+    elif mode == "5xx":
+        exchange.json(503, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]})
+    elif mode == "401":
+        exchange.json(401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]},
+                      {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    elif mode == "invalid-json":
+        exchange.send(200, b'{"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resou')
+    elif mode == "deep-json":
+        exchange.send(200, b"[" * 100_000 + b"]" * 100_000)
+    elif mode == "not-a-bundle":
+        exchange.json(200, {"resourceType": "OperationOutcome", "issue": [{"severity": "information",
+                                                                            "code": "informational"}]})
+    elif mode == "endless-pages":
+        bundle = searchset(_matches(exchange))
+        bundle["link"] = [{"relation": "self", "url": base + exchange.path},
+                          {"relation": "next", "url": base + exchange.path}]
+        exchange.json(200, bundle)
+    elif mode == "endless-chain":
+        if server.stop.wait(0.05):
+            return
+        page = server.pages = server.pages + 1
+        bundle = searchset(_matches(exchange))
+        bundle["link"] = [{"relation": "next", "url": f"{base}/{exchange.path.split('?')[0].strip('/')}?page={page}"}]
+        exchange.json(200, bundle)
+    elif mode == "healthy":
+        exchange.json(200, searchset(_matches(exchange)))
+    elif mode == "wrong-type":
+        exchange.json(200, searchset(persona("mcas-ms-older-adult", "Patient")))
+    else:  # pragma: no cover - a typo in a test
+        exchange.json(500, {"resourceType": "OperationOutcome"})
 
 
-class _FaultServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+def _matches(exchange: Exchange) -> list[dict[str, Any]]:
+    """What a sane server would answer, so only the paging is at fault."""
+    return persona("mcas-ms-older-adult", exchange.kind)
+
+
+class _FaultServer(FakeFhir):
+    """The shared fake FHIR server, with the fault to inject set between calls."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _FaultHandler)
+        super().__init__(_fault)
         self.mode = "5xx"
         self.pages = 0
-        self.requests: list[str] = []
-        self.stop = threading.Event()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # a reset by the client is expected
-        pass
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def fhir_server():
-    with serving(_FaultServer()) as server:
+    with _FaultServer() as server:
         yield server
 
 
@@ -180,13 +142,14 @@ def summary():
 
 @pytest.fixture(scope="module")
 def closed_port() -> int:
-    return _closed_port()
+    return free_port()
 
 
 @pytest.fixture
 def client(app_config, fhir_server, closed_port):
     # loopback FHIR servers are read only when listed (an unlisted host must resolve to a public address)
     servers = [f"http://127.0.0.1:{port}/fhir" for port in (fhir_server.server_address[1], closed_port)]
+    servers.append(f"http://127.0.0.1:{fhir_server.server_address[1]}/other-fhir")
     return create_app({**app_config, "CALL_BUDGET_SECONDS": BUDGET_SECONDS, "LOG_LEVEL": "ERROR",
                        "ISSUER_FHIR_SERVERS": {"https://ehr.example.org": servers}}).test_client()
 
@@ -219,7 +182,7 @@ def _server_url(fhir_server: _FaultServer, fault: str, closed_port: int) -> str:
 def test_required_data_behind_a_faulty_fhir_server_is_a_prompt_412(client, fhir_server, closed_port, summary,
                                                                    fault):
     fixture = "order-select/mcas-adult--succinylcholine.json"
-    seen = len(fhir_server.requests)
+    seen = len(fhir_server.asked)
     response, elapsed = _call(client, ORDER_SELECT, _body(fixture, _server_url(fhir_server, fault, closed_port), "conditions"))
     summary.append({"fault": fault, "missing": "conditions", "status": response.status_code,
                     "seconds": round(elapsed, 3)})
@@ -231,7 +194,7 @@ def test_required_data_behind_a_faulty_fhir_server_is_a_prompt_412(client, fhir_
     assert "conditions" in outcome["issue"][0]["diagnostics"]
     assert TOKEN not in response.get_data(as_text=True)
     if fault != "refused":  # the fault was really met: the service did ask
-        assert len(fhir_server.requests) > seen
+        assert len(fhir_server.asked) > seen
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -256,8 +219,9 @@ def test_stuck_fetches_do_not_starve_later_calls(client, fhir_server):
     """Fetches that outlive their call (a trickling server) must not block the next calls' fetches.
 
     Two calls that miss every prefetch key leave ten fetches talking to a
-    trickling server; a third call right after, to a healthy server, must
-    still get its data (the fetch pool has eight threads per process).
+    trickling server; a third call right after, to a healthy server (another
+    base URL: the trickling one's bulkhead is full by design), must still get
+    its data (the fetch pool has eight threads per process).
     """
     fixture = "order-select/mcas-adult--succinylcholine.json"
     for _ in range(2):
@@ -265,7 +229,7 @@ def test_stuck_fetches_do_not_starve_later_calls(client, fhir_server):
         body["prefetch"].clear()
         response, elapsed = _call(client, ORDER_SELECT, body)
         assert response.status_code == 412 and elapsed < BOUND_SECONDS
-    body = _body(fixture, _server_url(fhir_server, "healthy", 0), "conditions")
+    body = _body(fixture, _server_url(fhir_server, "healthy", 0).replace("/fhir", "/other-fhir"), "conditions")
     response, elapsed = _call(client, ORDER_SELECT, body)
     assert elapsed < BOUND_SECONDS
     assert response.status_code == 200, response.get_json()

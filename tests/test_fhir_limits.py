@@ -1,6 +1,6 @@
 """Byte caps on FHIR reads, over a real loopback FHIR server (issue 13).
 
-A stdlib ``http.server`` on 127.0.0.1 answers every FHIR request with one
+The shared fake FHIR server (``fakefhir.FakeFhir``) on 127.0.0.1 answers every FHIR request with one
 kind of oversized body: an endless stream (800 MB offered, no Content-Length),
 a declared Content-Length of 800 MB, a gzip bomb (1 MiB on the wire, 1 GiB
 decoded), or search pages that are each fine but together exceed the call's
@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cds_service import create_app
-from helpers import serving, persona, request_fixture, rule_ids, searchset
+from fakefhir import Exchange, FakeFhir
+from helpers import persona, request_fixture, rule_ids, searchset
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "dummy-access-token-for-limit-tests"
@@ -66,89 +65,56 @@ def _padded_page(base: str, page: int, pages: int) -> dict[str, Any]:
     return bundle
 
 
-class _LimitHandler(BaseHTTPRequestHandler):
-    server: "_LimitServer"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        mode = self.server.mode
-        try:
-            if mode in ("stream", "declared"):
-                self._stream(declared=mode == "declared")
-            elif mode == "bomb":
-                self._send(self.server.bomb, {"Content-Encoding": "gzip"})
-            elif mode == "gzip":
-                kind = self.path.split("?")[0].strip("/").split("/")[-1]
-                self._send(zlib.compress(json.dumps(searchset(persona("mcas-adult", kind))).encode(), wbits=31),
-                           {"Content-Encoding": "gzip"})
-            elif mode == "pages":
-                page = int(self.path.partition("page=")[2] or 1)
-                self.server.last_page = max(self.server.last_page, page)  # before sending: no race with the reader
-                base = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
-                self._send(json.dumps(_padded_page(base, page, pages=20)).encode())
-        except OSError:  # the service hung up on us: that is the point
-            pass
-
-    def _stream(self, declared: bool) -> None:
-        """A searchset that never ends: entries until OFFERED bytes or until the client hangs up."""
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        if declared:
-            self.send_header("Content-Length", str(OFFERED))
-        else:
-            self.send_header("Connection", "close")  # the body ends when the connection does
-        self.end_headers()
-        self._write(b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
-        entry = b'{"resource": {"resourceType": "Condition", "id": "c"}},' * 1000
-        while self.server.sent < OFFERED and not self.server.stop.is_set():
-            self._write(entry)
-
-    def _send(self, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self._write(payload)
-
-    def _write(self, data: bytes) -> None:
-        self.wfile.write(data)
-        with self.server.lock:
-            self.server.sent += len(data)
+def _oversized(exchange: Exchange) -> None:
+    """The kind of oversized answer the server is set to (``_LimitServer.mode``)."""
+    server: _LimitServer = exchange.server  # type: ignore[assignment]
+    mode = server.mode
+    if mode in ("stream", "declared"):
+        _stream(exchange, declared=mode == "declared")
+    elif mode == "bomb":
+        exchange.send(200, server.bomb, {"Content-Encoding": "gzip"})
+    elif mode == "gzip":
+        exchange.send(200, zlib.compress(json.dumps(searchset(persona("mcas-adult", exchange.kind))).encode(),
+                                         wbits=31), {"Content-Encoding": "gzip"})
+    elif mode == "pages":
+        page = int(exchange.path.partition("page=")[2] or 1)
+        with server.lock:
+            server.last_page = max(server.last_page, page)  # before sending: no race with the reader
+        exchange.json(200, _padded_page(server.url(), page, pages=20))
 
 
-class _LimitServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+def _stream(exchange: Exchange, declared: bool) -> None:
+    """A searchset that never ends: entries until OFFERED bytes or until the client hangs up."""
+    exchange.send_response(200)
+    exchange.send_header("Content-Type", "application/fhir+json")
+    if declared:
+        exchange.send_header("Content-Length", str(OFFERED))
+    else:
+        exchange.send_header("Connection", "close")  # the body ends when the connection does
+    exchange.end_headers()
+    exchange.write(b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
+    entry = b'{"resource": {"resourceType": "Condition", "id": "c"}},' * 1000
+    while exchange.server.sent < OFFERED and not exchange.server.stop.is_set():
+        exchange.write(entry)
+
+
+class _LimitServer(FakeFhir):
+    """The shared fake FHIR server, set to one kind of oversized answer at a time."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _LimitHandler)
+        super().__init__(_oversized)
         self.mode = "stream"
-        self.sent = 0
         self.last_page = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.bomb = gzip_bomb(BOMB_DECODED)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # a reset by the client is expected
-        pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/fhir"
 
     def serve(self, mode: str) -> str:
         self.mode, self.sent, self.last_page = mode, 0, 0
-        return self.url
+        return self.url()
 
 
 @pytest.fixture(scope="module")
 def fhir_server():
-    with serving(_LimitServer()) as server:
+    with _LimitServer() as server:
         yield server
 
 
@@ -163,7 +129,7 @@ def summary():
 
 def _app(app_config, fhir_server, **config: Any):
     return create_app({**app_config, "LOG_LEVEL": "INFO",
-                       "ISSUER_FHIR_SERVERS": {"https://ehr.example.org": [fhir_server.url]}, **config})
+                       "ISSUER_FHIR_SERVERS": {"https://ehr.example.org": [fhir_server.url()]}, **config})
 
 
 def _body(fixture: str, server: str, drop: tuple[str, ...]) -> dict[str, Any]:

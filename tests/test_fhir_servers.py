@@ -1,8 +1,7 @@
 """Which FHIR servers a call may make the service read (issue 13): bound to the JWT's issuer.
 
-Two EHRs (issuers) each have their own loopback FHIR server (a stdlib
-``http.server`` on 127.0.0.1 that answers searches with a persona's resources
-and remembers what it was asked). With authentication on, a call is read from
+Two EHRs (issuers) each have their own loopback FHIR server (``fakefhir.FakeFhir``:
+it answers searches with a persona's resources and remembers what it was asked). With authentication on, a call is read from
 its fhirServer only when that base URL is listed for the issuer of its
 verified JWT (``ISSUER_FHIR_SERVERS``); otherwise nothing is fetched, the
 answer is a 412 saying so when required data is missing, and prefetch is still
@@ -11,16 +10,14 @@ link-local address is refused at connect time unless the server is listed.
 """
 from __future__ import annotations
 
-import json
 import socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from cds_service import create_app
-from cds_service.fhirfetch.prefetch import AddressRefused, public_address
-from helpers import serving, persona, request_fixture, rule_ids, searchset
+from cds_service.fhirfetch.transport import AddressRefused, public_address
+from fakefhir import FakeFhir
+from helpers import request_fixture, rule_ids
 from test_auth import BASE, JWKS, token
 
 EHR_A = "https://ehr-a.hospital.example"
@@ -30,38 +27,9 @@ ORDER_SELECT = "back-pain-order-select"
 FIXTURE = "order-select/mcas-adult--succinylcholine.json"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_FhirServer"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.asked.append((self.path, self.headers.get("Authorization")))
-        kind = self.path.split("?")[0].strip("/").split("/")[-1]
-        payload = json.dumps(searchset(persona("mcas-adult", kind))).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-class _FhirServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.asked: list[tuple[str, str | None]] = []
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.server_address[1]}/fhir"
-
-
 @pytest.fixture(scope="module")
 def servers():
-    with serving(_FhirServer()) as a, serving(_FhirServer()) as b:
+    with FakeFhir() as a, FakeFhir() as b:
         yield a, b
 
 

@@ -168,7 +168,7 @@ class _RecordingTransport:
 
 def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app):
     from cds_service.core.hooks import parse_hook_request
-    from cds_service.fhirfetch.prefetch import gather
+    from cds_service.fhirfetch.gather import gather
 
     rt = app.extensions["cds"]
     service = rt.knowledge.services["back-pain-patient-view"]
@@ -176,7 +176,7 @@ def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app
     body["prefetch"].pop("conditions")
     transport = _RecordingTransport()
     data = gather(parse_hook_request(body, service.hook), rt.prefetch[service.id], service.required_prefetch,
-                  rt.fetch_policy, transport)
+                  rt.fetch_policy, transport).data
     assert [c["resource"]["id"] for c in data["conditions"]["entry"]] == [c["id"] for c in persona("mcas-adult", "Condition")]
     (url, headers, timeout), = transport.calls
     assert url.startswith(f"{FHIR}/Condition?patient=") and headers["Authorization"] == f"Bearer {TOKEN}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from fakefhir import free_port
 import requests
 
 from helpers import request_fixture
@@ -18,15 +19,9 @@ from helpers import request_fixture
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
     env = {**os.environ, "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     log = open(tmp_path / "server.log", "wb")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
@@ -26,7 +26,7 @@ from cds_service.core.engine import Finding
 from cds_service.core.facts import Facts, MedicationFact
 from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
-from cds_service.core.rules import Action, Suggestion
+from cds_service.core.rules import Action, Rule, Suggestion
 from cds_service.core.silencing import medication_key
 from cds_service.core.terminology import RXNORM, Terminology
 
@@ -336,6 +336,43 @@ def fhir_version_card(sign: str, reason_system: str, release: str = "") -> dict[
         ),
         "source": {"label": "FHIR R4", "url": "https://hl7.org/fhir/R4/",
                    "topic": {"system": RULE_SYSTEM, "code": FHIR_VERSION_TOPIC, "display": "FHIR version check"}},
+        "overrideReasons": [{"system": reason_system, "code": "already-addressed",
+                             "display": "Already addressed or not applicable"}],
+        **({"extension": {KNOWLEDGE_RELEASE: release}} if release else {}),
+    }
+
+
+CHECKS_NOT_RUN_TOPIC = "service.checks-not-run"
+# Prefetch keys in a clinician's words.
+_DATA_WORDS = {"patient": "patient details (age, sex)", "conditions": "problem list",
+               "medications": "medication orders", "allergies": "allergy list",
+               "medicationStatements": "medication statements", "medicationDispenses": "dispensed medications",
+               "observations": "recent results"}
+_UNKNOWN_WHY = "not available for this call"
+
+
+def checks_not_run_card(unchecked: list[tuple[Rule, frozenset[str]]], why: Mapping[str, str],
+                        reason_system: str, release: str = "") -> dict[str, Any]:
+    """The one card saying which checks did not run for want of data, and why: a module's gate
+    held (the patient has the condition it is about), so silence would read as "all clear".
+    ``unchecked``: (rule, the prefetch keys it lacked); ``why``: per key, why it could not be had."""
+    keys = sorted({key for _, lacking in unchecked for key in lacking})
+    titles = list(dict.fromkeys(rule.title for rule, _ in unchecked))
+    data = "\n".join(f"- {escape(_DATA_WORDS.get(k, k))}: {escape(why.get(k, _UNKNOWN_WHY))}" for k in keys)
+    checks = "\n".join(f"- {escape(title)}" for title in titles)
+    summary = shorten(f"{len(titles)} check{'s' if len(titles) != 1 else ''} did not run: "
+                      + ", ".join(_DATA_WORDS.get(k, k) for k in keys) + " could not be obtained", SUMMARY_LIMIT)
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary,
+        "indicator": "info",
+        "detail": (
+            "Part of this patient's record could not be obtained, so **these checks did not run**; "
+            "no card from them does not mean all clear. Review the record yourself, or try again.\n\n"
+            f"**Checks that did not run**\n\n{checks}\n\n**Data that could not be obtained**\n\n{data}"
+        ),
+        "source": {"label": "CDS Hooks prefetch", "url": "https://cds-hooks.hl7.org/2.0/#prefetch-template",
+                   "topic": {"system": RULE_SYSTEM, "code": CHECKS_NOT_RUN_TOPIC, "display": "Checks not run"}},
         "overrideReasons": [{"system": reason_system, "code": "already-addressed",
                              "display": "Already addressed or not applicable"}],
         **({"extension": {KNOWLEDGE_RELEASE: release}} if release else {}),

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
-from cds_service.core.cards import build_cards, fhir_version_card, item_key
+from cds_service.core.cards import (CHECKS_NOT_RUN_TOPIC, FHIR_VERSION_TOPIC, build_cards, checks_not_run_card,
+                                    fhir_version_card, item_key)
 from cds_service.core.issued import IssuedCard, SilentFinding
 from cds_service.core.silencing import silenced
 from cds_service.core.engine import Finding, evaluate
@@ -39,11 +40,14 @@ class Decision:
     suppressed: list[str] = field(default_factory=list)  # rule ids not shown: overridden within the window
     silent: list[SilentFinding] = field(default_factory=list)  # the site's silent rules' findings
     held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule id, item key) of the suppressed cards, for storage
+    not_run: list[str] = field(default_factory=list)  # prefetch keys whose lack kept checks from running
+    notices: list[str] = field(default_factory=list)  # topic codes of the cards no rule issued (logged)
 
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
            now: datetime, *, rules_url: str | None = None,
-           overridden: Collection[tuple[str, str]] = frozenset(), site: SitePolicy = NO_SITE) -> Decision:
+           overridden: Collection[tuple[str, str]] = frozenset(), site: SitePolicy = NO_SITE,
+           unavailable: Mapping[str, str] | None = None) -> Decision:
     """The cards ``service`` answers ``hook_request`` with, given the prefetch ``data``.
 
     ``rules_url`` is the service's public ``/rules``: each card's source link points to its
@@ -54,9 +58,13 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     critical finding (a red flag, a drug to avoid in anaesthesia) may be new since the override.
     ``site`` says which rules are silent (evaluated, returned in ``Decision.silent`` only) or off.
     Every card carries the knowledge's release (``Knowledge.release``) in its extension.
+    ``unavailable``: why each prefetch key that could not be had is missing (from gathering).
+    When rules of a module whose gate held were skipped for want of data, one info card, last,
+    says which checks did not run and why: no card then does not read as "all clear".
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
-        return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [])
+        return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [],
+                        notices=[FHIR_VERSION_TOPIC])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts, site.silent, site.off)
     shown, held_back = [], []
@@ -69,6 +77,11 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
             shown.append(group)
     cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url,
                                 knowledge.release)
+    if outcome.unchecked:
+        cards.append(checks_not_run_card(outcome.unchecked, unavailable or {}, knowledge.override_reason_system,
+                                         knowledge.release))
+    not_run = sorted({key for _, lacking in outcome.unchecked for key in lacking})
     silent = [SilentFinding(f.rule.id, item_key(f, knowledge.terminology), f.indicator) for f in outcome.silent]
     return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g],
-                    [rule for rule, _ in held_back], silent, held_back)
+                    [rule for rule, _ in held_back], silent, held_back, not_run,
+                    [CHECKS_NOT_RUN_TOPIC] if not_run else [])

@@ -39,6 +39,9 @@ class Outcome:
     skipped: list[str]
     failed: list[str]
     silent: list[Finding] = field(default_factory=list)  # findings of the site's silent rules: never a card
+    # Rules of a module whose gate held, skipped for data that could not be had, with the keys they
+    # lacked: the clinician must be told those checks did not run (cards.checks_not_run_card).
+    unchecked: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:
@@ -65,6 +68,7 @@ def evaluate(modules: list[Module], facts: Facts, silent: frozenset[str] = froze
                 continue
             if not rule.needs <= facts.available:
                 outcome.skipped.append(rule.id)
+                outcome.unchecked.append((rule, rule.needs - facts.available))
                 continue
             try:
                 found.extend(_findings(rule, facts, gate))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import islice
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator
@@ -130,9 +131,44 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
         hook_instance=body["hookInstance"],
         context=body["context"],
         prefetch=body.get("prefetch") or {},
-        fhir_server=(body.get("fhirServer") or "").strip().rstrip("/") or None,  # as prefetch compares it
+        fhir_server=_fhir_server(body.get("fhirServer")),
         access_token=authorization.get("access_token"),
     )
+
+
+def fhir_base_url(url: str) -> str:
+    """A FHIR base URL as every list and every fetch compares it: scheme and host in lower case,
+    no trailing slash. The one place a ``fhirServer`` or a configured server is normalised.
+    Raises ValueError for what no HTTP client could connect to (a bad IPv6 literal, a host label
+    over 63 characters, characters that normalise to a delimiter, a bad port) or a query or fragment."""
+    parts = urlsplit(url.strip())  # ValueError: "[host", a full-width '＃' that NFKC makes '#'
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL with a host")
+    if parts.query or parts.fragment or url.strip().endswith(("?", "#")):
+        raise ValueError("a base URL has no query or fragment")
+    parts.port  # noqa: B018 (ValueError for a port out of range or not a number)
+    try:
+        parts.hostname.encode("idna")  # UnicodeError: an empty label or one over 63 characters
+    except UnicodeError as exc:
+        raise ValueError("the host is not a valid domain name") from exc
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def base_url(url: str | None) -> str:
+    """``fhir_base_url`` for configured lists: "" for anything that is not a usable base URL."""
+    try:
+        return fhir_base_url(url or "")
+    except ValueError:
+        return ""
+
+
+def _fhir_server(value: str | None) -> str | None:
+    if not (value or "").strip():
+        return None
+    try:
+        return fhir_base_url(value or "")
+    except ValueError as exc:
+        raise InvalidRequest(f"$.fhirServer: not a usable FHIR base URL ({exc})", location="$.fhirServer") from exc
 
 
 def parse_feedback(body: Any) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from cds_service.fhirfetch.prefetch import FetchPolicy, base_url
+from cds_service.core.hooks import base_url
+from cds_service.fhirfetch.gather import FetchPolicy
 
 
 def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
@@ -20,4 +21,5 @@ def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
         issuer_servers={str(issuer): frozenset(base_url(u) for u in urls)
                         for issuer, urls in config["ISSUER_FHIR_SERVERS"].items()},
         threads=int(config["FHIR_FETCH_THREADS"]),
+        server_fetches=int(config["FHIR_SERVER_FETCHES"]),
     )

@@ -29,7 +29,7 @@ from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
 from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Service
-from cds_service.fhirfetch.prefetch import NO_FETCH
+from cds_service.fhirfetch.gather import NO_FETCH
 from cds_service.pipeline import answer, gather_call
 
 # Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).

@@ -39,7 +39,7 @@ from cds_service.core.cards import item_key
 from cds_service.core.rules import Knowledge
 from cds_service.core.site import SitePolicy
 from cds_service.errors import CdsError
-from cds_service.fhirfetch.prefetch import NO_FETCH
+from cds_service.fhirfetch.gather import NO_FETCH
 from cds_service.knowledge.discovery import prefetch_templates
 from cds_service.knowledge.evaluate import request_from_bundle, service_for_hook
 from cds_service.pipeline import answer

@@ -31,14 +31,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.web import auth
 from cds_service.knowledge import discovery
-from cds_service.web import front
+from cds_service.web import admission, front
 from cds_service import metrics
 from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
 from cds_service.core.decision import Decision
 from cds_service.core.hooks import HookRequest, parse_feedback
 from cds_service.core.rules import Knowledge, Service
 from cds_service.core.site import NO_SITE, SitePolicy
-from cds_service.fhirfetch.prefetch import FetchPolicy
+from cds_service.fhirfetch.gather import FetchPolicy
 from cds_service.pipeline import answer
 from cds_service.web.links import rules_base_url
 from cds_service.core.pseudonym import patient_key
@@ -47,6 +47,7 @@ from cds_service.storage.store import Storage
 
 log = logging.getLogger("cds_service.api")
 cds = Blueprint("cds", __name__)
+cds.teardown_request(admission.release_unsent)  # a parsing ticket no answer took
 ops = Blueprint("ops", __name__)
 
 
@@ -104,6 +105,7 @@ def call_service(service_id: str) -> Any:
     decision = call.decision
     patient = _patient_key(rt.override_window, call.request.context)
     metrics.cards_returned(decision.cards)
+    metrics.checks_not_run(service.id, decision.not_run)
     response = jsonify({"cards": decision.cards})
     # What was issued is remembered once the answer is sent (the server closes the response), on
     # the process's background thread: the write costs neither this caller nor the next call on
@@ -114,6 +116,8 @@ def call_service(service_id: str) -> Any:
         "hook_instance": call.request.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
         "rules_skipped": decision.skipped, "rules_failed": decision.failed, "rules_suppressed": decision.suppressed,
         "rules_silent": sorted({f.rule_id for f in decision.silent}), "knowledge_release": rt.knowledge.release,
+        # cards no rule issued (service.checks-not-run, ...), and the keys whose lack kept checks from running
+        "notices": decision.notices, "checks_not_run": decision.not_run,
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round(call.gather_seconds * 1000, 2),
         "evaluate_ms": round(call.decide_seconds * 1000, 2),
     }
@@ -210,6 +214,7 @@ def _json_body() -> Any:
     # without complaint, so a body that fills the limit exactly is taken as cut short.
     if len(raw) > limit or (len(raw) == limit and request.content_length is None):
         raise PayloadTooLarge("the request body is too large")
+    admission.admit(raw)  # 413 for a shape no record has, 503 when the worker has no room to parse it
     try:
         # orjson refuses what strict JSON refuses and Python's json lets through: invalid UTF-8,
         # lone surrogates ("\ud800"), NaN/Infinity, numbers beyond a double, nesting past 1024.

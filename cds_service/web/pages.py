@@ -95,6 +95,8 @@ def _headers(response: Response) -> Response:
     if response.mimetype == "text/html":
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+    # every answer, /static/ and JSON included: no browser may sniff one into HTML or script
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if request.url_rule is not None and request.url_rule.rule in (RULE_URL, "/valuesets/<valueset_id>"):
         response.vary.add("Accept")
     return response

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +27,7 @@ import orjson
 from flask import Blueprint, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
-from cds_service.errors import CdsError, InvalidRequest, UnknownService
+from cds_service.errors import CdsError, Forbidden, InvalidRequest, UnknownService
 from cds_service.knowledge.evaluate import drafts_in, evaluate_request, explain_request, request_from_bundle
 from cds_service.core.fhir import concept_text
 from cds_service.core.hooks import SUPPORTED_HOOKS
@@ -58,7 +59,28 @@ def _guard() -> Any:
         raise UnknownService("the preview console is off here: it needs staff sign-in (CDS_STAFF_USERS)")
     if config.get("STAFF_USERS") and staff_user() is None:
         return staff_challenge()
+    if request.method == "POST" and _cross_site():
+        raise Forbidden("the preview console takes form posts from its own pages only")
     return None
+
+
+def _cross_site() -> bool:
+    """A POST another site's page made the browser send (cross-site request forgery): the
+    browser's Sec-Fetch-Site says so, or its Origin is not this service's. A client that sends
+    neither (curl, a script with the staff password) is not a browser tricked into it."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = {_origin(request.host_url)} | {_origin(u) for u in current_app.config.get("PUBLIC_BASE_URLS") or ()}
+    return origin.rstrip("/").lower() not in own
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 @bp.route("/preview", methods=["GET", "POST"])

@@ -18,7 +18,7 @@ import orjson
 from flask import Flask
 
 from cds_service.core.cards import suggested_resource
-from cds_service.fhirfetch.prefetch import NO_FETCH
+from cds_service.fhirfetch.gather import NO_FETCH
 from cds_service.pipeline import answer
 
 log = logging.getLogger(__name__)
