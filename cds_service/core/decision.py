@@ -58,5 +58,6 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
             suppressed.append(lead.rule.id)
         else:
             shown.append(group)
-    cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url)
+    cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url,
+                                knowledge.screen)
     return Decision(cards, issued, outcome.skipped, outcome.failed, [f for g in shown for f in g], suppressed)

@@ -48,7 +48,7 @@ def prefetch_templates(service: "Service", terminology: Terminology) -> dict[str
     templates = {key: TEMPLATES[key] for key in sorted(needs | wants) if key in TEMPLATES}
     if "medications" in templates and wants & {"medicationStatements", "medicationDispenses"}:
         templates["medications"] = RECENT_MEDICATIONS
-    if "observations" in needs:
+    if "observations" in needs | wants:
         codes = sorted(
             code
             for vid in valuesets

@@ -24,6 +24,8 @@ from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
+from cds_service.core.screen import READS
+from cds_service.knowledge.screen_data import compile_screen
 from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
@@ -46,6 +48,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
+    screen_file = _validated(directory / "suggestion-screen.yaml", schemas.get("suggestion-screen"), problems)
     _check_source_labels(guidelines, problems)
     if problems:
         raise KnowledgeError(problems)
@@ -62,7 +65,8 @@ def load_knowledge(directory: Path) -> Knowledge:
     terminology = Terminology(compiled, products, compile_brands(brands_file))
 
     reasons = services_file["override_reasons"]
-    compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems)
+    compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems,
+                            screen_reads=(READS, _screen_valuesets(screen_file)))
     modules, broken = {}, set()
     for path in sorted((directory / "modules").glob("*.yaml")):
         data = _validated(path, schemas.get("module"), problems)
@@ -72,9 +76,16 @@ def load_knowledge(directory: Path) -> Knowledge:
             broken.add(path.stem)
     _check_unique_rules(modules, problems)
     services = _services(services_file, modules, broken, problems)
+    screen = compile_screen(screen_file, terminology, modules, problems)
     if problems:
         raise KnowledgeError(problems)
-    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions)
+    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions, screen)
+
+
+def _screen_valuesets(screen_file: dict[str, Any]) -> frozenset[str]:
+    """The value sets the suggestion screen reads: a rule that creates orders reads them too."""
+    states = [spec["valueset"] for spec in screen_file["states"].values()]
+    return frozenset([*states, screen_file["kidney_results"], screen_file["body_weight"]])
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
@@ -98,7 +109,7 @@ def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
 
 def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
     validators = {}
-    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands"):
+    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands", "suggestion-screen"):
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
         if schema is None:
             continue
