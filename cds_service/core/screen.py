@@ -46,6 +46,7 @@ class ProductScreen:
     rxcui: str
     label: str  # the short name a card uses ("Zoledronic acid")
     source: str
+    names: NameIndex | None = None  # other names of its ingredient (brands, paracetamol)
     dosage: Dosage | None = None  # None: no standard dose, the card says "set the dose"
     egfr_at_least: float | None = None
     kidney_required: bool = True  # without a recent result, not offered
@@ -124,6 +125,15 @@ def _unreadable(facts: Facts, key: str, what: str) -> str | None:
     return None if key in facts.available else f"the {what} could not be read; check it first"
 
 
+def _same_drug(entry: ProductScreen, own: frozenset[str], codings: tuple[Coding, ...], text: str,
+               terminology: Terminology, data: ScreenData) -> bool:
+    """Whether a medication or allergen is the product's ingredient: by code, brand or name."""
+    if own & ingredients(codings, text, terminology, data):
+        return True
+    words = " ".join([text, *(display for _, _, display in codings)])
+    return entry.names is not None and bool(entry.names.find(words))
+
+
 def _allergy(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
              replaced: frozenset[str]) -> str | None:
     if reason := _unreadable(facts, "allergies", "allergy list"):
@@ -131,12 +141,12 @@ def _allergy(product: Product, entry: ProductScreen, facts: Facts, terminology: 
     own = frozenset(i.rxcui for i in product.ingredients)
     groups = [g for g in data.allergy_groups if g.holds(_product_sets(product, terminology), product.name)]
     for allergy in facts.allergy_records:
-        if own & ingredients(allergy.codings, allergy.text, terminology, data):
+        if _same_drug(entry, own, allergy.codings, allergy.text, terminology, data):
             return f"allergy to {allergy.name} recorded"
         sets = terminology.medication_sets(allergy.codings, allergy.text)
         for group in groups:
             if group.holds(sets, allergy.words) or not group.allergy_valuesets.isdisjoint(sets):
-                return f"allergy to {allergy.name} recorded ({group.label} can cross-react)"
+                return f"allergy to {allergy.name} recorded ({group.label} cross-react)"
     return None
 
 
@@ -151,11 +161,11 @@ def _duplicate(product: Product, entry: ProductScreen, facts: Facts, terminology
         if not _same_route_family(med.route, product.route):
             continue
         words = " ".join([med.text, *(display for _, _, display in med.codings)])
-        if age <= data.recent_therapy_days and own & ingredients(med.codings, med.text, terminology, data):
+        if age <= data.recent_therapy_days and _same_drug(entry, own, med.codings, med.text, terminology, data):
             return f"{med.name} {how}"
         for cls in classes:
             if age <= (cls.recent_days or data.recent_therapy_days) and cls.holds(med.sets, words):
-                return f"{med.name} {how} ({cls.label})"
+                return f"{med.name} {how} (same class: {cls.label})"
     return None
 
 

@@ -72,6 +72,7 @@ def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states:
     kidney, weight = spec.get("kidney") or {}, spec.get("weight_kg") or {}
     return ProductScreen(
         rxcui=rxcui, label=spec["label"], source=spec["source"], dosage=_dosage(dosage) if dosage else None,
+        names=NameIndex(spec["names"]) if spec.get("names") else None,
         egfr_at_least=kidney.get("egfr_at_least"), kidney_required=kidney.get("required", True),
         avoid_in=tuple(spec.get("avoid_in", [])), weight_at_least=weight.get("at_least"),
         weight_below=weight.get("below"),

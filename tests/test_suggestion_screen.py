@@ -1,0 +1,139 @@
+"""Metamorphic tests of the suggestion screen (issue 19), over every case file.
+
+For every case and every medication its cards would create, the chart is changed in a way that
+must withdraw that one-click order: an allergy to its ingredient, an active order of the same
+product, and (for a product with a kidney threshold) a low eGFR today. After each change no
+suggestion of any card creates the product, the finding that offered it is still on a card, and
+that card says in one line why the product is not offered. A change that must not matter (an
+allergy to an unrelated drug) leaves the offer in place.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator
+
+import pytest
+
+from case_cards import Served, served
+from helpers import SERVICES
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UNRELATED_ALLERGEN = ("25480", "gabapentin")  # an RxNorm ingredient (product table) no suggestion creates
+EGFR = "98979-8"  # eGFR CKD-EPI 2021 (knowledge/valuesets/kidney-function.json)
+
+
+def _created(cards: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """(rule id of the card, RxNorm product) for every medication a suggestion creates."""
+    for card in cards:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                resource = action.get("resource") or {}
+                if resource.get("resourceType") == "MedicationRequest":
+                    yield card["source"]["topic"]["code"], resource["medicationCodeableConcept"]["coding"][0]["code"]
+
+
+def _rules(cards: list[dict[str, Any]]) -> set[str]:
+    found = set()
+    for card in cards:
+        found.add(card["source"]["topic"]["code"])
+        for ids in card.get("extension", {}).values():
+            found.update(ids)
+    return found
+
+
+def _add(request: dict[str, Any], key: str, resource: dict[str, Any]) -> dict[str, Any]:
+    changed = copy.deepcopy(request)
+    bundle = changed["prefetch"].setdefault(key, {"resourceType": "Bundle", "type": "searchset", "entry": []})
+    bundle.setdefault("entry", []).append({"resource": resource})
+    return changed
+
+
+def allergy_to(request: dict[str, Any], code: str, text: str) -> dict[str, Any]:
+    pid = request["context"]["patientId"]
+    return _add(request, "allergies", {
+        "resourceType": "AllergyIntolerance", "id": "screen-allergy", "patient": {"reference": f"Patient/{pid}"},
+        "code": {"coding": [{"system": RXNORM, "code": code, "display": text}], "text": text}})
+
+
+def active_order_of(request: dict[str, Any], rxcui: str, name: str) -> dict[str, Any]:
+    pid = request["context"]["patientId"]
+    return _add(request, "medications", {
+        "resourceType": "MedicationRequest", "id": "screen-active", "status": "active", "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"}, "authoredOn": "2026-11-01",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxcui, "display": name}], "text": name}})
+
+
+def low_egfr(request: dict[str, Any], value: float) -> dict[str, Any]:
+    pid = request["context"]["patientId"]
+    return _add(request, "observations", {
+        "resourceType": "Observation", "id": "screen-egfr", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": EGFR}], "text": "eGFR"},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2026-11-22",
+        "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}", "system": "http://unitsofmeasure.org",
+                          "code": "mL/min/{1.73_m2}"}})
+
+
+def _call(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    response = client.post(f"/cds-services/{SERVICES[request['hook']]}", json=request)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["cards"]
+
+
+def _offers(served_cases: list[Served]) -> list[tuple[Served, str, str]]:
+    return [(item, rule, rxcui) for item in served_cases for rule, rxcui in dict.fromkeys(_created(item.cards))]
+
+
+def _withdrawn(cards: list[dict[str, Any]], rule: str, rxcui: str, label: str) -> list[str]:
+    """What is wrong if the product is still offered, the finding lost, or the card silent about why."""
+    problems = []
+    if any(code == rxcui for _, code in _created(cards)):
+        problems.append(f"{label} still offered")
+    if rule not in _rules(cards):
+        problems.append(f"finding {rule} dropped")
+    elif not any(f"{label} not offered" in card.get("detail", "") for card in cards):
+        problems.append(f"no card says why {label} is not offered")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def screen_data(app):
+    return app.extensions["cds"].knowledge.screen
+
+
+def test_every_case_offers_medications_to_screen():
+    assert len(_offers(served())) >= 20  # the metamorphic tests below have something to bite on
+
+
+@pytest.mark.parametrize("change", ["allergy", "active order"])
+def test_an_allergy_or_an_active_order_withdraws_every_one_click_medication(app, screen_data, change):
+    client, terminology = app.test_client(), app.extensions["cds"].knowledge.terminology
+    found = []
+    for item, rule, rxcui in _offers(served()):
+        product, label = terminology.products[rxcui], screen_data.products[rxcui].label
+        ingredient = product.ingredients[0]
+        changed = (allergy_to(item.request, ingredient.rxcui, ingredient.name) if change == "allergy"
+                   else active_order_of(item.request, rxcui, product.name))
+        found += [f"{item.case['id']}: {p}" for p in _withdrawn(_call(client, changed), rule, rxcui, label)]
+    assert found == []
+
+
+def test_a_low_egfr_withdraws_every_product_with_a_kidney_threshold(app, screen_data):
+    client, found, tried = app.test_client(), [], 0
+    for item, rule, rxcui in _offers(served()):
+        entry = screen_data.products[rxcui]
+        if entry.egfr_at_least is None:
+            continue
+        tried += 1
+        cards = _call(client, low_egfr(item.request, entry.egfr_at_least - 1))
+        found += [f"{item.case['id']}: {p}" for p in _withdrawn(cards, rule, rxcui, entry.label)]
+    assert tried > 0 and found == []
+
+
+def test_an_unrelated_allergy_changes_no_offer(app):
+    client = app.test_client()
+    for item in served()[:400]:
+        before = sorted(code for _, code in _created(item.cards))
+        if not before:
+            continue
+        after = sorted(code for _, code in _created(_call(client, allergy_to(item.request, *UNRELATED_ALLERGEN))))
+        assert after == before, item.case["id"]
