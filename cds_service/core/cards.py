@@ -251,7 +251,7 @@ def _suggestion(spec: Suggestion, finding: Finding, offer: _Offer) -> dict[str, 
     order for a child) nor to a bare add (an active order is not removed from a card, and
     adding the alternative beside it would double the therapy); and none when a medication it
     creates fails the suggestion screen (the card then says why)."""
-    facts, terminology = offer.facts, offer.terminology
+    facts = offer.facts
     if _adult_only(spec, facts):
         return None
     built = [_action(a, finding, offer) for a in spec.actions]
