@@ -199,3 +199,34 @@ def test_created_orders_carry_the_label_starting_dose(app):
     assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 20
     assert dosage["timing"]["repeat"] == {"frequency": 1, "period": 12, "periodUnit": "h"}
     assert dosage["route"]["coding"][0]["code"] == "26643006"
+
+
+def test_an_unreadable_allergy_list_withholds_the_one_click_order_never_reads_as_none(app):
+    """The EHR sent no allergies and there is no FHIR server to ask: acetaminophen is not offered
+    as a swap for ibuprofen, and the card says what to check; with an empty list it is offered."""
+    from casebuilder import build_request
+
+    case = {"id": "no-allergy-list", "hook": "order-select", "patient": "ms-lbp-adult",
+            "record": {"conditions": [{"system": "icd10", "code": "I25.10", "display": "Atherosclerotic heart disease"}]},
+            "drafts": [{"medication": {"rxcui": "197805", "text": "ibuprofen 400 MG Oral Tablet"}}]}
+    client, request = app.test_client(), build_request(case)
+    request.pop("fhirServer")
+    offered = _call(client, request)
+    assert [s["label"] for c in offered for s in c.get("suggestions", [])] == ["Replace with acetaminophen"]
+    del request["prefetch"]["allergies"]
+    cards = _call(client, request)
+    assert [c["source"]["topic"]["code"] for c in cards] == ["ms-lbp.nsaid-risk"]
+    assert not cards[0].get("suggestions")
+    assert "Acetaminophen not offered: the allergy list could not be read; check it first" in cards[0]["detail"]
+
+
+def test_the_metamorphic_check_catches_an_unscreened_offer(app, monkeypatch):
+    """With the screen switched off, an allergy to the offered drug leaves it offered, and the
+    check above says so: the metamorphic tests can fail."""
+    monkeypatch.setattr("cds_service.core.cards.screen", lambda *args, **kwargs: None)
+    knowledge = app.extensions["cds"].knowledge
+    item, rules, rxcui = _offers(served())[0]
+    ingredient = knowledge.terminology.products[rxcui].ingredients[0]
+    cards = _call(app.test_client(), allergy_to(item.request, ingredient.rxcui, ingredient.name))
+    label = knowledge.screen.products[rxcui].label
+    assert f"{label} still offered" in _withdrawn(cards, rules, rxcui, label)
