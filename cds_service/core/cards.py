@@ -6,7 +6,10 @@ Markdown detail that says what to do, then why (the evidence lines),
 ``source.topic.code`` = the rule id and ``source.url`` = the rule's page (which
 holds the guideline statement), override reasons for warnings and criticals,
 and suggestions whose created resources are validated as FHIR R4 before they
-leave. A group of several findings (a module's info findings in patient-view)
+leave. Every medication a suggestion would create passes the suggestion screen
+(``screen.py``) first: one that fails withholds its suggestion, and the card
+says why in one line; one offered carries its label's starting dose, or the
+card says to set the dose. A group of several findings (a module's info findings in patient-view)
 becomes one merged card: a section per finding, each with its rule id and a
 link to its rule page, every suggestion kept and duplicates merged; its
 ``source.topic.code`` is the first finding's rule id and the extension
