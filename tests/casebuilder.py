@@ -142,8 +142,11 @@ def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
         "resourceType": "Observation", "id": f"case-observation-{n}", "status": "final",
         "code": {"coding": [{"system": SYSTEMS["loinc"], "code": spec["loinc"]}], "text": spec.get("text", spec["loinc"])},
         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": spec["date"],
-        "valueQuantity": {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")},
     }
+    if "result" in spec:  # a qualitative result, coded (SNOMED CT), e.g. a pregnancy test
+        res["valueCodeableConcept"] = {"coding": [{"system": SYSTEMS["snomed"], "code": spec["result"]}]}
+    else:
+        res["valueQuantity"] = {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")}
     if spec.get("interpretation"):
         res["interpretation"] = [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",

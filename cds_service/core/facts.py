@@ -133,6 +133,7 @@ class ObservationFact:
     when: date | None
     interpretation: tuple[str, ...]
     range_high: float | None
+    coded_value: tuple[str, ...] = ()  # codes of a valueCodeableConcept (a qualitative result)
 
 
 class FactsError(Exception):
@@ -513,6 +514,7 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
             when=when,
             interpretation=tuple(c for _, c, _ in codings(res.get("interpretation"))),
             range_high=high,
+            coded_value=tuple(c for _, c, _ in codings(res.get("valueCodeableConcept"))),
         )
         for system, code, display in coded
     ]

@@ -86,11 +86,9 @@ class ScreenData:
     child_under_years: int
     ingredient_names: NameIndex  # every ingredient name of the product table
     ingredient_by_name: Mapping[str, str]  # lower-case name -> RxNorm ingredient
-
-    @property
-    def valuesets(self) -> frozenset[str]:
-        """The value sets the screen reads (their LOINC codes go into the observations prefetch)."""
-        return frozenset({self.kidney_results, self.body_weight, *(vid for vid, _ in self.states.values())})
+    pregnancy_tests: str = ""  # value set of qualitative pregnancy tests
+    pregnancy_test_days: int = 280
+    positive: frozenset[str] = frozenset()  # interpretation or value codes that mean positive
 
 
 def screen(rxcui: str, facts: Facts, terminology: Terminology, data: ScreenData,
@@ -203,7 +201,20 @@ def _state(product: Product, entry: ProductScreen, facts: Facts, terminology: Te
         valueset, label = data.states[state]
         if any(terminology.match_codes(c.codings, valueset) for c in facts.conditions):
             return f"{label} recorded"
+        if state == "pregnancy" and (test := _positive_pregnancy_test(facts, terminology, data)):
+            return f"positive pregnancy test on {_day(test.when)}"
     return None
+
+
+def _positive_pregnancy_test(facts: Facts, terminology: Terminology, data: ScreenData) -> ObservationFact | None:
+    """The latest pregnancy test of the window, when it is positive (the lab's interpretation or
+    the coded result): a pregnancy not yet on the problem list."""
+    if not data.pregnancy_tests or "observations" not in facts.available:
+        return None
+    test = latest_result(facts, terminology, data.pregnancy_tests, data.pregnancy_test_days)
+    if test is None or data.positive.isdisjoint((*test.interpretation, *test.coded_value)):
+        return None
+    return test
 
 
 def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,

@@ -85,7 +85,8 @@ def load_knowledge(directory: Path) -> Knowledge:
 def _screen_valuesets(screen_file: dict[str, Any]) -> frozenset[str]:
     """The value sets the suggestion screen reads: a rule that creates orders reads them too."""
     states = [spec["valueset"] for spec in screen_file["states"].values()]
-    return frozenset([*states, screen_file["kidney_results"], screen_file["body_weight"]])
+    return frozenset([*states, screen_file["kidney_results"], screen_file["body_weight"],
+                      screen_file["pregnancy_tests"]["valueset"]])
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:

@@ -22,7 +22,8 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
     valuesets = set(terminology.valuesets)
     states = {sid: (spec["valueset"], spec["label"]) for sid, spec in data["states"].items()}
     for where, vid in [*((f"states.{s}", v) for s, (v, _) in states.items()),
-                       ("kidney_results", data["kidney_results"]), ("body_weight", data["body_weight"])]:
+                       ("kidney_results", data["kidney_results"]), ("body_weight", data["body_weight"]),
+                       ("pregnancy_tests", data["pregnancy_tests"]["valueset"])]:
         if vid not in valuesets:
             problems.add(FILE, where, f"unknown value set '{vid}'")
     products = {rxcui: _product(rxcui, spec, terminology, set(states), problems)
@@ -38,11 +39,15 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
         kidney_days=recency["kidney_days"]["value"], child_weight_days=recency["child_weight_days"]["value"],
         recent_therapy_days=recency["recent_therapy_days"]["value"], child_under_years=data["child_under_years"],
         ingredient_names=NameIndex(names), ingredient_by_name=names,
+        pregnancy_tests=data["pregnancy_tests"]["valueset"],
+        pregnancy_test_days=data["pregnancy_tests"]["within_days"],
+        positive=frozenset(data["pregnancy_tests"]["positive"]),
     )
 
 
 def _check_sources(data: dict[str, Any], sources: set[str], problems: Problems) -> None:
     cited = [(f"recency.{k}", v["source"]) for k, v in data["recency"].items()]
+    cited.append(("pregnancy_tests", data["pregnancy_tests"]["source"]))
     cited += [(f"{kind}.{g['id']}", g["source"]) for kind in ("allergy_groups", "duplicate_classes") for g in data[kind]]
     cited += [(f"products.{rxcui}", p["source"]) for rxcui, p in data["products"].items()]
     for where, key in cited:
