@@ -13,6 +13,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.errors import KnowledgeError, SettingsInvalid, StorageUnusable
 
 
@@ -363,7 +364,7 @@ def _knowledge() -> Any:
 @main.command("evaluate")
 @click.argument("request_file", required=False, type=click.File("rb"))
 @click.option("--bundle", type=click.File("rb"), help="A FHIR Bundle with the patient's record (instead of a request file).")
-@click.option("--hook", type=click.Choice(["patient-view", "order-select", "order-sign"]), help="With --bundle.")
+@click.option("--hook", type=click.Choice(SUPPORTED_HOOKS), help="With --bundle.")
 @click.option("--draft", "drafts", multiple=True, type=click.File("rb"),
               help="A draft order: a resource, a Bundle of them, or a hook request (its draftOrders). Repeatable.")
 @click.option("--now", "now_text", metavar="DATETIME", help="Evaluate as of this date or time (ISO 8601; default: now, UTC).")

@@ -41,6 +41,11 @@ def test_observation_prefetch_asks_only_for_the_loinc_codes_the_rules_read(clien
     assert "http://loinc.org|21582-2" in observations  # serum tryptase (mcas.baseline-tryptase)
     assert "http://loinc.org|29463-7" in observations  # body weight (mcas.epinephrine-autoinjector)
     assert "1742-6" not in observations  # ALT: no rule reads it
+    # order-select reads no lab of its own, but its suggestions create orders that the screen
+    # checks: eGFR and body weight only, not the chart-review labs
+    ordering = services["back-pain-order-select"]["prefetch"]["observations"]
+    assert "http://loinc.org|98979-8" in ordering and "http://loinc.org|29463-7" in ordering
+    assert "21582-2" not in ordering and "38267-1" not in ordering
 
 
 def test_each_service_prefetches_what_its_rules_read_and_no_more(app, client):
@@ -55,6 +60,17 @@ def test_each_service_prefetches_what_its_rules_read_and_no_more(app, client):
         reads = set().union(*(m.gate.needs for m in service.modules),
                             *(r.needs | r.wants for m in service.modules for r in m.rules if service.hook in r.hooks))
         assert ("observations" in services[service.id].get("prefetch", {})) == ("observations" in reads), service.id
+
+
+def test_every_hook_that_can_create_an_order_prefetches_what_the_suggestion_screen_reads(client):
+    """Allergies, medications (with completed ones, statements and dispenses), the problem list
+    and the kidney and weight results, derived from the knowledge (issue 19)."""
+    for service in client.get("/cds-services").get_json()["services"]:
+        prefetch = service["prefetch"]
+        assert {"allergies", "medications", "medicationStatements", "medicationDispenses", "conditions",
+                "observations", "patient"} <= set(prefetch), service["id"]
+        assert "completed" in prefetch["medications"], service["id"]
+        assert "http://loinc.org|62238-1" in prefetch["observations"], service["id"]  # eGFR, CKD-EPI
 
 
 def test_every_advertised_service_answers_and_unknown_ids_are_404(client):

@@ -6,7 +6,10 @@ Markdown detail that says what to do, then why (the evidence lines),
 ``source.topic.code`` = the rule id and ``source.url`` = the rule's page (which
 holds the guideline statement), override reasons for warnings and criticals,
 and suggestions whose created resources are validated as FHIR R4 before they
-leave. A group of several findings (a module's info findings in patient-view)
+leave. Every medication a suggestion would create passes the suggestion screen
+(``screen.py``) first: one that fails withholds its suggestion, and the card
+says why in one line; one offered carries its label's starting dose, or the
+card says to set the dose. A group of several findings (a module's info findings in patient-view)
 becomes one merged card: a section per finding, each with its rule id and a
 link to its rule page, every suggestion kept and duplicates merged; its
 ``source.topic.code`` is the first finding's rule id and the extension
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
@@ -27,8 +31,9 @@ from cds_service.core.facts import Facts, MedicationFact
 from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Action, Rule, Suggestion
+from cds_service.core.screen import Dosage, ScreenData, screen
 from cds_service.core.silencing import medication_key
-from cds_service.core.terminology import RXNORM, Terminology
+from cds_service.core.terminology import RXNORM, SNOMED, Terminology
 
 SUMMARY_LIMIT = 139
 RULE_SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/rule"
@@ -68,13 +73,26 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(lambda m: "\\" + m.group(0), text)
 
 
+@dataclass(frozen=True)
+class _Offer:
+    """What a card's suggestions are built with: the call's facts, the terminology and the
+    suggestion screen, and the lines that say which medication was not offered and why."""
+
+    facts: Facts
+    terminology: Terminology
+    screen: ScreenData | None
+    withheld: list[str]
+    set_the_dose: list[str]
+
+
 def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Terminology,
                 reason_system: str, rules_url: str | None,
-                release: str = "") -> tuple[list[dict[str, Any]], list[IssuedCard]]:
+                release: str = "", screen: ScreenData | None = None) -> tuple[list[dict[str, Any]], list[IssuedCard]]:
     """One card per group of findings (``engine.Outcome.cards``), and what storage keeps of each."""
     cards, issued = [], []
     for group in groups:
-        card = _card(group, facts, terminology, reason_system, rules_url)
+        offer = _Offer(facts, terminology, screen, [], [])
+        card = _card(group, offer, reason_system, rules_url)
         if release:
             card.setdefault("extension", {})[KNOWLEDGE_RELEASE] = release
         cards.append(card)
@@ -89,8 +107,8 @@ CHILD_NOTE = ("_One-click orders of adult-strength products are not offered for 
               " choose a paediatric product and dose._")
 
 
-def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, reason_system: str,
-          rules_url: str | None) -> dict[str, Any]:
+def _card(group: tuple[Finding, ...], offer: _Offer, reason_system: str, rules_url: str | None) -> dict[str, Any]:
+    facts = offer.facts
     lead = group[0]
     merged = len(group) > 1
     suffix = f" (+{len(group) - 1} more below)" if merged else ""
@@ -101,9 +119,11 @@ def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, re
         "detail": _merged_detail(group, facts, rules_url) if merged else _detail(lead, facts),
         "source": _source(lead, rules_url),
     }
-    suggestions = _merged_suggestions(group, facts, terminology)
+    suggestions = _merged_suggestions(group, offer)
     if any(_adult_only(spec, facts) for f in group for spec in f.suggestions):
         card["detail"] += "\n\n" + CHILD_NOTE
+    if offer.withheld or offer.set_the_dose:
+        card["detail"] += "\n\n" + _screen_lines(offer)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = (lead.rule.selection or "any") if not merged else "any"
@@ -118,13 +138,21 @@ def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, re
     return card
 
 
-def _merged_suggestions(group: tuple[Finding, ...], facts: Facts, terminology: Terminology) -> list[dict[str, Any]]:
+def _screen_lines(offer: _Offer) -> str:
+    """One short line per medication the screen held back, then the orders left to dose."""
+    lines = [escape(line) for line in dict.fromkeys(offer.withheld)]
+    lines += [f"{name}: set the dose on the order (no standard starting dose)."
+              for name in dict.fromkeys(offer.set_the_dose)]
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _merged_suggestions(group: tuple[Finding, ...], offer: _Offer) -> list[dict[str, Any]]:
     """Every finding's suggestions in order; one whose actions repeat an earlier one's is left out
     (the same drug offered by two findings is offered once, under the first label)."""
     kept, seen = [], set()
     for finding in group:
         for spec in finding.suggestions:
-            suggestion = _suggestion(spec, finding, facts, terminology)
+            suggestion = _suggestion(spec, finding, offer)
             if suggestion is None:
                 continue
             key = tuple(_action_key(a) for a in suggestion["actions"])
@@ -216,15 +244,19 @@ def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:
     return source
 
 
-def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:
+def _suggestion(spec: Suggestion, finding: Finding, offer: _Offer) -> dict[str, Any] | None:
     """The suggestion whole, or none: a "replace" never shrinks to a bare delete (no one-click
     order for a child) nor to a bare add (an active order is not removed from a card, and
-    adding the alternative beside it would double the therapy)."""
+    adding the alternative beside it would double the therapy); and none when a medication it
+    creates fails the suggestion screen (the card then says why)."""
+    facts = offer.facts
     if _adult_only(spec, facts):
         return None
-    built = [_action(a, finding, facts, terminology) for a in spec.actions]
+    built = [_action(a, finding, offer) for a in spec.actions]
     actions = [a for a in built if a is not None]
     if not actions or len(actions) < len(built):
+        return None
+    if not _passes_screen(spec, finding, offer):
         return None
     # A client applies a suggestion as a transaction (deletes first), so the order is ours to
     # choose: creates first, because the CDS Hooks sandbox applies only the first action.
@@ -233,6 +265,23 @@ def _suggestion(spec: Suggestion, finding: Finding, facts: Facts, terminology: T
     if spec.recommended:
         suggestion["isRecommended"] = True
     return suggestion
+
+
+def _passes_screen(spec: Suggestion, finding: Finding, offer: _Offer) -> bool:
+    """Every medication the suggestion creates, screened (``screen.screen``); the reasons of
+    those that fail go to the card. Without screen data nothing is offered: unchecked is unsafe."""
+    replaced = frozenset(ref for a in spec.actions if a.kind == "delete_item"
+                         if (ref := getattr(finding.item, "ref", None)))
+    creates = [a.args["rxcui"] for a in spec.actions if a.kind == "create_medication"]
+    if creates and offer.screen is None:
+        return False
+    reasons = [r for rxcui in creates
+               if offer.screen and (r := screen(rxcui, offer.facts, offer.terminology, offer.screen, replaced))]
+    offer.withheld.extend(reasons)
+    if not reasons and offer.screen is not None:
+        offer.set_the_dose.extend(offer.screen.products[rxcui].label for rxcui in creates
+                                  if offer.screen.products[rxcui].dosage is None)
+    return not reasons
 
 
 def _adult_only(spec: Suggestion, facts: Facts) -> bool:
@@ -244,29 +293,61 @@ def _adult_only(spec: Suggestion, facts: Facts) -> bool:
     return any(action.kind == "create_medication" for action in spec.actions)
 
 
-def _action(action: Action, finding: Finding, facts: Facts, terminology: Terminology) -> dict[str, Any] | None:
-    item = finding.item
+def _action(action: Action, finding: Finding, offer: _Offer) -> dict[str, Any] | None:
+    item, facts = finding.item, offer.facts
     if action.kind == "delete_item":
         ref = getattr(item, "ref", None)
         if not ref or getattr(item, "kind", "draft") != "draft":
             return None  # an active order is not removed from a card; the rest still applies
         return {"type": "delete", "description": f"Remove the draft order for {_item_name(finding) or ref}",
                 "resourceId": ref}
-    resource = suggested_resource(action, facts.patient_id, terminology)
+    product = offer.screen.products.get(action.args.get("rxcui", "")) if offer.screen else None
+    resource = suggested_resource(action, facts.patient_id, offer.terminology, product.dosage if product else None)
     if action.kind == "create_medication":
         name = resource["medicationCodeableConcept"]["text"]
         return {"type": "create", "description": f"Add a draft order for {name}", "resource": resource}
     return {"type": "create", "description": f"Add a draft order: {resource['code']['text']}", "resource": resource}
 
 
-def suggested_resource(action: Action, patient_id: str, terminology: Terminology) -> dict[str, Any]:
-    """The draft resource a create action suggests for the patient, validated as FHIR R4."""
+def suggested_resource(action: Action, patient_id: str, terminology: Terminology,
+                       dosage: Dosage | None = None) -> dict[str, Any]:
+    """The draft resource a create action suggests for the patient, validated as FHIR R4: a
+    medication with the label's standard starting dose when the screen data gives one."""
     if action.kind == "create_medication":
-        return _medication_request(action.args, patient_id, terminology)
+        return _medication_request(action.args, patient_id, terminology, dosage)
     return _service_request(action.args, patient_id, terminology)
 
 
-def _medication_request(args: dict[str, Any], patient_id: str, terminology: Terminology) -> dict[str, Any]:
+UCUM = "http://unitsofmeasure.org"
+ROUTE_DISPLAYS = {"26643006": "Oral route", "47625008": "Intravenous route", "78421000": "Intramuscular route"}
+
+
+def dosage_instruction(dosage: Dosage) -> dict[str, Any]:
+    """A FHIR R4 Dosage for a label's standard starting dose: text, route, dose, frequency."""
+    value, unit = dosage.dose
+    route = {"system": SNOMED, "code": dosage.route}
+    if dosage.route in ROUTE_DISPLAYS:
+        route["display"] = ROUTE_DISPLAYS[dosage.route]
+    instruction: dict[str, Any] = {
+        "text": dosage.text,
+        "route": {"coding": [route]},
+        "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}],
+    }
+    if dosage.every:
+        period, period_unit = dosage.every
+        instruction["timing"] = {"repeat": {"frequency": 1, "period": period, "periodUnit": period_unit}}
+    if dosage.as_needed:
+        instruction["asNeededBoolean"] = True
+    if dosage.max_per_day:
+        most, most_unit = dosage.max_per_day
+        instruction["maxDosePerPeriod"] = {
+            "numerator": {"value": most, "unit": most_unit, "system": UCUM, "code": most_unit},
+            "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"}}
+    return instruction
+
+
+def _medication_request(args: dict[str, Any], patient_id: str, terminology: Terminology,
+                        dosage: Dosage | None) -> dict[str, Any]:
     product = terminology.products[args["rxcui"]]
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
@@ -278,6 +359,8 @@ def _medication_request(args: dict[str, Any], patient_id: str, terminology: Term
             "coding": [{"system": RXNORM, "code": product.rxcui, "display": product.name}],
         },
     }
+    if dosage is not None:
+        resource["dosageInstruction"] = [dosage_instruction(dosage)]
     if args.get("quantity"):
         resource["dispenseRequest"] = {"quantity": {"value": args["quantity"]}}
     if args.get("note"):

@@ -76,7 +76,7 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
         else:
             shown.append(group)
     cards, issued = build_cards(shown, facts, knowledge.terminology, knowledge.override_reason_system, rules_url,
-                                knowledge.release)
+                                knowledge.release, knowledge.screen)
     if outcome.unchecked:
         cards.append(checks_not_run_card(outcome.unchecked, unavailable or {}, knowledge.override_reason_system,
                                          knowledge.release))

@@ -46,6 +46,22 @@ class ConditionFact:
 
 
 @dataclass(frozen=True)
+class AllergyFact:
+    """An allergy or intolerance that holds (not refuted, not resolved): its codes and words."""
+
+    codings: tuple[Coding, ...]
+    text: str  # the allergen's text and the reactions' substance texts
+
+    @property
+    def name(self) -> str:
+        return self.text or next((d or c for _, c, d in self.codings if d or c), "a recorded allergen")
+
+    @property
+    def words(self) -> str:
+        return " ".join([self.text, *(display for _, _, display in self.codings)])
+
+
+@dataclass(frozen=True)
 class MedicationFact:
     """A medication order, drafted or active, with what the rules ask of it."""
 
@@ -119,6 +135,7 @@ class ObservationFact:
     interpretation: tuple[str, ...]
     range_high: float | None
     unit_text: str = ""  # valueQuantity.unit when a code is given too: either may name the unit (core/units.py)
+    coded_value: tuple[str, ...] = ()  # codes of a valueCodeableConcept (a qualitative result)
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -203,6 +220,11 @@ class Facts:
     @_ReadOnce
     def allergies(self) -> tuple[tuple[Coding, ...], ...]:
         return tuple(a for r in self.record.resources("allergies") if (a := _allergy(r)))
+
+    @_ReadOnce
+    def allergy_records(self) -> tuple[AllergyFact, ...]:
+        """The allergies with their words too (the suggestion screen reads one coded only as text)."""
+        return tuple(a for r in self.record.resources("allergies") if (a := _allergy_record(r)))
 
     @_ReadOnce
     def active_medications(self) -> tuple[MedicationFact, ...]:
@@ -340,6 +362,15 @@ def _allergy(res: dict[str, Any]) -> tuple[Coding, ...] | None:
         return None
     substances = [res.get("code")] + [r.get("substance") for r in objects(res.get("reaction"))]
     return codings(substances)
+
+
+def _allergy_record(res: dict[str, Any]) -> AllergyFact | None:
+    coded = _allergy(res)
+    if coded is None:
+        return None
+    substances = [res.get("code")] + [r.get("substance") for r in objects(res.get("reaction"))]
+    texts = dict.fromkeys(t for s in substances if (t := concept_text(s)))
+    return AllergyFact(coded, "; ".join(texts)) if coded or texts else None
 
 
 class _MedicationLibrary:
@@ -499,6 +530,7 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
             interpretation=tuple(c for _, c, _ in codings(res.get("interpretation"))),
             range_high=high,
             unit_text=string(quantity.get("unit")) if quantity.get("code") else "",
+            coded_value=tuple(c for _, c, _ in codings(res.get("valueCodeableConcept"))),
         )
         for system, code, display in coded
     ]

@@ -21,7 +21,22 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from cds_service.errors import InvalidRequest
 
+# The one definition of the hooks this service answers and of the prefetch keys it uses: every
+# other module (discovery, the CLI, the pages, offline evaluation, the case builder) derives from these.
 SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
+ORDER_HOOKS = ("order-select", "order-sign")
+# Prefetch key -> the FHIR resource type it holds (a read for "patient", a searchset for the others).
+PREFETCH_RESOURCE = {
+    "patient": "Patient",
+    "conditions": "Condition",
+    "medications": "MedicationRequest",
+    "allergies": "AllergyIntolerance",
+    "observations": "Observation",
+    "medicationStatements": "MedicationStatement",
+    "medicationDispenses": "MedicationDispense",
+}
+# Resource type -> the prefetch key a record's resources of that type go under.
+PREFETCH_KEY_OF = {kind: key for key, kind in PREFETCH_RESOURCE.items() if key != "patient"}
 
 
 def _load_schema(name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.core.conditions import CompileContext, ConditionError, Predicate, compile_condition
+from cds_service.core.screen import ScreenData
 from cds_service.errors import did_you_mean
 from cds_service.core.terminology import Terminology
 
@@ -118,8 +119,12 @@ class RuleCompiler:
     """Turns validated module YAML into ``Module``/``Rule`` objects, reporting every problem found."""
 
     def __init__(self, terminology: Terminology, thresholds: dict[str, Any], guidelines: dict[str, Any],
-                 reasons: dict[str, str], problems: Problems) -> None:
+                 reasons: dict[str, str], problems: Problems,
+                 screen_reads: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())) -> None:
         self.terminology, self.guidelines = terminology, guidelines
+        # What the suggestion screen reads (prefetch keys, value sets): a rule that can create a
+        # medication order reads it too, so discovery asks for it on that rule's hooks.
+        self.screen_reads = screen_reads
         self.conditions = CompileContext(terminology, thresholds)
         self.reasons, self.problems = reasons, problems
 
@@ -165,6 +170,10 @@ class RuleCompiler:
                                   *(s.when for s in suggestions)) if p is not None]
         needs = frozenset().union(*(p.needs for p in predicates))
         needs |= {ITEMS_NEED[k] for h, k in for_each.items() if k in ITEMS_NEED}
+        wants = frozenset().union(*(p.wants for p in predicates))
+        valuesets = frozenset().union(*(p.valuesets for p in predicates))
+        if any(a.kind == "create_medication" for s in suggestions for a in s.actions):
+            wants, valuesets = wants | self.screen_reads[0], valuesets | self.screen_reads[1]
         return Rule(
             id=data["id"], module=module, title=data["title"], hooks=frozenset(data["hooks"]),
             for_each=dict(for_each), when=when, unless=unless, indicator=data["indicator"],
@@ -172,8 +181,7 @@ class RuleCompiler:
             notes=notes, selection=selection, suggestions=suggestions,
             links=tuple(data.get("links", [])), override_reasons=self.override_reasons(data, where, path),
             reference=self.reference(data["reference"], where, f"{path} reference"), needs=needs,
-            remarks=data.get("remarks", "").strip(), wants=frozenset().union(*(p.wants for p in predicates)),
-            valuesets=frozenset().union(*(p.valuesets for p in predicates)),
+            remarks=data.get("remarks", "").strip(), wants=wants, valuesets=valuesets,
             specs=_specs(data),
         )
 
@@ -266,6 +274,7 @@ class Knowledge:
     # The release identity: the declared version (release.yaml) + a hash of every file, e.g.
     # "2026.12.0+sha256.1f2e3d4c5b6a": two folders with the same release hold the same rules.
     release: str = ""
+    screen: ScreenData | None = None  # what every one-click medication order is checked against
 
     def summary(self) -> dict[str, Any]:
         vs = self.terminology.valuesets.values()

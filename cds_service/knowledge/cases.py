@@ -23,6 +23,7 @@ import orjson
 import yaml
 
 from cds_service.core.rules import Knowledge
+from cds_service.core.hooks import PREFETCH_KEY_OF
 from cds_service.errors import did_you_mean
 from cds_service.knowledge.evaluate import evaluate_request, explain_request, facts_for
 
@@ -33,9 +34,8 @@ SYSTEMS = {
     "loinc": "http://loinc.org",
     "cpt": "http://www.ama-assn.org/go/cpt",
 }
-PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications", "Medication": "medications",
-               "AllergyIntolerance": "allergies", "Observation": "observations",
-               "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
+# A Medication a case names goes with the orders that reference it.
+PREFETCH_OF = {**PREFETCH_KEY_OF, "Medication": "medications"}
 
 
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
@@ -156,8 +156,11 @@ def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
         "resourceType": "Observation", "id": f"case-observation-{n}", "status": "final",
         "code": {"coding": [{"system": SYSTEMS["loinc"], "code": spec["loinc"]}], "text": spec.get("text", spec["loinc"])},
         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": spec["date"],
-        "valueQuantity": {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")},
     }
+    if "result" in spec:  # a qualitative result, coded (SNOMED CT), e.g. a pregnancy test
+        res["valueCodeableConcept"] = {"coding": [{"system": SYSTEMS["snomed"], "code": spec["result"]}]}
+        return res
+    res["valueQuantity"] = {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")}
     if spec.get("unit_text"):  # the unit as a lab prints it; with `unit: null`, the only unit given
         res["valueQuantity"]["unit"] = spec["unit_text"]
         if spec.get("unit", "1") is None:
@@ -227,7 +230,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "record": ((), ("conditions", "medications", "observations", "allergies", "statements")),
     "conditions": (("code",), (*CONCEPT[1], "onset", "clinical", "verification")),
     "allergies": (("code",), CONCEPT[1]),
-    "observations": (("loinc", "value", "date"), ("text", "unit", "unit_text", "interpretation")),
+    "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation")),
     "medications": ((), ("rxcui", "text", "display", "status", "start", "reference", "dose", "per_day",
                          "supply_days", "reason", "note", "route", "route_code", "do_not_perform")),
     "procedure": ((), (*CONCEPT[1], "status", "reason", "detail", "category", "do_not_perform")),
@@ -328,6 +331,8 @@ def _shape(value: Any, shape: str, where: str) -> list[str]:
     for key in required:
         if key not in value and not (shape in ("conditions", "allergies") and "text" in value):
             found.append(f"{at}missing key '{key}' (keys: {', '.join(required)}; optional: {', '.join(optional)})")
+    if shape == "observations" and "value" not in value and "result" not in value:
+        found.append(f"{at}a result needs value: (a number) or result: (a SNOMED CT code of a coded result)")
     return found
 
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cds_service.core.hooks import PREFETCH_RESOURCE
 from cds_service.core.terminology import LOINC, Terminology
 
 if TYPE_CHECKING:
     from cds_service.core.rules import Knowledge, Service
 
 PATIENT = "{{context.patientId}}"
+# Each prefetch key's query (core.hooks.PREFETCH_RESOURCE names its type): the patient is read;
+# the rest are searches, narrowed where the rules want only part (observations: by code, below).
+_NARROWED = {"medications": "&status=active,on-hold", "medicationDispenses": "&status=completed"}
 TEMPLATES = {
-    "patient": f"Patient/{PATIENT}",
-    "conditions": f"Condition?patient={PATIENT}",
-    "medications": f"MedicationRequest?patient={PATIENT}&status=active,on-hold",
-    "allergies": f"AllergyIntolerance?patient={PATIENT}",
-    "medicationStatements": f"MedicationStatement?patient={PATIENT}",
-    "medicationDispenses": f"MedicationDispense?patient={PATIENT}&status=completed",
+    key: f"{kind}/{PATIENT}" if key == "patient" else f"{kind}?patient={PATIENT}{_NARROWED.get(key, '')}"
+    for key, kind in PREFETCH_RESOURCE.items() if key != "observations"
 }
 # With `recent_days` (a completed prescription counts as present), completed requests are read too.
 RECENT_MEDICATIONS = f"MedicationRequest?patient={PATIENT}&status=active,on-hold,completed"
@@ -48,14 +48,14 @@ def prefetch_templates(service: "Service", terminology: Terminology) -> dict[str
     templates = {key: TEMPLATES[key] for key in sorted(needs | wants) if key in TEMPLATES}
     if "medications" in templates and wants & {"medicationStatements", "medicationDispenses"}:
         templates["medications"] = RECENT_MEDICATIONS
-    if "observations" in needs:
+    if "observations" in needs | wants:
         codes = sorted(
             code
             for vid in valuesets
             for (system, code) in terminology.valuesets[vid].exact
             if system == LOINC
         )
-        templates["observations"] = f"Observation?patient={PATIENT}&code=" + ",".join(f"{LOINC}|{c}" for c in codes)
+        templates["observations"] = f"{PREFETCH_RESOURCE['observations']}?patient={PATIENT}&code=" + ",".join(f"{LOINC}|{c}" for c in codes)
     return templates
 
 

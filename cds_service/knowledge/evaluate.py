@@ -27,15 +27,11 @@ from cds_service.errors import CdsError, InvalidRequest, KnowledgeError, Unknown
 from cds_service.knowledge.explain import explain
 from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
-from cds_service.core.hooks import SUPPORTED_HOOKS
+from cds_service.core.hooks import PREFETCH_KEY_OF, SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Service
 from cds_service.fhirfetch.gather import NO_FETCH
 from cds_service.pipeline import answer, gather_call
 
-# Which prefetch key holds which resource type (discovery.TEMPLATES asks for them so).
-PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications",
-               "AllergyIntolerance": "allergies", "Observation": "observations",
-               "MedicationStatement": "medicationStatements", "MedicationDispense": "medicationDispenses"}
 
 
 @dataclass(frozen=True)
@@ -118,11 +114,11 @@ def request_from_bundle(bundle: Any, hook: str, drafts: list[dict[str, Any]]) ->
         raise InvalidRequest("the Bundle holds no Patient with an id", location="bundle")
     pid = patient["id"]
     prefetch: dict[str, Any] = {"patient": patient}
-    for key in PREFETCH_OF.values():
+    for key in PREFETCH_KEY_OF.values():
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     for res in resources:
-        if res.get("resourceType") in PREFETCH_OF:
-            prefetch[PREFETCH_OF[res["resourceType"]]]["entry"].append({"resource": res})
+        if res.get("resourceType") in PREFETCH_KEY_OF:
+            prefetch[PREFETCH_KEY_OF[res["resourceType"]]]["entry"].append({"resource": res})
     context: dict[str, Any] = {"userId": "Practitioner/preview", "patientId": pid}
     if hook != "patient-view":
         orders = [_as_draft(d, pid, i) for i, d in enumerate(drafts)]

@@ -23,9 +23,12 @@ from cds_service.core.conditions import condition_words, suggest_word
 from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
 from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
+from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
-from cds_service.knowledge.release import release_of
+from cds_service.core.screen import READS
 from cds_service.core.units import unit_problem
+from cds_service.knowledge.release import release_of
+from cds_service.knowledge.screen_data import compile_screen
 from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
@@ -52,6 +55,7 @@ def load_knowledge(directory: Path) -> Knowledge:
             problems.add("observation-thresholds.yaml", f"thresholds.{vid}.unit", problem)
     services_file = _validated(directory / "services.yaml", schemas.get("services"), problems)
     guidelines = (_validated(directory / "guidelines.yaml", schemas.get("guidelines"), problems) or {}).get("guidelines", {})
+    screen_file = _validated(directory / "suggestion-screen.yaml", schemas.get("suggestion-screen"), problems)
     _check_source_labels(guidelines, problems)
     release = release_of(directory, problems)
     if problems:
@@ -69,7 +73,8 @@ def load_knowledge(directory: Path) -> Knowledge:
     terminology = Terminology(compiled, products, compile_brands(brands_file))
 
     reasons = services_file["override_reasons"]
-    compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems)
+    compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems,
+                            screen_reads=(READS, _screen_valuesets(screen_file)))
     modules, broken = {}, set()
     for path in sorted((directory / "modules").glob("*.yaml")):
         data = _validated(path, schemas.get("module"), problems)
@@ -79,9 +84,18 @@ def load_knowledge(directory: Path) -> Knowledge:
             broken.add(path.stem)
     _check_unique_rules(modules, problems)
     services = _services(services_file, modules, broken, problems)
+    screen = compile_screen(screen_file, terminology, modules, problems)
     if problems:
         raise KnowledgeError(problems)
-    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions, release)
+    return Knowledge(directory, services, modules, terminology, reasons["system"], compiler.conditions, release,
+                     screen)
+
+
+def _screen_valuesets(screen_file: dict[str, Any]) -> frozenset[str]:
+    """The value sets the suggestion screen reads: a rule that creates orders reads them too."""
+    states = [spec["valueset"] for spec in screen_file["states"].values()]
+    return frozenset([*states, screen_file["kidney_results"], screen_file["body_weight"],
+                      screen_file["pregnancy_tests"]["valueset"]])
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
@@ -105,7 +119,7 @@ def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
 
 def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
     validators = {}
-    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands"):
+    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands", "suggestion-screen"):
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
         if schema is None:
             continue
@@ -354,7 +368,7 @@ def rule_table(knowledge: Knowledge) -> str:
     lines = ["| id | hooks | trigger | indicator | reference |", "|---|---|---|---|---|"]
     for module in knowledge.modules.values():
         for rule in module.rules:
-            hooks = " ".join(hook_names[h] for h in ("patient-view", "order-select", "order-sign") if h in rule.hooks)
+            hooks = " ".join(hook_names[h] for h in SUPPORTED_HOOKS if h in rule.hooks)
             indicators = "/".join(dict.fromkeys([rule.indicator, *(i for _, i in rule.indicator_when)]))
             ref = f"{rule.reference.guideline_id}#{rule.reference.recommendation_id}"
             lines.append(f"| `{rule.id}` | {hooks} | {rule.title} | {indicators} | {ref} |")

@@ -25,6 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from markupsafe import Markup
 from werkzeug.security import check_password_hash
 
+from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Module, Rule
 from cds_service.web.links import rule_href
 from cds_service.errors import AuthenticationFailed, UnknownRule, UnknownService
@@ -137,7 +138,7 @@ def rule(rule_id: str) -> Any:
         "rule.html", rule=rule, module=module, staff=staff, stats=stats,
         indicators=list(dict.fromkeys([rule.indicator, *(i for _, i in rule.indicator_when)])),
         triggers=[(hook, ITEMS_IN_WORDS.get(rule.for_each.get(hook, ""), "the patient's record"))
-                  for hook in ("patient-view", "order-select", "order-sign") if hook in rule.hooks],
+                  for hook in SUPPORTED_HOOKS if hook in rule.hooks],
         rule_valuesets=[valuesets[v] for v in sorted(rule.valuesets) if v in valuesets],
         gate_valuesets=[valuesets[v] for v in sorted(module.gate.valuesets) if v in valuesets],
         cases=rule_cases(rule.id), staff_configured=bool(current_app.config.get("STAFF_USERS")),

@@ -90,8 +90,12 @@ def _allergy(arg: Any, ctx: CompileContext) -> Predicate:
     vid, label = valueset_arg(arg, ctx.terminology)
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        for allergy in facts.allergies:
-            if (match := ctx.terminology.match_codes(allergy, vid)) is not None:
+        # As an order's drug is read: a product code (SCD/SBD) by its ingredients, else a brand or
+        # an ingredient name in the allergy's words (an allergy recorded only as text counts).
+        terminology = ctx.terminology
+        for allergy in facts.allergy_records:
+            sets = terminology.medication_sets(allergy.codings, allergy.text, terminology.brands.find(allergy.words))
+            if (match := sets.get(vid)) is not None:
                 return [Evidence(f"Allergy or intolerance recorded: {match.display}, {describe(match)}", label)]
         return None
 

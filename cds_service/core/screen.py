@@ -1,0 +1,268 @@
+"""The suggestion screen: every medication a suggestion would create, checked against the patient
+as a pharmacist would verify the order, before the card offers it.
+
+Sans-IO. ``screen`` takes one product, the call's facts and the compiled screen data
+(``knowledge/suggestion-screen.yaml``, read by the loader) and answers with the first reason not to
+offer it, or None. The checks, in order: allergy or intolerance (same ingredient, or a published
+cross-reactivity group), duplicate therapy (same ingredient or same therapeutic class: active,
+completed or dispensed recently, or drafted in this request), pregnancy, breastfeeding and liver
+failure, kidney function (the latest eGFR within the recency window, against the product's
+threshold) and body weight (a child's must be recent). Data the screen needs and cannot read is
+a reason too: missing data never reads as normal. Allergies, medications and results are matched
+by code (RxNorm product or ingredient), by brand name and by ingredient name, as the rules do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Iterable, Iterator, Mapping
+
+from cds_service.core.facts import Facts, MedicationFact, ObservationFact
+from cds_service.core.units import same_unit
+from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology
+
+# The prefetch keys the screen reads (discovery asks for them on every hook whose rules create orders).
+READS = frozenset({"patient", "conditions", "allergies", "medications", "medicationStatements",
+                   "medicationDispenses", "observations"})
+KG = "kg"
+# Routes that act where applied: the same ingredient by one of these and by another route is not
+# duplicate therapy (a cromolyn nasal spray does not do the work of oral cromolyn).
+LOCAL_ROUTES = frozenset({"topical", "nasal", "inhaled", "ophthalmic"})
+
+
+@dataclass(frozen=True)
+class Dosage:
+    """A label's standard starting dose, written into the created order."""
+
+    text: str
+    dose: tuple[float, str]
+    route: str  # SNOMED CT route code
+    every: tuple[float, str] | None = None  # one dose per this period (UCUM unit of time)
+    as_needed: bool = False
+    max_per_day: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True)
+class ProductScreen:
+    rxcui: str
+    label: str  # the short name a card uses ("Zoledronic acid")
+    source: str
+    names: NameIndex | None = None  # other names of its ingredient (brands, paracetamol)
+    dosage: Dosage | None = None  # None: no standard dose, the card says "set the dose"
+    egfr_at_least: float | None = None
+    kidney_required: bool = True  # without a recent result, not offered
+    avoid_in: tuple[str, ...] = ()  # state ids
+    weight_at_least: float | None = None
+    weight_below: float | None = None
+
+
+@dataclass(frozen=True)
+class DrugGroup:
+    """A cross-reactivity group (allergies) or a therapeutic class (duplicates): its value sets,
+    the names that mean it in text (brands the product table lacks, class words), and for a class
+    how long a completed prescription or dispense still counts as current therapy."""
+
+    id: str
+    label: str
+    valuesets: frozenset[str]
+    names: NameIndex
+    allergy_valuesets: frozenset[str] = frozenset()
+    recent_days: int | None = None
+
+    def holds(self, sets: Iterable[str], text: str) -> bool:
+        return not self.valuesets.isdisjoint(sets) or bool(self.names.find(text))
+
+
+@dataclass(frozen=True)
+class ScreenData:
+    products: Mapping[str, ProductScreen]
+    allergy_groups: tuple[DrugGroup, ...]
+    duplicate_classes: tuple[DrugGroup, ...]
+    states: Mapping[str, tuple[str, str]]  # state id -> (value set, label)
+    kidney_results: str  # value set of eGFR results
+    body_weight: str  # value set of body weight
+    kidney_days: int
+    child_weight_days: int
+    recent_therapy_days: int
+    child_under_years: int
+    ingredient_names: NameIndex  # every ingredient name of the product table
+    ingredient_by_name: Mapping[str, str]  # lower-case name -> RxNorm ingredient
+    pregnancy_tests: str = ""  # value set of qualitative pregnancy tests
+    pregnancy_test_days: int = 280
+    positive: frozenset[str] = frozenset()  # interpretation or value codes that mean positive
+
+
+def screen(rxcui: str, facts: Facts, terminology: Terminology, data: ScreenData,
+           replaced: frozenset[str] = frozenset()) -> str | None:
+    """Why the product must not be offered to this patient ("Rocuronium not offered: allergy to
+    rocuronium recorded"), or None. ``replaced``: the draft orders the same suggestion deletes
+    (a swap does not duplicate the order it removes)."""
+    product, entry = terminology.products[rxcui], data.products[rxcui]
+    for check in (_allergy, _duplicate, _state, _kidney, _weight):
+        reason = check(product, entry, facts, terminology, data, replaced)
+        if reason:
+            return f"{entry.label} not offered: {reason}"
+    return None
+
+
+def ingredients(codings: Iterable[Coding], text: str, terminology: Terminology, data: ScreenData) -> frozenset[str]:
+    """RxNorm ingredients of a medication or an allergen: its codes (a product expanded), the
+    brands and the ingredient names in its text and displays."""
+    codings = tuple(codings)
+    found = {i for system, code, _ in codings if system == RXNORM for i in terminology.expand_rxnorm(code)}
+    words = " ".join([text, *(display for _, _, display in codings)])
+    found |= {brand.ingredient_rxcui for brand in terminology.brands.find(words)}
+    found |= {data.ingredient_by_name[name.lower()] for name in data.ingredient_names.find(words)}
+    return frozenset(found)
+
+
+def _product_sets(product: Product, terminology: Terminology) -> frozenset[str]:
+    return frozenset(terminology.medication_sets(((RXNORM, product.rxcui, product.name),), product.name))
+
+
+def _unreadable(facts: Facts, key: str, what: str) -> str | None:
+    return None if key in facts.available else f"the {what} could not be read; check it first"
+
+
+def _same_drug(entry: ProductScreen, own: frozenset[str], codings: tuple[Coding, ...], text: str,
+               terminology: Terminology, data: ScreenData) -> bool:
+    """Whether a medication or allergen is the product's ingredient: by code, brand or name."""
+    if own & ingredients(codings, text, terminology, data):
+        return True
+    words = " ".join([text, *(display for _, _, display in codings)])
+    return entry.names is not None and bool(entry.names.find(words))
+
+
+def _allergy(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+             replaced: frozenset[str]) -> str | None:
+    if reason := _unreadable(facts, "allergies", "allergy list"):
+        return reason
+    own = frozenset(i.rxcui for i in product.ingredients)
+    groups = [g for g in data.allergy_groups if g.holds(_product_sets(product, terminology), product.name)]
+    for allergy in facts.allergy_records:
+        if _same_drug(entry, own, allergy.codings, allergy.text, terminology, data):
+            return f"allergy to {allergy.name} recorded"
+        sets = terminology.medication_sets(allergy.codings, allergy.text)
+        for group in groups:
+            if group.holds(sets, allergy.words) or not group.allergy_valuesets.isdisjoint(sets):
+                return f"allergy to {allergy.name} recorded ({group.label} cross-react)"
+    return None
+
+
+def _duplicate(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+               replaced: frozenset[str]) -> str | None:
+    if reason := _unreadable(facts, "medications", "medication list"):
+        return reason
+    own = frozenset(i.rxcui for i in product.ingredients)
+    classes = [c for c in data.duplicate_classes if c.holds(_product_sets(product, terminology), product.name)]
+    longest = max([data.recent_therapy_days, *(c.recent_days or 0 for c in classes)])
+    for med, how, age in _current_therapy(facts, replaced, longest):
+        if not _same_route_family(med.route, product.route):
+            continue
+        words = " ".join([med.text, *(display for _, _, display in med.codings)])
+        if age <= data.recent_therapy_days and _same_drug(entry, own, med.codings, med.text, terminology, data):
+            return f"{med.name} {how}"
+        for cls in classes:
+            if age <= (cls.recent_days or data.recent_therapy_days) and cls.holds(med.sets, words):
+                return f"{med.name} {how} (same class: {cls.label})"
+    return None
+
+
+def _same_route_family(route: str | None, other: str) -> bool:
+    """Whether two routes can duplicate each other's therapy: the same route, or both systemic; an
+    unknown route counts as possibly the same (never read as "different")."""
+    if route in (None, "unknown") or route == other:
+        return True
+    return route not in LOCAL_ROUTES and other not in LOCAL_ROUTES
+
+
+def _current_therapy(facts: Facts, replaced: frozenset[str], days: int) -> Iterator[tuple[MedicationFact, str, int]]:
+    """Each medication the patient is on or about to be, with how (for the card) and its age in
+    days (0 for an active or drafted order): active orders, the other drafts of this request, and
+    prescriptions completed, dispenses and statements within ``days``."""
+    for med in facts.active_medications:
+        yield med, "is already active", 0
+    for draft in facts.all_drafts:
+        if isinstance(draft, MedicationFact) and draft.ref not in replaced:
+            yield draft, "is already drafted in this request", 0
+    for recent in facts.recent_medications:
+        age = 0 if recent.when is None else (facts.today - recent.when).days
+        if age <= days:
+            when = "currently" if recent.when is None else f"on {recent.when.isoformat()}"
+            yield recent.medication, f"already recorded ({recent.source} {when})", age
+
+
+def _state(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+           replaced: frozenset[str]) -> str | None:
+    if not entry.avoid_in:
+        return None
+    if reason := _unreadable(facts, "conditions", "problem list"):
+        return reason
+    for state in entry.avoid_in:
+        valueset, label = data.states[state]
+        if any(terminology.match_codes(c.codings, valueset) for c in facts.conditions):
+            return f"{label} recorded"
+        if state == "pregnancy" and (test := _positive_pregnancy_test(facts, terminology, data)):
+            return f"positive pregnancy test on {_day(test.when)}"
+    return None
+
+
+def _positive_pregnancy_test(facts: Facts, terminology: Terminology, data: ScreenData) -> ObservationFact | None:
+    """The latest pregnancy test of the window, when it is positive (the lab's interpretation or
+    the coded result): a pregnancy not yet on the problem list."""
+    if not data.pregnancy_tests or "observations" not in facts.available:
+        return None
+    test = latest_result(facts, terminology, data.pregnancy_tests, data.pregnancy_test_days)
+    if test is None or data.positive.isdisjoint((*test.interpretation, *test.coded_value)):
+        return None
+    return test
+
+
+def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+            replaced: frozenset[str]) -> str | None:
+    if entry.egfr_at_least is None:
+        return None
+    needed = f"no eGFR in the last {data.kidney_days} days; check kidney function first"
+    if "observations" not in facts.available:
+        return needed if entry.kidney_required else None
+    result = latest_result(facts, terminology, data.kidney_results, data.kidney_days)
+    if result is None or result.value is None:
+        return needed if entry.kidney_required else None
+    if result.value < entry.egfr_at_least:
+        return f"eGFR {result.value:g} on {_day(result.when)}, below {entry.egfr_at_least:g}"
+    return None
+
+
+def _weight(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+            replaced: frozenset[str]) -> str | None:
+    if entry.weight_at_least is None and entry.weight_below is None:
+        return None
+    child = facts.age_years is None or facts.age_years < data.child_under_years
+    weight = None
+    if "observations" in facts.available:
+        weight = latest_result(facts, terminology, data.body_weight, data.child_weight_days, unit=KG)
+    if weight is None or weight.value is None:
+        return f"no weight in kg in the last {data.child_weight_days} days; weigh the patient first" if child else None
+    low, high = entry.weight_at_least, entry.weight_below
+    if (low is not None and weight.value < low) or (high is not None and weight.value >= high):
+        return f"weight {weight.value:g} kg on {_day(weight.when)} is outside its band"
+    return None
+
+
+def latest_result(facts: Facts, terminology: Terminology, valueset: str, days: int,
+                  unit: str | None = None) -> ObservationFact | None:
+    """The most recent result of the value set's LOINC codes taken within ``days`` (and in
+    ``unit``, when given), or None: an older result counts as none."""
+    codes = {code for _, code in terminology.valuesets[valueset].exact}
+    found = [obs for code, obs in facts.latest_observations.items() if code in codes and obs.when is not None]
+    if not found:
+        return None
+    latest = max(found, key=lambda obs: obs.when or date.min)
+    if unit is not None and not same_unit(latest.units, (unit,)):  # the UCUM code, or the unit as labs write it
+        return None  # the latest in other units: an older result in this unit may be out of date
+    return latest if latest.when and latest.when >= facts.today - timedelta(days=days) else None
+
+
+def _day(when: date | None) -> str:
+    return when.isoformat() if when else "an unknown date"
+

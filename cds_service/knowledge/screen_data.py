@@ -1,0 +1,104 @@
+"""Compiles ``knowledge/suggestion-screen.yaml`` (already read and schema-checked by the loader)
+into the ``ScreenData`` the suggestion screen runs on, reporting every cross-reference problem:
+an unknown source key, value set, state or route, a product the table lacks, and any product a
+rule's suggestion can create that has no screen entry (it would be offered unchecked).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from cds_service.core.dosing import SNOMED_ROUTES
+from cds_service.core.rules import Module, Problems
+from cds_service.core.screen import Dosage, DrugGroup, ProductScreen, ScreenData
+from cds_service.core.terminology import NameIndex, Terminology
+
+FILE = "suggestion-screen.yaml"
+
+
+def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapping[str, Module],
+                   problems: Problems) -> ScreenData:
+    sources = set(data["sources"])
+    _check_sources(data, sources, problems)
+    valuesets = set(terminology.valuesets)
+    states = {sid: (spec["valueset"], spec["label"]) for sid, spec in data["states"].items()}
+    for where, vid in [*((f"states.{s}", v) for s, (v, _) in states.items()),
+                       ("kidney_results", data["kidney_results"]), ("body_weight", data["body_weight"]),
+                       ("pregnancy_tests", data["pregnancy_tests"]["valueset"])]:
+        if vid not in valuesets:
+            problems.add(FILE, where, f"unknown value set '{vid}'")
+    products = {rxcui: _product(rxcui, spec, terminology, set(states), problems)
+                for rxcui, spec in data["products"].items()}
+    _check_created_products(modules, products, problems)
+    names = {i.name.lower(): i.rxcui for p in terminology.products.values() for i in p.ingredients}
+    recency = data["recency"]
+    return ScreenData(
+        products=products,
+        allergy_groups=tuple(_group(g, "allergy_groups", valuesets, problems) for g in data["allergy_groups"]),
+        duplicate_classes=tuple(_group(g, "duplicate_classes", valuesets, problems) for g in data["duplicate_classes"]),
+        states=states, kidney_results=data["kidney_results"], body_weight=data["body_weight"],
+        kidney_days=recency["kidney_days"]["value"], child_weight_days=recency["child_weight_days"]["value"],
+        recent_therapy_days=recency["recent_therapy_days"]["value"], child_under_years=data["child_under_years"],
+        ingredient_names=NameIndex(names), ingredient_by_name=names,
+        pregnancy_tests=data["pregnancy_tests"]["valueset"],
+        pregnancy_test_days=data["pregnancy_tests"]["within_days"],
+        positive=frozenset(data["pregnancy_tests"]["positive"]),
+    )
+
+
+def _check_sources(data: dict[str, Any], sources: set[str], problems: Problems) -> None:
+    cited = [(f"recency.{k}", v["source"]) for k, v in data["recency"].items()]
+    cited.append(("pregnancy_tests", data["pregnancy_tests"]["source"]))
+    cited += [(f"{kind}.{g['id']}", g["source"]) for kind in ("allergy_groups", "duplicate_classes") for g in data[kind]]
+    cited += [(f"products.{rxcui}", p["source"]) for rxcui, p in data["products"].items()]
+    for where, key in cited:
+        if key not in sources:
+            problems.add(FILE, where, f"source '{key}' is not in this file's sources")
+
+
+def _group(spec: dict[str, Any], kind: str, valuesets: set[str], problems: Problems) -> DrugGroup:
+    for vid in [*spec["valuesets"], *spec.get("allergy_valuesets", [])]:
+        if vid not in valuesets:
+            problems.add(FILE, f"{kind}.{spec['id']}", f"unknown value set '{vid}'")
+    return DrugGroup(spec["id"], spec["label"], frozenset(spec["valuesets"]), NameIndex(spec.get("names", [])),
+                     frozenset(spec.get("allergy_valuesets", [])), spec.get("recent_days"))
+
+
+def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states: set[str],
+             problems: Problems) -> ProductScreen:
+    where = f"products.{rxcui}"
+    if rxcui not in terminology.products:
+        problems.add(FILE, where, f"rxcui {rxcui} is not in rxnorm-products.json")
+    for state in spec.get("avoid_in", []):
+        if state not in states:
+            problems.add(FILE, f"{where}.avoid_in", f"unknown state '{state}' (known: {sorted(states)})")
+    dosage = spec.get("dosage")
+    if dosage and dosage["route"] not in SNOMED_ROUTES:
+        problems.add(FILE, f"{where}.dosage.route", f"route {dosage['route']} is not a SNOMED CT route the service knows")
+    kidney, weight = spec.get("kidney") or {}, spec.get("weight_kg") or {}
+    return ProductScreen(
+        rxcui=rxcui, label=spec["label"], source=spec["source"], dosage=_dosage(dosage) if dosage else None,
+        names=NameIndex(spec["names"]) if spec.get("names") else None,
+        egfr_at_least=kidney.get("egfr_at_least"), kidney_required=kidney.get("required", True),
+        avoid_in=tuple(spec.get("avoid_in", [])), weight_at_least=weight.get("at_least"),
+        weight_below=weight.get("below"),
+    )
+
+
+def _dosage(spec: dict[str, Any]) -> Dosage:
+    every = spec.get("every")
+    most = spec.get("max_per_day")
+    return Dosage(spec["text"], (spec["dose"][0], spec["dose"][1]), spec["route"],
+                  (every[0], every[1]) if every else None, spec.get("as_needed", False),
+                  (most[0], most[1]) if most else None)
+
+
+def _check_created_products(modules: Mapping[str, Module], products: Mapping[str, ProductScreen],
+                            problems: Problems) -> None:
+    """Every product a suggestion can create is screened: none may be offered unchecked."""
+    for module in modules.values():
+        for rule in module.rules:
+            for suggestion in rule.suggestions:
+                for action in suggestion.actions:
+                    rxcui = action.args.get("rxcui") if action.kind == "create_medication" else None
+                    if rxcui and rxcui not in products:
+                        problems.add(FILE, "products", f"rxcui {rxcui} (created by {rule.id}) has no screen entry")
