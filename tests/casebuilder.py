@@ -31,7 +31,8 @@ PREFETCH_OF = {"Condition": "conditions", "MedicationRequest": "medications", "M
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
     if "code" not in spec:  # an order known only by its text (e.g. bed rest)
         return {"text": spec["text"]}
-    coding = {"system": SYSTEMS[spec["system"]], "code": spec["code"]}
+    # a short name, or a system written as an EHR writes it (an OID, WHO ICD-10: tests/cases/*-dialects.yaml)
+    coding = {"system": SYSTEMS.get(spec["system"], spec["system"]), "code": spec["code"]}
     if spec.get("display"):
         coding["display"] = spec["display"]
     concept: dict[str, Any] = {"coding": [coding]}
@@ -52,6 +53,9 @@ def condition(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
                                              "code": spec.get("verification", "confirmed")}]}
     if spec.get("onset"):
         res["onsetDateTime"] = spec["onset"]
+    if spec.get("category"):  # e.g. encounter-diagnosis (an EHR's visit diagnosis)
+        res["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                        "code": spec["category"]}]}]
     return res
 
 
@@ -65,6 +69,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         if spec.get("rxcui"):
             concept["coding"] = [{"system": SYSTEMS["rxnorm"], "code": spec["rxcui"], "display": concept["text"]}]
         res["medicationCodeableConcept"] = concept
+    if spec.get("ndc"):  # a drug sent by its NDC only (no RxNorm code, no name)
+        res["medicationCodeableConcept"] = {"coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": spec["ndc"]}]}
     if spec.get("reference"):  # the drug named through medicationReference (pending cases, R1)
         _refer_to_medication(res, spec["reference"])
     dosage = _dosage(spec)
@@ -73,6 +79,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
     if spec.get("supply_days"):
         res["dispenseRequest"] = {"expectedSupplyDuration": {"value": spec["supply_days"], "unit": "days",
                                                              "system": "http://unitsofmeasure.org", "code": "d"}}
+    if spec.get("quantity"):  # tablets dispensed (the course is counted from them and the daily dose)
+        res.setdefault("dispenseRequest", {})["quantity"] = {"value": spec["quantity"]}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
     if spec.get("note"):  # the prescriber's note (Annotation text), read by reason_named
@@ -115,11 +123,16 @@ def _refer_to_medication(res: dict[str, Any], where: str) -> None:
 
 
 def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
-    if "dose" not in spec:
+    if "dose" not in spec and not spec.get("sig"):
         return None
-    value, unit = spec["dose"]
-    dose = {"value": value, "system": "http://unitsofmeasure.org", "code": unit}
-    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": dose}]}
+    if "dose" not in spec:
+        return {"text": spec["sig"]}
+    value, unit, *system = spec["dose"]  # a third item: the unit's system (e.g. SNOMED CT "258684004")
+    dose = {"value": value, "system": SYSTEMS.get(system[0], system[0]) if system else "http://unitsofmeasure.org",
+            "code": unit}
+    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": dose}]} if value is not None else {}
+    if spec.get("sig"):  # the sig in words, as the prescriber typed it
+        dosage["text"] = spec["sig"]
     if spec.get("per_day"):
         dosage["timing"] = {"repeat": {"frequency": spec["per_day"], "period": 1, "periodUnit": "d"}}
     return dosage

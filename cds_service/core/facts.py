@@ -463,10 +463,10 @@ def _service_request(res: dict[str, Any], dialect: Dialect) -> ServiceRequestFac
         codings=dialect.codings(codings(res.get("code"))),
         text=concept_text(res.get("code")),
         status=string(res.get("status")),
-        reason_codings=codings(res.get("reasonCode")),
+        reason_codings=dialect.codings(codings(res.get("reasonCode"))),
         reason_text=concept_text(res.get("reasonCode")),
         details=tuple(t for d in objects(res.get("orderDetail")) if (t := concept_text(d))),
-        category=codings(res.get("category")),
+        category=dialect.codings(codings(res.get("category"))),
     )
 
 

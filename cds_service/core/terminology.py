@@ -296,6 +296,7 @@ class Terminology:
         """
         found: dict[str, Match] = {}
         for system, code, display in codings:
+            system = self.dialect.system(system)
             for candidate in self.expand_rxnorm(code) if system == RXNORM else (code,):
                 for vid in self.valuesets_of(system, candidate):
                     found.setdefault(vid, Match(display or text or code, code, system))
