@@ -255,3 +255,52 @@ def test_a_chronic_encounter_diagnosis_counts_whatever_its_age(app):
     request = build_request(case)
     request["prefetch"]["conditions"]["entry"][0]["resource"]["category"] = [{"coding": [{"code": "encounter-diagnosis"}]}]
     assert facts_for(app.extensions["cds"].knowledge, request, NOW).conditions
+
+
+# --- a medicationReference held only on the FHIR server -------------------------------------------
+
+FHIR = "https://ehr.example.org/fhir"
+
+
+def _succinylcholine_by_server_reference() -> dict[str, Any]:
+    case = {"hook": "order-select", "patient": "mcas-adult", "drafts": [{"medication": {"reference": "missing"}}]}
+    request = build_request(case)
+    order = request["context"]["draftOrders"]["entry"][0]["resource"]
+    order["medicationReference"] = {"reference": "Medication/sux-1"}
+    request["fhirServer"] = FHIR
+    request["fhirAuthorization"] = {"access_token": "token-abc", "token_type": "Bearer", "expires_in": 300,
+                                    "scope": "patient/*.read", "subject": "cds-back-pain"}
+    return request
+
+
+SUCCINYLCHOLINE = {"resourceType": "Medication", "id": "sux-1", "code": {"coding": [
+    {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1594589",
+     "display": "succinylcholine chloride 20 MG/ML Injectable Solution"}]}}
+
+
+def test_a_medication_held_only_on_the_fhir_server_is_read_from_it(hooks):
+    import responses
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{FHIR}/Medication/sux-1", json=SUCCINYLCHOLINE)
+        body = hooks.call(_succinylcholine_by_server_reference()).get_json()
+        assert [c["source"]["topic"]["code"] for c in body["cards"]] == ["mcas.neuromuscular-blocker"]
+        assert rsps.calls[0].request.headers["Authorization"] == "Bearer token-abc"
+
+
+def test_a_server_medication_that_cannot_be_read_says_the_order_was_not_checked(hooks):
+    import responses
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{FHIR}/Medication/sux-1", status=500)
+        body = hooks.call(_succinylcholine_by_server_reference()).get_json()
+    assert [(c["source"]["topic"]["code"], c["indicator"]) for c in body["cards"]] == [("mcas.drug-not-identified", "warning")]
+
+
+def test_an_absolute_medication_reference_is_never_fetched(hooks):
+    import responses
+    request = _succinylcholine_by_server_reference()
+    request["context"]["draftOrders"]["entry"][0]["resource"]["medicationReference"] = {
+        "reference": "https://elsewhere.example.org/fhir/Medication/sux-1"}
+    with responses.RequestsMock() as rsps:  # fails on any call
+        body = hooks.call(request).get_json()
+        assert len(rsps.calls) == 0
+    assert [c["source"]["topic"]["code"] for c in body["cards"]] == ["mcas.drug-not-identified"]

@@ -29,6 +29,9 @@ MEDICATION_ORDERS = {"MedicationRequest", "MedicationOrder"}
 SERVICE_ORDERS = {"ServiceRequest", "ProcedureRequest"}
 DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
 RESULT_STATUS = {"final", "amended", "corrected"}  # a result that "exists" (observation_recorded)
+# The data key under which fhirfetch puts the Medications that draft orders name only by a
+# reference to the FHIR server (read within the call budget).
+MEDICATION_REFERENCES = "medicationReferences"
 CURRENT_STATEMENT = {"active", "intended"}  # a MedicationStatement the patient takes now or will
 
 
@@ -261,7 +264,8 @@ def build_facts(
     """
     drafts = resources_in(context.get("draftOrders"))
     focus = _focus(hook, context, drafts)
-    record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications")))
+    record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications"),
+                                                        data.get(MEDICATION_REFERENCES)))
     # Each draft order is read once: the focus (the selection, or every draft at signing) and the
     # conditions that look at the other drafts of the request share the same facts.
     draft_facts: dict[int, MedicationFact | ServiceRequestFact] = {

@@ -43,7 +43,8 @@ from urllib3.util.connection import create_connection
 
 from cds_service import metrics
 from cds_service.errors import PrefetchUnavailable
-from cds_service.core.fhir import holds_outcome, next_link, objects
+from cds_service.core.facts import MEDICATION_REFERENCES
+from cds_service.core.fhir import holds_outcome, next_link, objects, resources_in
 from cds_service.core.hooks import HookRequest
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,15 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
             pending[key] = template
     deadline = time.monotonic() + policy.budget_seconds - queued_seconds
     fetch = Fetch(request, policy, deadline, transport or _TRANSPORT, issuer)
-    fetched = fetch.all(pending, {key: _resource_type(template) for key, template in templates.items()})
+    kinds = {key: _resource_type(template) for key, template in templates.items()}
+    # Medications that draft orders name only by reference to the FHIR server, read with the keys
+    # under the same deadline (issue 20): otherwise the drug is unknown and no rule can clear it.
+    references = {f"{MEDICATION_REFERENCE_KEY}{i}": ref
+                  for i, ref in enumerate(server_medication_references(request.context, data))}
+    fetched = fetch.all({**pending, **references}, {**kinds, **dict.fromkeys(references, "Medication")})
+    if found := [{"fullUrl": ref, "resource": fetched[key]} for key, ref in references.items()
+                 if isinstance(fetched.get(key), dict)]:
+        data[MEDICATION_REFERENCES] = {"resourceType": "Bundle", "type": "collection", "entry": found}
     for key, what in pending.items():
         if key in fetched:
             data[key] = _merge(data.get(key), fetched[key]) if isinstance(what, NextPages) else fetched[key]
@@ -244,6 +253,29 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
             location=f"$.prefetch.{missing[0]}",
         )
     return data
+
+
+MEDICATION_REFERENCE_KEY = "medicationReference"  # a fetch key (logs, metrics): an index, never an id
+MAX_MEDICATION_REFERENCES = 10
+_MEDICATION_REFERENCE = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")  # relative: read on fhirServer only
+
+
+def server_medication_references(context: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The relative ``Medication/<id>`` references of the draft orders that neither the draftOrders
+    Bundle nor the prefetch holds (contained ones resolve in the order). Absolute URLs are never
+    followed: only the call's own fhirServer is read."""
+    held = set()
+    for bundle in (context.get("draftOrders"), data.get("medications")):
+        for res in resources_in(bundle):
+            if res.get("resourceType") == "Medication" and isinstance(res.get("id"), str):
+                held.add(f"Medication/{res['id']}")
+    wanted = []
+    for order in resources_in(context.get("draftOrders")):
+        reference = order.get("medicationReference")
+        ref = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(ref, str) and _MEDICATION_REFERENCE.match(ref) and ref not in held and ref not in wanted:
+            wanted.append(ref)
+    return wanted[:MAX_MEDICATION_REFERENCES]
 
 
 @dataclass(frozen=True)
