@@ -203,16 +203,14 @@ def _dose_unread(arg: Any, ctx: CompileContext) -> Predicate:
 
 
 def _drug_unidentified(arg: Any, ctx: CompileContext) -> Predicate:
-    """The order's drug cannot be known: a medicationReference to a Medication that is not in the
-    request nor in the prefetch, or no code and no name at all. No rule can clear such an order."""
+    """The order names its drug through a medicationReference to a Medication found nowhere (not
+    contained, not in the request or the prefetch, not readable on the FHIR server). No rule can
+    clear such an order. An order with no drug at all is not flagged: the CDS Hooks sandbox sends
+    one while the clinician is still choosing the drug."""
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
-        if not isinstance(item, MedicationFact):
+        if not isinstance(item, MedicationFact) or not item.unresolved_reference:
             return None
-        if item.unresolved_reference:
-            return [Evidence("The order names its drug through a Medication resource that could not be read")]
-        if not item.codings and not item.text:
-            return [Evidence("The order names no drug (no code, no name)")]
-        return None
+        return [Evidence("The order names its drug through a Medication resource that could not be read")]
 
     return Predicate(check, frozenset(), frozenset())
 
