@@ -167,11 +167,18 @@ def test_a_dose_given_only_in_the_sig_is_read(app):
 
 
 @pytest.mark.parametrize("written, route", [("IV", "parenteral"), ("IVP", "parenteral"), ("IM", "parenteral"),
-                                            ("SQ", "parenteral"), ("SC", "parenteral"), ("PO", "oral"), ("IT", "neuraxial")])
+                                            ("SQ", "parenteral"), ("SC", "parenteral"), ("PO", "oral")])
 def test_route_abbreviations_are_read(app, written, route):
     """An IV diphenhydramine written "IV" is parenteral, never "route unknown" (then swapped to a tablet)."""
     case = _order(text="diphenhydramine 50 mg", route=written)
     assert _facts(app, case).draft_medications[0].route == route
+
+
+def test_a_sig_in_plain_words_does_not_change_the_route(app):
+    """'take it with food': "it" is no intrathecal route; the tablet stays oral."""
+    request = build_request(_order(rxcui="197807", text="ibuprofen 800 MG Oral Tablet"))
+    request["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"] = [{"text": "800 mg, take it with food"}]
+    assert facts_for(app.extensions["cds"].knowledge, request, NOW).draft_medications[0].route == "oral"
 
 
 def test_a_v2_route_code_is_read_and_a_word_inside_another_is_not(app):
