@@ -311,3 +311,28 @@ def test_an_absolute_medication_reference_is_never_fetched(hooks):
         body = hooks.call(request).get_json()
         assert len(rsps.calls) == 0
     assert [c["source"]["topic"]["code"] for c in body["cards"]] == ["mcas.drug-not-identified"]
+
+
+# --- knowledge check ---------------------------------------------------------------------------------
+
+def test_knowledge_check_refuses_an_alias_without_a_source_or_a_target(tmp_path):
+    import shutil
+
+    import yaml
+
+    from cds_service.errors import KnowledgeError
+    from cds_service.knowledge.loader import load_knowledge
+    from helpers import ROOT
+
+    shutil.copytree(ROOT / "knowledge", tmp_path / "knowledge")
+    path = tmp_path / "knowledge" / "dialects.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["medication_names"].append({"written": "Madeupium", "means": ["madeupine"], "source": "NOWHERE", "evidence": "x"})
+    data["ndc"].append({"ndc": "12345-678-90", "rxcui": "999999999", "source": "DAILYMED", "evidence": "x"})
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(KnowledgeError) as raised:
+        load_knowledge(tmp_path / "knowledge")
+    problems = str(raised.value)
+    assert "source 'NOWHERE' is not in terminology-sources.yaml" in problems
+    assert "'madeupine' is no ingredient name a value set matches" in problems
+    assert "rxcui 999999999 is not in rxnorm-products.json" in problems
