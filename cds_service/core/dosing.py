@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from cds_service.core.dialect import PRODUCT_UNIT, Dialect
 from cds_service.core.fhir import codings, number, obj, objects, parse_date, string
 from cds_service.core.terminology import Product
+
+_PLAIN = Dialect()
 
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 UNIT_WORDS = {"second": "s", "seconds": "s", "minute": "min", "minutes": "min", "hour": "h", "hours": "h",
               "day": "d", "days": "d", "week": "wk", "weeks": "wk", "month": "mo", "months": "mo",
               "year": "a", "years": "a"}
 TIMES_PER_DAY = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "Q4H": 6, "Q6H": 4, "Q8H": 3, "AM": 1, "PM": 1}
-MG_FACTOR = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
 # The one route vocabulary: the product table's routes, the words of the `route` and
 # `active_medication.routes` conditions (knowledge.py puts it into both JSON Schemas at load).
 ROUTES = ("oral", "parenteral", "neuraxial", "intraarticular", "topical", "nasal", "inhaled", "ophthalmic", "rectal",
@@ -43,6 +45,7 @@ ROUTE_WORDS = (  # the most specific first: "epidural injection" is neuraxial, n
 # are oral): matched as whole words, after ROUTE_WORDS.
 _FORM_WORDS = re.compile(r"\b(gel|patch)\b")
 _FORM_ROUTES = {"gel": "topical", "patch": "transdermal"}
+SNOMED = "http://snomed.info/sct"
 # SNOMED CT route codes of the FHIR R4 route value set (http://hl7.org/fhir/ValueSet/route-codes).
 SNOMED_ROUTES = {"26643006": "oral", "47625008": "parenteral", "78421000": "parenteral",
                  "34206005": "parenteral", "6064005": "topical", "46713006": "nasal", "18679011000001101": "inhaled",
@@ -56,35 +59,100 @@ class Dose:
     planned_days: float | None = None
     single_dose_mg: float | None = None
     daily_dose_mg: float | None = None
+    dose_unread: bool = False  # a dose is written but cannot be read as an amount
 
 
-def read(order: dict[str, Any], product: Product | None) -> Dose:
-    instructions = objects(order.get("dosageInstruction"))
-    singles = [d for d in (_single_dose_mg(i, product) for i in instructions) if d is not None]
-    daily = _daily_dose_mg(instructions, product)
+def read(order: dict[str, Any], product: Product | None, dialect: Dialect = _PLAIN) -> Dose:
+    """The order's dose; its units read through the dialect (UCUM, SNOMED CT, words), and a dose
+    given only in the sig text read from that text."""
+    instructions = [_with_sig_dose(i, dialect) for i in objects(order.get("dosageInstruction"))]
+    units = _Units(product, dialect)
+    singles = [d for d in (_single_dose_mg(i, units) for i in instructions) if d is not None]
+    daily = _daily_dose_mg(instructions, units)
     return Dose(
         start=_start(order, instructions),
-        planned_days=_planned_days(order, instructions),
+        planned_days=_planned_days(order, instructions, units),
         single_dose_mg=max(singles) if singles else None,
         daily_dose_mg=daily,
+        dose_unread=_dose_unread(instructions, units),
     )
 
 
-def route(order: dict[str, Any], product: Product | None, text: str) -> str | None:
+@dataclass(frozen=True)
+class _Units:
+    product: Product | None
+    dialect: Dialect
+
+
+# A sig written only in words: "10 mg PO TID", "take 1 tablet by mouth three times daily".
+_SIG_DOSE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])", re.I)
+_SIG_TIMES = (
+    (re.compile(r"\b(?:q\.?i\.?d|four times (?:a |per |each )?day|4 times (?:a |per )?day)\b", re.I), 4.0),
+    (re.compile(r"\b(?:t\.?i\.?d|three times (?:a |per |each )?day|3 times (?:a |per )?day)\b", re.I), 3.0),
+    (re.compile(r"\b(?:b\.?i\.?d|twice (?:a |per |each )?day|two times (?:a |per )?day|2 times (?:a |per )?day)\b", re.I), 2.0),
+    (re.compile(r"\b(?:daily|once (?:a |per |each )?day|q\.?d|every day|at bedtime|qhs|nightly)\b", re.I), 1.0),
+)
+_SIG_EVERY = re.compile(r"\b(?:q|every)\s*(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I)
+
+
+def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
+    """The instruction, with the dose and frequency its sig text gives when it has no structured
+    ones: a sig-only order is read, never taken for "no dose"."""
+    text = string(instruction.get("text")) or string(instruction.get("patientInstruction"))
+    if not text or _dose_quantity(instruction) is not None:
+        return instruction
+    dose = _SIG_DOSE.search(text)
+    if dose is None:
+        return instruction
+    quantity = {"value": float(dose.group(1)), "unit": dose.group(2).lower()}
+    filled = {**instruction, "doseAndRate": [{"doseQuantity": quantity}]}
+    if not _repeat(instruction):
+        every = _SIG_EVERY.search(text)
+        per_day = 24 / float(every.group(1)) if every and float(every.group(1)) > 0 else next(
+            (times for pattern, times in _SIG_TIMES if pattern.search(text)), None)
+        if per_day is not None:
+            filled["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
+    return filled
+
+
+def _dose_unread(instructions: list[dict[str, Any]], units: _Units) -> bool:
+    """Whether the order gives a dose that cannot be read as an amount (a unit we do not know,
+    or a product unit of a product whose strength we do not know), or only sig words without one."""
+    for instruction in instructions:
+        quantity = _dose_quantity(instruction)
+        if quantity is not None and _to_mg(quantity, units) is None:
+            return True
+        if quantity is None and (string(instruction.get("text")) or string(instruction.get("patientInstruction"))):
+            return True
+    return False
+
+
+def route(order: dict[str, Any], product: Product | None, text: str, dialect: Dialect = _PLAIN) -> str | None:
     """oral / parenteral / neuraxial / ...: the order's own dosage route first (an injectable
-    steroid given epidurally is not systemic), then the product table, else words in the name."""
+    steroid given epidurally is not systemic), then the product table, else words in the name.
+    Route codes of any system the dialect knows (SNOMED CT, HL7 v2 table 0162) and the
+    abbreviations clinicians type ("IV", "SQ", "PO") are read as the words they stand for."""
     for instruction in objects(order.get("dosageInstruction")):
         concept = obj(instruction, "route")
-        for _, code, display in codings(concept):
-            if code in SNOMED_ROUTES:
+        for system, code, display in codings(concept):
+            if code in SNOMED_ROUTES and dialect.system(system) in (SNOMED, ""):
                 return SNOMED_ROUTES[code]
-            if (found := _route_from_words(display)) is not None:
+            if (found := dialect.route_of_code(system, code)) is not None:
                 return found
-        if (found := _route_from_words(string(concept.get("text")))) is not None:
+            if (found := _route_in(display, dialect)) is not None:
+                return found
+        if (found := _route_in(string(concept.get("text")), dialect)) is not None:
             return found
+        if (found := dialect.route_in_words(string(instruction.get("text")))) is not None:
+            return found  # the sig: "4 mg IV push"
     if product is not None and product.route != "other":
         return product.route
-    return _route_from_words(text)
+    return _route_in(text, dialect)
+
+
+def _route_in(text: str, dialect: Dialect) -> str | None:
+    """The route of a route's words: the full words first ("intravenous"), then abbreviations."""
+    return _route_from_words(text) or dialect.route_in_words(text)
 
 
 def route_of_word(text: str) -> str | None:
@@ -144,21 +212,48 @@ def _dose_quantity(instruction: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _to_mg(quantity: dict[str, Any] | None, product: Product | None) -> float | None:
+def _to_mg(quantity: dict[str, Any] | None, units: _Units) -> float | None:
+    """A dose in mg: an amount unit (mg, g, ug) directly; a product unit (tablet, {pill}, SNOMED
+    CT "Tablet") or mL through the product's strength; any other unit (one we do not know,
+    e.g. a SNOMED CT code not in the dialect) is unread, never taken for a tablet."""
     if not isinstance(quantity, dict) or (value := number(quantity.get("value"))) is None:
         return None
-    unit = str(quantity.get("code") or quantity.get("unit") or "").lower()
-    if unit in MG_FACTOR:
-        return value * MG_FACTOR[unit]
-    strength = _single_strength(product)
+    unit = units.dialect.unit(quantity) if units.dialect.unit_codes else _plain_unit(quantity)
+    if unit is None:
+        return None
+    if (mg := Dialect.mg(value, unit)) is not None:
+        return mg
+    strength = _single_strength(units.product)
     if strength is None:
         return None
     per_unit, strength_unit = strength
-    if strength_unit == "mg/ml" and unit == "ml":
+    if strength_unit == "mg/ml" and unit == "mL":
         return value * per_unit
-    if strength_unit == "mg" and unit not in ("ml", "l"):
-        return value * per_unit  # {pill}, tablet, capsule, 1: one unit of the product
+    if strength_unit == "mg" and unit == PRODUCT_UNIT:
+        return value * per_unit
     return None
+
+
+def _plain_unit(quantity: dict[str, Any]) -> str | None:
+    """The unit without a dialect (tests that build a bare Terminology): UCUM mg/g/ug/mL, else
+    one unit of the product."""
+    unit = str(quantity.get("code") or quantity.get("unit") or "").lower()
+    return {"mg": "mg", "g": "g", "ug": "ug", "mcg": "ug", "ml": "mL", "l": "L"}.get(unit, PRODUCT_UNIT)
+
+
+def _product_units(quantity: dict[str, Any] | None, units: _Units) -> float | None:
+    """A dose in units of the product (tablets): a dose in mg divided by the strength, so that a
+    dispensed quantity of 90 tablets lasts as long as it does whatever unit the dose is in."""
+    if not isinstance(quantity, dict) or (value := number(quantity.get("value"))) is None:
+        return None
+    unit = units.dialect.unit(quantity) if units.dialect.unit_codes else _plain_unit(quantity)
+    if unit == PRODUCT_UNIT:
+        return value
+    strength = _single_strength(units.product)
+    mg = Dialect.mg(value, unit) if unit else None
+    if strength is None or mg is None or strength[1] != "mg" or strength[0] <= 0:
+        return None
+    return mg / strength[0]
 
 
 def _single_strength(product: Product | None) -> tuple[float, str] | None:
@@ -170,16 +265,16 @@ def _single_strength(product: Product | None) -> tuple[float, str] | None:
     return float(ingredient.strength_value), ingredient.strength_unit.lower()
 
 
-def _single_dose_mg(instruction: dict[str, Any], product: Product | None) -> float | None:
-    return _to_mg(_dose_quantity(instruction), product)
+def _single_dose_mg(instruction: dict[str, Any], units: _Units) -> float | None:
+    return _to_mg(_dose_quantity(instruction), units)
 
 
-def _daily_dose_mg(instructions: list[dict[str, Any]], product: Product | None) -> float | None:
+def _daily_dose_mg(instructions: list[dict[str, Any]], units: _Units) -> float | None:
     by_sequence: dict[Any, float] = {}
     for instruction in instructions:
-        dose, per_day = _single_dose_mg(instruction, product), _per_day(instruction)
+        dose, per_day = _single_dose_mg(instruction, units), _per_day(instruction)
         daily = dose * per_day if dose is not None and per_day is not None else None
-        daily = max(filter(None, [daily, _max_per_day_mg(instruction, product)]), default=None)
+        daily = max(filter(None, [daily, _max_per_day_mg(instruction, units)]), default=None)
         if daily is not None:
             key = instruction.get("sequence", 0)
             key = key if isinstance(key, (int, float, str)) else 0  # a list or object cannot be a dict key
@@ -187,20 +282,20 @@ def _daily_dose_mg(instructions: list[dict[str, Any]], product: Product | None) 
     return max(by_sequence.values()) if by_sequence else None
 
 
-def _max_per_day_mg(instruction: dict[str, Any], product: Product | None) -> float | None:
+def _max_per_day_mg(instruction: dict[str, Any], units: _Units) -> float | None:
     for ratio in objects(instruction.get("maxDosePerPeriod")):
-        amount = _to_mg(ratio.get("numerator"), product)
+        amount = _to_mg(ratio.get("numerator"), units)
         days = _duration(ratio.get("denominator"))
         if amount is not None and days:
             return amount / days
     return None
 
 
-def _units_per_day(instructions: list[dict[str, Any]]) -> float | None:
+def _units_per_day(instructions: list[dict[str, Any]], units: _Units) -> float | None:
+    """Units of the product (tablets) taken a day: what a dispensed quantity is counted in."""
     total = 0.0
     for instruction in instructions:
-        quantity = _dose_quantity(instruction)
-        amount = number(quantity.get("value")) if quantity else None
+        amount = _product_units(_dose_quantity(instruction), units)
         per_day = _per_day(instruction)
         if amount is None or per_day is None:
             return None
@@ -208,7 +303,7 @@ def _units_per_day(instructions: list[dict[str, Any]]) -> float | None:
     return total or None
 
 
-def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]]) -> float | None:
+def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]], units: _Units) -> float | None:
     dispense = obj(order, "dispenseRequest")
     refills = number(dispense.get("numberOfRepeatsAllowed")) or 0
     supply = _duration(dispense.get("expectedSupplyDuration"))
@@ -223,7 +318,7 @@ def _planned_days(order: dict[str, Any], instructions: list[dict[str, Any]]) -> 
         if start and end:
             return float((end - start).days)
     quantity = number(obj(dispense, "quantity").get("value"))
-    per_day = _units_per_day(instructions) if instructions else None
+    per_day = _units_per_day(instructions, units) if instructions else None
     if quantity and per_day:
         return quantity * (1 + refills) / per_day
     return None

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from cds_service.core import dosing
+from cds_service.core.dialect import Dialect
 from cds_service.core.fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
 from cds_service.core.terminology import LOINC, Brand, Coding, Match, Terminology
 
@@ -28,6 +29,9 @@ MEDICATION_ORDERS = {"MedicationRequest", "MedicationOrder"}
 SERVICE_ORDERS = {"ServiceRequest", "ProcedureRequest"}
 DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
 RESULT_STATUS = {"final", "amended", "corrected"}  # a result that "exists" (observation_recorded)
+# The data key under which fhirfetch puts the Medications that draft orders name only by a
+# reference to the FHIR server (read within the call budget).
+MEDICATION_REFERENCES = "medicationReferences"
 CURRENT_STATEMENT = {"active", "intended"}  # a MedicationStatement the patient takes now or will
 
 
@@ -39,10 +43,17 @@ class ConditionFact:
     suspected: bool
     relapsing: bool = False  # clinicalStatus "relapse": how a relapse is recorded when no code names it
     clinical: str = "absent"  # clinicalStatus; "absent" when not recorded, "resolved" when only an end date is
+    # A relapsing chronic disease (dialects.yaml remission_counts_for): "remission" is still the disease.
+    chronic: bool = False
+    # An encounter diagnosis with no clinicalStatus, older than the dialect's recency: a past visit's
+    # diagnosis, not a current problem.
+    stale: bool = False
 
     @property
     def current(self) -> bool:
-        return self.clinical in ACTIVE_CONDITION
+        if self.clinical == "remission":
+            return self.chronic
+        return self.clinical in ACTIVE_CONDITION and not self.stale
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class MedicationFact:
     # reason_named and order_says).
     stated_texts: tuple[str, ...] = ()
     reason_text: str = ""  # a reason given in words only is still a reason (no_reason is false)
+    dose_unread: bool = False  # a dose is written that cannot be read as an amount (unit unknown, sig words)
+    # A medicationReference that names a Medication neither contained, in draftOrders nor in the
+    # prefetch: the drug is unknown, so no rule can clear it.
+    unresolved_reference: bool = False
 
     @property
     def name(self) -> str:
@@ -211,7 +226,8 @@ class Facts:
     @_ReadOnce
     def past_conditions(self) -> tuple[ConditionFact, ...]:
         """Conditions of any clinical status but refuted or entered in error, for `statuses` (R13)."""
-        return tuple(c for r in self.record.resources("conditions") if (c := _condition(r)))
+        terminology = self.record.terminology
+        return tuple(c for r in self.record.resources("conditions") if (c := _condition(r, terminology, self.today)))
 
     @_ReadOnce
     def conditions(self) -> tuple[ConditionFact, ...]:
@@ -219,7 +235,8 @@ class Facts:
 
     @_ReadOnce
     def allergies(self) -> tuple[tuple[Coding, ...], ...]:
-        return tuple(a for r in self.record.resources("allergies") if (a := _allergy(r)))
+        dialect = self.record.terminology.dialect
+        return tuple(dialect.codings(a) for r in self.record.resources("allergies") if (a := _allergy(r)))
 
     @_ReadOnce
     def allergy_records(self) -> tuple[AllergyFact, ...]:
@@ -245,7 +262,8 @@ class Facts:
 
     @_ReadOnce
     def _observed(self) -> _Observations:
-        return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes)
+        return _observations(self.record.resources("observations"), self.record.terminology.loinc_codes,
+                             self.record.terminology.dialect)
 
     @_ReadOnce
     def latest_observations(self) -> dict[str, ObservationFact]:
@@ -276,11 +294,12 @@ def build_facts(
     """
     drafts = [r for r in resources_in(context.get("draftOrders")) if not _not_to_be_done(r)]
     focus = _focus(hook, context, drafts)
-    record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications")))
+    record = _Record(data, terminology, _MedicationLibrary(context.get("draftOrders"), data.get("medications"),
+                                                        data.get(MEDICATION_REFERENCES)))
     # Each draft order is read once: the focus (the selection, or every draft at signing) and the
     # conditions that look at the other drafts of the request share the same facts.
     draft_facts: dict[int, MedicationFact | ServiceRequestFact] = {
-        id(r): record.medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS) else _service_request(r)
+        id(r): record.medication(r, "draft") if _among(r.get("resourceType"), MEDICATION_ORDERS) else _service_request(r, terminology.dialect)
         for r in drafts if _among(r.get("resourceType"), MEDICATION_ORDERS | SERVICE_ORDERS)
     }
     focused = [draft_facts[id(r)] for r in focus if id(r) in draft_facts]
@@ -331,9 +350,11 @@ def _status(value: Any, system: str) -> str | None:
     return first_code(value, system)
 
 
-def _condition(res: dict[str, Any]) -> ConditionFact | None:
+def _condition(res: dict[str, Any], terminology: Terminology, today: date) -> ConditionFact | None:
     """Any condition not refuted or entered in error, with its clinical status (the rules choose
-    which statuses count: current ones by default)."""
+    which statuses count: current ones by default), read through the dialect: codings under an
+    OID or WHO ICD-10, a problem written only as text ("MCAS"), "remission" of a relapsing
+    chronic disease, and an encounter diagnosis with no status counted only while recent."""
     if res.get("resourceType") != "Condition":
         return None
     clinical = _status(res.get("clinicalStatus"), CLINICAL_STATUS)
@@ -343,14 +364,33 @@ def _condition(res: dict[str, Any]) -> ConditionFact | None:
     if clinical is None:
         clinical = "resolved" if res.get("abatementDateTime") or res.get("abatementPeriod") else "absent"
     onset = parse_date(res.get("onsetDateTime")) or parse_date(obj(res, "onsetPeriod").get("start"))
+    dialect = terminology.dialect
+    coded = dialect.codings(codings(res.get("code")))
+    text = concept_text(res.get("code"))
+    if text and not terminology.knows_code(coded):
+        coded += dialect.condition_codings(text)
+    chronic = any(terminology.valuesets_of(system, code) & dialect.remission_sets for system, code, _ in coded)
+    when = onset or parse_date(res.get("recordedDate"))
     return ConditionFact(
-        codings=codings(res.get("code")),
-        text=concept_text(res.get("code")),
-        onset=onset or parse_date(res.get("recordedDate")),
+        codings=coded,
+        text=text,
+        onset=when,
         suspected=verification in SUSPECTED,
         relapsing=clinical == "relapse",
         clinical=clinical,
+        chronic=chronic,
+        stale=clinical == "absent" and not chronic and _old_encounter_diagnosis(res, when, today, dialect),
     )
+
+
+def _old_encounter_diagnosis(res: dict[str, Any], when: date | None, today: date, dialect: Dialect) -> bool:
+    """An encounter diagnosis (category encounter-diagnosis) dated more than the dialect's recency
+    before today, or not dated at all: it says what a visit was for, not what the patient has now."""
+    if dialect.encounter_recent_days is None:
+        return False
+    if not any(code == "encounter-diagnosis" for _, code, _ in codings(res.get("category"))):
+        return False
+    return when is None or (today - when).days > dialect.encounter_recent_days
 
 
 def _allergy(res: dict[str, Any]) -> tuple[Coding, ...] | None:
@@ -404,10 +444,10 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
     if not concept and (target := string(reference.get("reference"))):
         medication = library.resolve(res, target)
         concept = medication.get("code") if medication else None
-    coded = codings(concept)
+    coded = terminology.product_codings(codings(concept))
     text = string(concept_text(concept) or reference.get("display"))
     product = next((terminology.products[c] for _, c, _ in coded if c in terminology.products), None)
-    dose = dosing.read(res, product)
+    dose = dosing.read(res, product, terminology.dialect)
     brands = () if terminology.knows_rxnorm(coded) else terminology.brands.find(
         " ".join([text] + [display for _, _, display in coded]))
     sets = terminology.medication_sets(coded, text, brands)
@@ -417,12 +457,14 @@ def _medication(res: dict[str, Any], terminology: Terminology, kind: str, librar
         codings=coded,
         text=text,
         status=string(res.get("status")),
-        route=dosing.route(res, product, text),
+        route=dosing.route(res, product, text, terminology.dialect),
         start=dose.start or parse_date(res.get("authoredOn")) or parse_date(res.get("dateWritten")),
         planned_days=dose.planned_days,
         single_dose_mg=dose.single_dose_mg,
         daily_dose_mg=dose.daily_dose_mg,
-        reason_codings=codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept")),
+        dose_unread=dose.dose_unread,
+        unresolved_reference=bool(not concept and reference.get("reference")),
+        reason_codings=terminology.dialect.codings(codings(res.get("reasonCode")) + codings(res.get("reasonCodeableConcept"))),
         brands=brands,
         stated_texts=_stated_texts(res),
         reason_text=concept_text(res.get("reasonCode")) or concept_text(res.get("reasonCodeableConcept")),
@@ -465,16 +507,16 @@ def _recent_medications(
     return tuple(found)
 
 
-def _service_request(res: dict[str, Any]) -> ServiceRequestFact:
+def _service_request(res: dict[str, Any], dialect: Dialect) -> ServiceRequestFact:
     return ServiceRequestFact(
         ref=reference_to(res),
-        codings=codings(res.get("code")),
+        codings=dialect.codings(codings(res.get("code"))),
         text=concept_text(res.get("code")),
         status=string(res.get("status")),
-        reason_codings=codings(res.get("reasonCode")),
+        reason_codings=dialect.codings(codings(res.get("reasonCode"))),
         reason_text=concept_text(res.get("reasonCode")),
         details=tuple(t for d in objects(res.get("orderDetail")) if (t := concept_text(d))),
-        category=codings(res.get("category")),
+        category=dialect.codings(codings(res.get("category"))),
     )
 
 
@@ -484,7 +526,7 @@ class _Observations:
     recorded_units: dict[str, frozenset[str]]
 
 
-def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _Observations:
+def _observations(resources: list[dict[str, Any]], wanted: frozenset[str], dialect: Dialect) -> _Observations:
     """Per LOINC code the knowledge uses: every observation of its latest day (in file order, so the
     first is "the latest"), and the units of its final results. Other codes are not read further
     (an EHR may send hundreds of vital signs that no rule looks at)."""
@@ -495,7 +537,7 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str]) -> _O
             continue
         if not has_code(res.get("code"), wanted):
             continue  # the common case, kept cheap: most observations are codes no rule reads
-        coded = [c for c in codings(res.get("code")) if c[1] in wanted and c[0] in (LOINC, "")]
+        coded = [c for c in codings(res.get("code")) if c[1] in wanted and dialect.system(c[0]) in (LOINC, "")]
         final = _among(res.get("status"), RESULT_STATUS)
         for obs in _observation(res, coded):
             if final and obs.value is not None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
+from cds_service.core.dialect import Dialect
+
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 MEMBERSHIP_CACHE = 65536  # distinct (system, code) pairs remembered; a chart repeats a few hundred
 CACHED_CODE_LENGTH = 64  # a SNOMED CT id has at most 18 digits; RxNorm, LOINC and ICD-10-CM fewer
@@ -21,6 +23,7 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 CPT = "http://www.ama-assn.org/go/cpt"
+NDC = "http://hl7.org/fhir/sid/ndc"
 
 Coding = tuple[str, str, str]  # system, code, display
 
@@ -209,9 +212,11 @@ class Terminology:
     """All value sets and the product table, compiled once at start-up."""
 
     def __init__(
-        self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product], brands: BrandIndex | None = None
+        self, valuesets: dict[str, ValueSetIndex], products: dict[str, Product], brands: BrandIndex | None = None,
+        dialect: Dialect | None = None,
     ) -> None:
         self.valuesets = valuesets
+        self.dialect = dialect or Dialect()
         self.products = products
         self.brands = brands or BrandIndex(())
         self.loinc_codes = frozenset(
@@ -233,7 +238,9 @@ class Terminology:
         self._names = NameIndex(self._sets_by_name)
 
     def valuesets_of(self, system: str, code: str) -> frozenset[str]:
-        """The ids of the value sets that contain the coding."""
+        """The ids of the value sets that contain the coding (its system read through the dialect:
+        an OID names the same system as its URI)."""
+        system = self.dialect.system(system)
         if len(code) > CACHED_CODE_LENGTH or len(system) > CACHED_SYSTEM_LENGTH:
             return self._membership.of(system, code)
         return self._remembered(system, code)
@@ -255,11 +262,26 @@ class Terminology:
 
     def knows_code(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is in some value set of the knowledge: then it, not the order's text, decides."""
-        return any(self._membership.known(system, code) for system, code, _ in codings)
+        return any(self._membership.known(self.dialect.system(system), code) for system, code, _ in codings)
 
     def knows_rxnorm(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is an RxNorm code of the product table or of a value set."""
-        return any(system == RXNORM and code in self._known_rxnorm for system, code, _ in codings)
+        return any(self.dialect.system(system) == RXNORM and code in self._known_rxnorm for system, code, _ in codings)
+
+    def _only_negated(self, text: str, name: str) -> bool:
+        spans = [(m.start(), m.end()) for m in name_pattern(name).finditer(text)]
+        return bool(spans) and all(self.dialect.negated(text, start, end) for start, end in spans)
+
+    def product_codings(self, codings: Iterable[Coding]) -> tuple[Coding, ...]:
+        """Codings with their systems canonical and, for an NDC of the dialect, the RxNorm product
+        it is (an order sent by NDC only is then read as that product)."""
+        found = []
+        for system, code, display in codings:
+            system = self.dialect.system(system)
+            found.append((system, code, display))
+            if system == NDC and (rxcui := self.dialect.ndc_product(code)) is not None:
+                found.append((RXNORM, rxcui, display))
+        return tuple(found)
 
     def medication_sets(
         self, codings: tuple[Coding, ...], text: str, brands: tuple[Brand, ...] = ()
@@ -274,6 +296,7 @@ class Terminology:
         """
         found: dict[str, Match] = {}
         for system, code, display in codings:
+            system = self.dialect.system(system)
             for candidate in self.expand_rxnorm(code) if system == RXNORM else (code,):
                 for vid in self.valuesets_of(system, candidate):
                     found.setdefault(vid, Match(display or text or code, code, system))
@@ -283,7 +306,17 @@ class Terminology:
             for vid in self.valuesets_of(RXNORM, brand.ingredient_rxcui):
                 found.setdefault(vid, Match(brand.name, None, None, by_name=True))
         words = " ".join([text] + [display for _, _, display in codings])
+        # Names as prescribers write them (dialects.yaml): a brand or abbreviation stands for the
+        # ingredient names it means, or for a product of the table.
+        for written in self.dialect.written_names(words):
+            for vid in self.valuesets_of(RXNORM, written.rxcui) if written.rxcui else ():
+                found.setdefault(vid, Match(written.written, None, None, by_name=True))
+            for name in written.means:
+                for vid in self._sets_by_name.get(name.lower(), ()):
+                    found.setdefault(vid, Match(f"{written.written} ({name})", None, None, by_name=True))
         for name in sorted(self._names.find(words)):
+            if self._only_negated(words, name):
+                continue  # "no morphine", "ketorolac - discontinued": not an order for it
             for vid in self._sets_by_name[name]:
                 found.setdefault(vid, Match(name, None, None, by_name=True))
         return found

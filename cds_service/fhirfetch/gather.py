@@ -33,7 +33,8 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from cds_service import memory, metrics
-from cds_service.core.fhir import holds_outcome, next_link, objects
+from cds_service.core.facts import MEDICATION_REFERENCES
+from cds_service.core.fhir import holds_outcome, next_link, objects, resources_in
 from cds_service.core.hooks import HookRequest
 from cds_service.errors import PrefetchUnavailable
 from cds_service.fhirfetch.transport import ByteCount, FetchFailed, SessionTransport, Transport, read
@@ -131,7 +132,15 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
     deadline = time.monotonic() + policy.budget_seconds - queued_seconds
     access = ServerAccess.decide(policy, issuer, request.fhir_server, bool(request.access_token))
     fetch = Fetch(request, policy, deadline, transport or _TRANSPORT, access, ByteCount(policy.max_call_bytes))
-    fetched, why = fetch.all(pending, {key: _resource_type(template) for key, template in templates.items()})
+    kinds = {key: _resource_type(template) for key, template in templates.items()}
+    # Medications that draft orders name only by reference to the FHIR server, read with the keys
+    # under the same deadline (issue 20): otherwise the drug is unknown and no rule can clear it.
+    references = {f"{MEDICATION_REFERENCE_KEY}{i}": ref
+                  for i, ref in enumerate(server_medication_references(request.context, data))}
+    fetched, why = fetch.all({**pending, **references}, {**kinds, **dict.fromkeys(references, "Medication")})
+    if found := [{"fullUrl": ref, "resource": fetched[key]} for key, ref in references.items()
+                 if isinstance(fetched.get(key), dict)]:
+        data[MEDICATION_REFERENCES] = {"resourceType": "Bundle", "type": "collection", "entry": found}
     unavailable = {}
     for key, what in pending.items():
         if key in fetched:
@@ -149,6 +158,29 @@ def gather(request: HookRequest, templates: dict[str, str], required: Iterable[s
             location=f"$.prefetch.{missing[0]}",
         )
     return Gathered(data, unavailable)
+
+
+MEDICATION_REFERENCE_KEY = "medicationReference"  # a fetch key (logs, metrics): an index, never an id
+MAX_MEDICATION_REFERENCES = 10
+_MEDICATION_REFERENCE = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")  # relative: read on fhirServer only
+
+
+def server_medication_references(context: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The relative ``Medication/<id>`` references of the draft orders that neither the draftOrders
+    Bundle nor the prefetch holds (contained ones resolve in the order). Absolute URLs are never
+    followed: only the call's own fhirServer is read."""
+    held = set()
+    for bundle in (context.get("draftOrders"), data.get("medications")):
+        for res in resources_in(bundle):
+            if res.get("resourceType") == "Medication" and isinstance(res.get("id"), str):
+                held.add(f"Medication/{res['id']}")
+    wanted: list[str] = []
+    for order in resources_in(context.get("draftOrders")):
+        reference = order.get("medicationReference")
+        ref = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(ref, str) and _MEDICATION_REFERENCE.match(ref) and ref not in held and ref not in wanted:
+            wanted.append(ref)
+    return wanted[:MAX_MEDICATION_REFERENCES]
 
 
 @dataclass(frozen=True)

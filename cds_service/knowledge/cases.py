@@ -41,7 +41,8 @@ PREFETCH_OF = {**PREFETCH_KEY_OF, "Medication": "medications"}
 def _concept(spec: dict[str, Any]) -> dict[str, Any]:
     if "code" not in spec:  # an order known only by its text (e.g. bed rest)
         return {"text": spec["text"]}
-    coding = {"system": SYSTEMS[spec["system"]], "code": spec["code"]}
+    # a short name, or a system written as an EHR writes it (an OID, WHO ICD-10: tests/cases/*-dialects.yaml)
+    coding = {"system": SYSTEMS.get(spec["system"], spec["system"]), "code": spec["code"]}
     if spec.get("display"):
         coding["display"] = spec["display"]
     concept: dict[str, Any] = {"coding": [coding]}
@@ -62,6 +63,9 @@ def condition(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
                                              "code": spec.get("verification", "confirmed")}]}
     if spec.get("onset"):
         res["onsetDateTime"] = spec["onset"]
+    if spec.get("category"):  # e.g. encounter-diagnosis (an EHR's visit diagnosis)
+        res["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                        "code": spec["category"]}]}]
     return res
 
 
@@ -75,6 +79,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
         if spec.get("rxcui"):
             concept["coding"] = [{"system": SYSTEMS["rxnorm"], "code": spec["rxcui"], "display": concept["text"]}]
         res["medicationCodeableConcept"] = concept
+    if spec.get("ndc"):  # a drug sent by its NDC only (no RxNorm code, no name)
+        res["medicationCodeableConcept"] = {"coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": spec["ndc"]}]}
     if spec.get("reference"):  # the drug named through medicationReference (pending cases, R1)
         _refer_to_medication(res, spec["reference"])
     dosage = _dosage(spec)
@@ -83,6 +89,8 @@ def medication(spec: dict[str, Any], patient: str, rid: str, status: str) -> dic
     if spec.get("supply_days"):
         res["dispenseRequest"] = {"expectedSupplyDuration": {"value": spec["supply_days"], "unit": "days",
                                                              "system": "http://unitsofmeasure.org", "code": "d"}}
+    if spec.get("quantity"):  # tablets dispensed (the course is counted from them and the daily dose)
+        res.setdefault("dispenseRequest", {})["quantity"] = {"value": spec["quantity"]}
     if spec.get("reason"):
         res["reasonCode"] = [_concept(spec["reason"])]
     if spec.get("note"):  # the prescriber's note (Annotation text), read by reason_named
@@ -127,11 +135,16 @@ def _refer_to_medication(res: dict[str, Any], where: str) -> None:
 
 
 def _dosage(spec: dict[str, Any]) -> dict[str, Any] | None:
-    if "dose" not in spec:
+    if "dose" not in spec and not spec.get("sig"):
         return None
-    value, unit = spec["dose"]
-    dose = {"value": value, "system": "http://unitsofmeasure.org", "code": unit}
-    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": dose}]}
+    if "dose" not in spec:
+        return {"text": spec["sig"]}
+    value, unit, *system = spec["dose"]  # a third item: the unit's system (e.g. SNOMED CT "258684004")
+    dose = {"value": value, "system": SYSTEMS.get(system[0], system[0]) if system else "http://unitsofmeasure.org",
+            "code": unit}
+    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": dose}]} if value is not None else {}
+    if spec.get("sig"):  # the sig in words, as the prescriber typed it
+        dosage["text"] = spec["sig"]
     if spec.get("per_day"):
         dosage["timing"] = {"repeat": {"frequency": spec["per_day"], "period": 1, "periodUnit": "d"}}
     return dosage
@@ -228,11 +241,12 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "case": (("id", "rule", "description", "hook", "patient", "expect"),
              ("birth_date", "replace_record", "tests_gate", "record", "drafts", "feedback", "feature")),
     "record": ((), ("conditions", "medications", "observations", "allergies", "statements")),
-    "conditions": (("code",), (*CONCEPT[1], "onset", "clinical", "verification")),
+    "conditions": (("code",), (*CONCEPT[1], "onset", "clinical", "verification", "category")),
     "allergies": (("code",), CONCEPT[1]),
     "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation")),
     "medications": ((), ("rxcui", "text", "display", "status", "start", "reference", "dose", "per_day",
-                         "supply_days", "reason", "note", "route", "route_code", "do_not_perform")),
+                         "supply_days", "reason", "note", "route", "route_code", "do_not_perform", "ndc", "quantity",
+                         "sig")),
     "procedure": ((), (*CONCEPT[1], "status", "reason", "detail", "category", "do_not_perform")),
     "expect": (("rule", "indicator"), ("summary_contains", "detail_contains", "detail_excludes", "suggestions",
                                         "merged_rules")),

@@ -25,6 +25,7 @@ from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
+from cds_service.core.dialect import compile_dialect
 from cds_service.core.screen import READS
 from cds_service.core.units import unit_problem
 from cds_service.knowledge.release import release_of
@@ -48,6 +49,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     products_file = _validated(directory / "rxnorm-products.json", schemas.get("rxnorm-products"), problems) or {}
     _check_products(products_file, set((sources.get("sources") or {})), valuesets, problems)
     brands_file = _validated(directory / "rxnorm-brands.json", schemas.get("rxnorm-brands"), problems) or {}
+    dialects_file = _validated(directory / "dialects.yaml", schemas.get("dialects"), problems) or {}
     thresholds = (_read(directory / "observation-thresholds.yaml", problems, optional=True) or {}).get("thresholds", {})
     for vid, limit in thresholds.items():
         unit = (limit or {}).get("unit")
@@ -68,9 +70,10 @@ def load_knowledge(directory: Path) -> Knowledge:
     products = compile_products(products_file)
     compiled = compile_valuesets(valuesets, name_only, frozenset(products))
     _check_brands(brands_file, set((sources.get("sources") or {})), compiled, problems)
+    _check_dialects(dialects_file, set((sources.get("sources") or {})), compiled, products, problems)
     if problems:
         raise KnowledgeError(problems)
-    terminology = Terminology(compiled, products, compile_brands(brands_file))
+    terminology = Terminology(compiled, products, compile_brands(brands_file), compile_dialect(dialects_file))
 
     reasons = services_file["override_reasons"]
     compiler = RuleCompiler(terminology, thresholds, guidelines, reasons["codes"], problems,
@@ -119,7 +122,7 @@ def _read(path: Path, problems: Problems, optional: bool = False) -> Any:
 
 def _schemas(directory: Path, problems: Problems) -> dict[str, Any]:
     validators = {}
-    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands", "suggestion-screen"):
+    for name in ("module", "guidelines", "services", "rxnorm-products", "rxnorm-brands", "suggestion-screen", "dialects"):
         schema = _read(directory / "schema" / f"{name}.schema.json", problems)
         if schema is None:
             continue
@@ -145,7 +148,7 @@ def _fill_vocabularies(schema: dict[str, Any]) -> None:
     if "conditionWord" in defs:
         defs["conditionWord"]["enum"] = condition_words()
     if "route" in defs:
-        defs["route"]["enum"] = list(ROUTES if "conditionWord" in defs else PRODUCT_ROUTES)
+        defs["route"]["enum"] = list(ROUTES if "conditionWord" in defs or "codeMap" in defs else PRODUCT_ROUTES)
 
 
 @dataclass(frozen=True)
@@ -373,3 +376,37 @@ def rule_table(knowledge: Knowledge) -> str:
             ref = f"{rule.reference.guideline_id}#{rule.reference.recommendation_id}"
             lines.append(f"| `{rule.id}` | {hooks} | {rule.title} | {indicators} | {ref} |")
     return "\n".join(lines) + "\n"
+
+
+def _check_dialects(
+    table: dict[str, Any], source_keys: set[str], valuesets: dict[str, ValueSetIndex], products: dict[str, Any],
+    problems: Problems,
+) -> None:
+    """dialects.yaml beyond its schema: every source listed, every value set, ingredient name and
+    product it names known, so that an alias can never point at nothing."""
+    where = "dialects.yaml"
+    names = {name for vs in valuesets.values() for name, _ in vs.names}
+    sourced = [("$.code_systems", table.get("code_systems", [])), ("$.routes.codes", table.get("routes", {}).get("codes", [])),
+               ("$.dose_units.codes", table.get("dose_units", {}).get("codes", [])),
+               ("$.conditions.text", table.get("conditions", {}).get("text", [])),
+               ("$.medication_names", table.get("medication_names", [])), ("$.ndc", table.get("ndc", []))]
+    for path, rows in sourced:
+        for i, row in enumerate(rows):
+            if row.get("source") not in source_keys:
+                problems.add(where, f"{path}[{i}]", f"source '{row.get('source')}' is not in terminology-sources.yaml")
+    for part in ("routes", "dose_units"):
+        words = table.get(part, {}).get("words", {})
+        if words and words.get("source") not in source_keys:
+            problems.add(where, f"$.{part}.words", f"source '{words.get('source')}' is not in terminology-sources.yaml")
+    for vid in table.get("conditions", {}).get("remission_counts_for", []):
+        if vid not in valuesets:
+            problems.add(where, "$.conditions.remission_counts_for", f"unknown value set '{vid}'")
+    for i, row in enumerate(table.get("medication_names", [])):
+        for name in row.get("means", []):
+            if name.lower() not in names:
+                problems.add(where, f"$.medication_names[{i}]", f"'{name}' is no ingredient name a value set matches")
+        if row.get("rxcui") and row["rxcui"] not in products:
+            problems.add(where, f"$.medication_names[{i}]", f"rxcui {row['rxcui']} is not in rxnorm-products.json")
+    for i, row in enumerate(table.get("ndc", [])):
+        if row["rxcui"] not in products:
+            problems.add(where, f"$.ndc[{i}]", f"rxcui {row['rxcui']} is not in rxnorm-products.json")

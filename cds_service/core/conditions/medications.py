@@ -191,7 +191,33 @@ def _dose_over(attribute: str, words: str) -> Callable[..., Predicate]:
     return compiler
 
 
+def _dose_unread(arg: Any, ctx: CompileContext) -> Predicate:
+    """The order gives a dose the service cannot read as an amount (a unit it does not know, or a
+    sig in words without a dose): the rules that compare doses cannot clear it, so one says so."""
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact) or not item.dose_unread:
+            return None
+        return [Evidence("Dose written in a unit or words the service does not read")]
+
+    return Predicate(check, frozenset(), frozenset())
+
+
+def _drug_unidentified(arg: Any, ctx: CompileContext) -> Predicate:
+    """The order names its drug through a medicationReference to a Medication found nowhere (not
+    contained, not in the request or the prefetch, not readable on the FHIR server). No rule can
+    clear such an order. An order with no drug at all is not flagged: the CDS Hooks sandbox sends
+    one while the clinician is still choosing the drug."""
+    def check(facts: Facts, item: Any) -> list[Evidence] | None:
+        if not isinstance(item, MedicationFact) or not item.unresolved_reference:
+            return None
+        return [Evidence("The order names its drug through a Medication resource that could not be read")]
+
+    return Predicate(check, frozenset(), frozenset())
+
+
 WORDS: dict[str, Callable[[Any, CompileContext], Predicate]] = {
+    "dose_unread": _dose_unread,
+    "drug_unidentified": _drug_unidentified,
     "active_medication": _active_medication,
     "medication": _medication,
     "route": _route,
