@@ -67,3 +67,7 @@ def test_a_synthea_record_regresses_against_the_previous_run_only_beyond_its_lim
     assert list(worse.values()) == [False]
     unknown = [t for t in run.targets(_result()) if "Synthea" in t["target"]]
     assert unknown[0]["met"] is None  # no earlier run to compare with: not measured, never "met"
+    other_body = copy.deepcopy(previous)
+    other_body["cases"][-1]["body_bytes"] = 96_000  # the earlier run sent the whole record
+    changed = [t for t in run.targets(_result(synthea_cpu=2.5), other_body) if "Synthea" in t["target"]]
+    assert changed[0]["met"] is None and "another body" in changed[0]["target"]
