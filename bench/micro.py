@@ -14,9 +14,12 @@ order it runs them, with ``time.perf_counter`` over many iterations:
                    them (cards include FHIR validation of suggested resources)
   storage          ``Storage.record_cards`` (one SQLite transaction, the service's PRAGMAs)
   response json    ``flask.jsonify`` of the cards
+  log line         the call's JSON log line (written to /dev/null)
+  metrics          what one call counts (cards, stage and total histograms, the call counter; in
+                   multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set, as under ``serve``)
   whole call       the endpoint through Flask's test client (no HTTP, no gunicorn)
 
-Prints one JSON document on stdout. The knowledge directory, database and log
+Each stage's median wall time and median CPU time. Prints one JSON document on stdout. The knowledge directory, database and log
 level come from the same ``CDS_*`` environment the service reads.
 
     python bench/micro.py [--seconds 0.15] [--sizes 300KB] [--hooks order-sign]
@@ -41,15 +44,19 @@ import payloads  # noqa: E402
 def _time(fn: Callable[[], Any], seconds: float, min_iter: int = 20, max_iter: int = 5000) -> dict[str, Any]:
     fn()  # warm
     samples: list[float] = []
+    cpu: list[float] = []
     end = time.perf_counter() + seconds
     while (len(samples) < min_iter or time.perf_counter() < end) and len(samples) < max_iter:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
+        cpu.append(time.process_time() - c0)
         samples.append(time.perf_counter() - t0)
     samples.sort()
     return {
         "iterations": len(samples),
         "median_us": round(statistics.median(samples) * 1e6, 1),
+        # CPU of this process (every thread): what a loaded machine distorts least
+        "cpu_median_us": round(statistics.median(cpu) * 1e6, 1),
         "mean_us": round(statistics.fmean(samples) * 1e6, 1),
         "p99_us": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))] * 1e6, 1),
     }
@@ -72,17 +79,31 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="cds-bench-micro-")
     os.environ.setdefault("CDS_DATABASE_URL", f"sqlite:///{tmp}/micro.sqlite3")
     os.environ.setdefault("CDS_AUTH_REQUIRED", "false")
+    # counted as under ``serve``: multiprocess mode, a file per worker (web/metrics.py)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="cds-bench-metrics-"))
     from flask import jsonify
 
-    from cds_service.web import api, create_app
+    from cds_service import create_app, metrics
+    from cds_service.web import api
     from cds_service.core.decision import decide
     from cds_service.core.engine import evaluate
     from cds_service.core.facts import build_facts
     from cds_service.core.hooks import parse_hook_request
     from cds_service.fhirfetch.gather import gather
 
-    app = create_app({"LOG_LEVEL": "WARNING"})  # the whole-call stage would otherwise log a line per call
-    logging.getLogger("cds_service").setLevel(logging.WARNING)
+    app = create_app({"LOG_LEVEL": "INFO"})
+    # Every line, written where it costs no terminal: the log line is a stage of its own
+    for handler in logging.getLogger("cds_service").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))
+    call_log = logging.getLogger("cds_service.api")
+
+    def count(cards: list[dict[str, Any]]) -> None:
+        """What one call counts: its cards, its stages, its status and total time."""
+        metrics.cards_returned(cards)
+        metrics.call_stages("micro", prefetch=0.0001, evaluate=0.001, store=0.0005)
+        metrics.get().calls.labels("micro", "patient-view", "200").inc()
+        metrics.get().seconds.labels("micro", "total").observe(0.002)
     rt = app.extensions["cds"]
     client = app.test_client()
     rules_url = "http://127.0.0.1/rules"
@@ -105,6 +126,11 @@ def main() -> None:
 
             decision = decided()
             cards = decision.cards
+            log_fields = {"request_id": "micro", "service": service.id, "hook": service.hook,
+                          "hook_instance": req.hook_instance, "rules_fired": [c.rule_id for c in decision.issued],
+                          "rules_skipped": decision.skipped, "rules_failed": decision.failed,
+                          "rules_suppressed": decision.suppressed, "queued_ms": 0.0, "prefetch_ms": 0.01,
+                          "evaluate_ms": 1.0, "store_ms": 0.5}
             stages = {
                 "parse": lambda: parse(raw),
                 "envelope": lambda: parse_hook_request(body, service.hook),
@@ -114,6 +140,8 @@ def main() -> None:
                 "decide": decided,
                 "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance, decided().issued),
                 "response json": None,
+                "log line": lambda: call_log.info("service call", extra=log_fields),
+                "metrics": lambda: count(cards),
                 "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw, buffered=True,
                                                   content_type="application/json"),
             }
@@ -126,6 +154,8 @@ def main() -> None:
             # storage was timed together with the decision it needs (fresh uuids): subtract it
             cards_us = timed["decide"]["median_us"]
             timed["storage"] = {**timed["storage"], "median_us": round(timed["storage"]["median_us"] - cards_us, 1),
+                                "cpu_median_us": round(timed["storage"]["cpu_median_us"]
+                                                       - timed["decide"]["cpu_median_us"], 1),
                                 "note": "record_cards alone (decide subtracted)"}
             status = client.post(f"/cds-services/{service.id}", data=raw, content_type="application/json").status_code
             results.append({
