@@ -17,7 +17,7 @@ from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.errors import KnowledgeError, SettingsInvalid, StorageUnusable
 
 
-class _Gunicorn(BaseApplication):
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
     """Gunicorn with the app built and warmed once in the master and shared by forked workers.
 
     Settings, lowest first: ``serve``'s defaults, then ``GUNICORN_CMD_ARGS``, then the options

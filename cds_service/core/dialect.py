@@ -171,7 +171,7 @@ def compile_dialect(data: dict[str, Any]) -> Dialect:
     negation = data.get("negation", {})
 
     def canonical(system: str) -> str:
-        return systems.get(system, system)
+        return str(systems.get(system, system))
 
     ndc: dict[str, str] = {}
     for row in data.get("ndc", []):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from cds_service.core.dialect import PRODUCT_UNIT, Dialect
 from cds_service.core.fhir import codings, number, obj, objects, parse_date, string
@@ -206,9 +206,9 @@ def _dose_quantity(instruction: dict[str, Any]) -> dict[str, Any] | None:
     holders = objects(instruction.get("doseAndRate")) or [instruction]
     for holder in holders:
         if isinstance(holder.get("doseQuantity"), dict):
-            return holder["doseQuantity"]
+            return cast(dict[str, Any], holder["doseQuantity"])
         if isinstance(holder.get("doseRange"), dict) and isinstance(holder["doseRange"].get("high"), dict):
-            return holder["doseRange"]["high"]
+            return cast(dict[str, Any], holder["doseRange"]["high"])
     return None
 
 

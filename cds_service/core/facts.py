@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, cast, Mapping
 
 from cds_service.core import dosing
 from cds_service.core.dialect import Dialect
@@ -272,12 +272,12 @@ class Facts:
     @property
     def latest_day_observations(self) -> dict[str, tuple[ObservationFact, ...]]:
         """Every observation of a code on that code's latest day (a DXA exam reports several sites)."""
-        return self._observed.latest_day
+        return cast(dict[str, tuple[ObservationFact, ...]], self._observed.latest_day)
 
     @property
     def recorded_units(self) -> dict[str, frozenset[str]]:
         """Units of the results with a value and a final status, by code: "a result exists" (R15)."""
-        return self._observed.recorded_units
+        return cast(dict[str, frozenset[str]], self._observed.recorded_units)
 
 
 def build_facts(

@@ -73,7 +73,7 @@ def next_link(bundle: Any) -> str | None:
         return None
     for link in objects(bundle.get("link")):
         if link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
+            return str(link["url"])
     return None
 
 
@@ -107,7 +107,7 @@ def concept_text(concept: Any) -> str:
     """The human text of one or more CodeableConcepts: ``text``, else the first display."""
     for cc in _each(concept):
         if isinstance(cc, dict) and isinstance(cc.get("text"), str) and cc["text"].strip():
-            return cc["text"].strip()
+            return str(cc["text"]).strip()
     for _, _, display in codings(concept):
         if display:
             return display

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import jsonschema_rs
@@ -40,7 +40,7 @@ PREFETCH_KEY_OF = {kind: key for key, kind in PREFETCH_RESOURCE.items() if key !
 
 
 def _load_schema(name: str) -> dict[str, Any]:
-    return json.loads(resources.files(__package__).joinpath("schemas", name).read_text("utf-8"))
+    return cast(dict[str, Any], json.loads(resources.files(__package__).joinpath("schemas", name).read_text("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -191,4 +191,4 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise InvalidRequest("$: the feedback body must be a JSON object", location="$")
     _raise_first(_FEEDBACK, body)
-    return body["feedback"]
+    return cast(list[dict[str, Any]], body["feedback"])

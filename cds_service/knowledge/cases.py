@@ -444,7 +444,7 @@ def negative_kind(knowledge: Knowledge, case: dict[str, Any], fixtures: Path, no
     return "rule" if module.gate(facts, None) is not None else "module"
 
 
-def explain_case(knowledge: Knowledge, case: dict[str, Any], got: Counter, want: Counter, fixtures: Path,
+def explain_case(knowledge: Knowledge, case: dict[str, Any], got: Counter[Any], want: Counter[Any], fixtures: Path,
                  now: datetime) -> str:
     """For each rule missing or unexpected, which of its conditions held and which did not."""
     # keys are (rule, indicator, merged rules): a merged card stands for each of its rules

@@ -57,7 +57,7 @@ def _patient_of(resource: dict[str, Any]) -> str | None:
     for key in ("subject", "patient"):
         ref = resource.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            text = ref["reference"]
+            text = str(ref["reference"])
             if text.startswith("urn:uuid:"):
                 return text[len("urn:uuid:"):]
             if "Patient/" in text:

@@ -216,7 +216,7 @@ def _message(error: Any) -> str:
         return f"takes a list, e.g. [{error.instance}], not the word {error.instance!r}"
     if error.validator == "maxLength" and isinstance(error.instance, str):
         return f"{len(error.instance)} characters, more than {error.validator_value}"
-    return error.message
+    return str(error.message)
 
 
 def _json_path(parts: Any) -> str:

@@ -114,7 +114,7 @@ def _name(resource: dict[str, Any]) -> str:
 
 
 def _name_of(med: Any) -> str:
-    return med.name[:30]  # a long name may be shortened in the summary
+    return str(med.name)[:30]  # a long name may be shortened in the summary
 
 
 def _ingredients(med: Any, terminology: Any) -> set[str]:

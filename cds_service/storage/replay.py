@@ -58,7 +58,7 @@ class ReplayCache:
             fresh = not self._jti_stored(issuer, jti, now)
         if fresh:
             self._remember_here(key, expires_at, now)
-        return fresh
+        return bool(fresh)
 
     def _jti_stored(self, issuer: str, jti: str, now: float) -> bool:
         """Whether the database holds a live entry (reading works while writes are locked out)."""

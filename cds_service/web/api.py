@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -75,7 +75,7 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["cds"]
+    return cast(Runtime, current_app.extensions["cds"])
 
 
 @cds.before_request

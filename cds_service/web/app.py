@@ -27,7 +27,8 @@ from cds_service.logs import configure_logging
 from cds_service.web.pages import bp as pages_bp
 from cds_service.web.preview import bp as preview_bp
 from cds_service.core.pseudonym import load_secret
-from cds_service.storage.store import Retention, Storage
+from cds_service.storage.retention import Retention
+from cds_service.storage.store import Storage
 from cds_service.web.wsgi import CollapseSlashes
 
 
