@@ -33,6 +33,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from fakefhir import free_port  # noqa: E402 (one copy, shared with the tests)
+
 SERVICE = "back-pain-order-select"
 FIXTURE = ROOT / "fhir_fixtures/requests/order-select/mcas-adult--succinylcholine.json"
 ISSUER = "https://ehr.example.org"

@@ -84,12 +84,12 @@ def main() -> None:
     from flask import jsonify
 
     from cds_service import create_app, metrics
-    from cds_service.web import api
     from cds_service.core.decision import decide
     from cds_service.core.engine import evaluate
     from cds_service.core.facts import build_facts
     from cds_service.core.hooks import parse_hook_request
     from cds_service.fhirfetch.gather import gather
+    from cds_service.web import api
 
     app = create_app({"LOG_LEVEL": "INFO"})
     # Every line, written where it costs no terminal: the log line is a stage of its own

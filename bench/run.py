@@ -59,8 +59,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-import payloads  # noqa: E402
 import forecast_bench  # noqa: E402
+import payloads  # noqa: E402
 from fakefhir import free_port  # noqa: E402 (one copy, shared with the tests)
 
 PY = sys.executable

@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cds_service import create_app  # noqa: E402
 from helpers import NOW, request_fixture  # noqa: E402
+
+from cds_service import create_app  # noqa: E402
 
 FIXTURE = "order-select/mcas-adult--succinylcholine.json"
 CALL = "/cds-services/back-pain-order-select"

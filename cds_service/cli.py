@@ -293,9 +293,9 @@ def knowledge_new_rule(module: str, rule_id: str, cases_dir: str) -> None:
 def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) -> None:
     """Add every product (SCD, SBD) of an ingredient to rxnorm-products.json, sorted, and keep
     the change only if the knowledge folder still passes knowledge check."""
-    from cds_service.settings import knowledge_dir, settings
     from cds_service.knowledge.loader import load_knowledge
     from cds_service.knowledge.products import RrfError, dump, merge, products_for, read_release
+    from cds_service.settings import knowledge_dir, settings
 
     directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
     path = directory / "rxnorm-products.json"
@@ -328,9 +328,9 @@ def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...]
     """Add the brand names (TTY BN) of an ingredient to rxnorm-brands.json from RxNorm's brand
     relations, each naming this ingredient only, with its branded products and SOURCE; keep the
     change only if the knowledge folder still passes knowledge check."""
-    from cds_service.settings import knowledge_dir, settings
     from cds_service.knowledge.loader import load_knowledge
     from cds_service.knowledge.products import RrfError, brands_for, merge_brands, read_release
+    from cds_service.settings import knowledge_dir, settings
 
     directory = knowledge_dir(settings()["KNOWLEDGE_DIR"])
     path = directory / "rxnorm-brands.json"
@@ -355,8 +355,8 @@ def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...]
 
 def _knowledge() -> Any:
     """The knowledge create_app would load: the same configuration layering, the same loader."""
-    from cds_service.settings import knowledge_dir, settings
     from cds_service.knowledge.loader import load_knowledge
+    from cds_service.settings import knowledge_dir, settings
 
     return load_knowledge(knowledge_dir(settings()["KNOWLEDGE_DIR"]))
 
@@ -414,8 +414,16 @@ def feedback_report(since: Any, until: Any, fmt: str, flag_above: float, min_fee
     from datetime import timezone
 
     from cds_service.storage import silent
-    from cds_service.storage.report import (as_csv, as_json, as_text, build_report, by_release, draw_chart,
-                                            releases_as, utc_stamp)
+    from cds_service.storage.report import (
+        as_csv,
+        as_json,
+        as_text,
+        build_report,
+        by_release,
+        draw_chart,
+        releases_as,
+        utc_stamp,
+    )
 
     if chart and not chart.endswith((".svg", ".png")):
         raise click.UsageError("--chart must name a .svg or .png file")

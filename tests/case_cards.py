@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from casebuilder import build_request
+from helpers import FIXTURES, NOW, SERVICES
+
 from cds_service.core.issued import IssuedCard
 from cds_service.core.pseudonym import patient_key
 from cds_service.core.silencing import medication_key
 from cds_service.knowledge.cases import read_cases
-from helpers import FIXTURES, NOW, SERVICES
 
 CASES_DIR = Path(__file__).parent / "cases"
 CASES = read_cases(CASES_DIR, FIXTURES)  # a mistake in a case file stops collection with the fix

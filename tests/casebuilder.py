@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from helpers import FIXTURES, NOW
+
 from cds_service.knowledge import cases
 from cds_service.knowledge.cases import GATE_WORDS, no_such_rule  # noqa: F401  (re-exported for the tests)
-from helpers import FIXTURES, NOW
 
 
 def build_request(case: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Shared fixtures, in flaskr's style: an app per test with its own SQLite file,
+"""Shared fixtures, in flaskr's style (the suite's rooms: tests/unit one module at a time in process,
+tests/behaviour the service through Flask's test client as an EHR calls it, tests/system real
+processes, servers and browsers, marked ``system``): an app per test with its own SQLite file,
 a client, a CLI runner, the FHIR fixtures, and a pinned clock."""
 from __future__ import annotations
 
@@ -9,13 +11,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import settings
-
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import NOW, POSTGRES_URL, SERVICES
+from hypothesis import settings
 
 from cds_service import create_app
-from helpers import NOW, POSTGRES_URL, SERVICES
 
 # CI runs the property-based tests on a fixed seed so that a failure is reproducible;
 # locally each run explores new examples.
@@ -161,3 +162,10 @@ def service_log():
     logger.addHandler(handler)
     yield handler.lines
     logger.removeHandler(handler)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Every test under tests/system is marked ``system`` (``-m "not system"`` runs the rest)."""
+    for item in items:
+        if "system" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.system)

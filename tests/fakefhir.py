@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (closed again at once)."""
     with socket.socket() as probe:

@@ -21,7 +21,6 @@ from typing import Any, Iterator
 
 import pytest
 import requests
-
 from fakefhir import Exchange, FakeFhir, free_port  # noqa: F401 (free_port: the deployment tests import it here)
 
 ROOT = Path(__file__).resolve().parent.parent

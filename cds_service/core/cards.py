@@ -28,8 +28,8 @@ import orjson
 
 from cds_service.core.engine import Finding
 from cds_service.core.facts import Facts, MedicationFact
-from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
+from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.rules import Action, Rule, Suggestion
 from cds_service.core.screen import Dosage, ScreenData, screen
 from cds_service.core.silencing import medication_key

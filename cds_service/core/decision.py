@@ -16,15 +16,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection, Mapping
 
-from cds_service.core.cards import (CHECKS_NOT_RUN_TOPIC, FHIR_VERSION_TOPIC, build_cards, checks_not_run_card,
-                                    fhir_version_card, item_key)
-from cds_service.core.issued import IssuedCard, SilentFinding
-from cds_service.core.silencing import silenced
+from cds_service.core.cards import (
+    CHECKS_NOT_RUN_TOPIC,
+    FHIR_VERSION_TOPIC,
+    build_cards,
+    checks_not_run_card,
+    fhir_version_card,
+    item_key,
+)
 from cds_service.core.engine import Finding, evaluate
 from cds_service.core.facts import build_facts
 from cds_service.core.fhir import pre_r4_sign
 from cds_service.core.hooks import HookRequest
+from cds_service.core.issued import IssuedCard, SilentFinding
 from cds_service.core.rules import Knowledge, Service
+from cds_service.core.silencing import silenced
 from cds_service.core.site import NO_SITE, SitePolicy
 
 

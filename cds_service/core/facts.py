@@ -10,11 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from typing import Any, Callable, cast, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from cds_service.core import dosing
 from cds_service.core.dialect import Dialect
-from cds_service.core.fhir import codings, concept_text, first_code, has_code, number, obj, objects, string, parse_date, reference_to, resources_in
+from cds_service.core.fhir import (
+    codings,
+    concept_text,
+    first_code,
+    has_code,
+    number,
+    obj,
+    objects,
+    parse_date,
+    reference_to,
+    resources_in,
+    string,
+)
 from cds_service.core.terminology import LOINC, Brand, Coding, Match, Terminology
 
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"

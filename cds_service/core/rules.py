@@ -16,8 +16,8 @@ from typing import Any
 
 from cds_service.core.conditions import CompileContext, ConditionError, Predicate, compile_condition
 from cds_service.core.screen import ScreenData
-from cds_service.errors import did_you_mean
 from cds_service.core.terminology import Terminology
+from cds_service.errors import did_you_mean
 
 PLACEHOLDERS = {"item", "age", "findings"}
 DRAFT_KINDS = {"draft_medications", "draft_service_requests"}

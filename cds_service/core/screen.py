@@ -18,8 +18,8 @@ from datetime import date, timedelta
 from typing import Iterable, Iterator, Mapping
 
 from cds_service.core.facts import Facts, MedicationFact, ObservationFact
-from cds_service.core.units import same_unit
 from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology
+from cds_service.core.units import same_unit
 
 # The prefetch keys the screen reads (discovery asks for them on every hook whose rules create orders).
 READS = frozenset({"patient", "conditions", "allergies", "medications", "medicationStatements",

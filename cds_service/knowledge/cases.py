@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import yaml
 
-from cds_service.core.rules import Knowledge
 from cds_service.core.hooks import PREFETCH_KEY_OF
+from cds_service.core.rules import Knowledge
 from cds_service.errors import did_you_mean
 from cds_service.knowledge.evaluate import evaluate_request, explain_request, facts_for
 

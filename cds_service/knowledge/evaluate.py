@@ -22,16 +22,15 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from cds_service.knowledge.discovery import prefetch_templates
-from cds_service.errors import CdsError, InvalidRequest, KnowledgeError, UnknownService, did_you_mean
-from cds_service.knowledge.explain import explain
 from cds_service.core.facts import Facts, build_facts
 from cds_service.core.fhir import resources_in, utc_now
 from cds_service.core.hooks import PREFETCH_KEY_OF, SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Service
+from cds_service.errors import CdsError, InvalidRequest, KnowledgeError, UnknownService, did_you_mean
 from cds_service.fhirfetch.gather import NO_FETCH
+from cds_service.knowledge.discovery import prefetch_templates
+from cds_service.knowledge.explain import explain
 from cds_service.pipeline import answer, gather_call
-
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,8 @@ def evaluate_from_files(request_file: Any, bundle_file: Any, hook: str | None, d
                         now_text: str | None, want_json: bool, echo: Callable[..., Any],
                         explain_ids: Iterable[str] = ()) -> int:
     """The ``cds-service evaluate`` command: 0 no card, 1 a card was issued, 2 bad input."""
-    from cds_service.settings import knowledge_dir, settings
     from cds_service.knowledge.loader import load_knowledge
+    from cds_service.settings import knowledge_dir, settings
 
     try:
         if (request_file is None) == (bundle_file is None):

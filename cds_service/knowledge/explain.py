@@ -14,9 +14,9 @@ from typing import Any
 
 from cds_service.core.conditions import CompileContext, compile_condition
 from cds_service.core.conditions.observations import why_not
-from cds_service.core.terminology import Terminology
 from cds_service.core.facts import Facts, MedicationFact
 from cds_service.core.rules import Module, Rule
+from cds_service.core.terminology import Terminology
 
 LOGIC = ("all", "any", "not")
 

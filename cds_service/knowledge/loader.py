@@ -20,17 +20,24 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from cds_service.core.conditions import condition_words, suggest_word
+from cds_service.core.dialect import compile_dialect
 from cds_service.core.dosing import PRODUCT_ROUTES, ROUTES, route_of_word
-from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.core.fhir import validate_resource
 from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Knowledge, Module, Problems, RuleCompiler, Service
-from cds_service.core.dialect import compile_dialect
 from cds_service.core.screen import READS
+from cds_service.core.terminology import (
+    RXNORM,
+    Terminology,
+    ValueSetIndex,
+    compile_brands,
+    compile_products,
+    compile_valuesets,
+)
 from cds_service.core.units import unit_problem
+from cds_service.errors import KnowledgeError, did_you_mean
 from cds_service.knowledge.release import release_of
 from cds_service.knowledge.screen_data import compile_screen
-from cds_service.core.terminology import RXNORM, Terminology, ValueSetIndex, compile_brands, compile_products, compile_valuesets
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
 CANONICAL = "https://cds-back-pain.example.org/fhir"

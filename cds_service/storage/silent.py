@@ -13,8 +13,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
-from cds_service.core.issued import SilentFinding  # noqa: F401 - re-exported for callers
-from cds_service.core.issued import IssuedCard
+from cds_service.core.issued import (
+    IssuedCard,
+    SilentFinding,  # noqa: F401 - re-exported for callers
+)
 from cds_service.storage.backends import PRUNE, Operation
 from cds_service.storage.values import iso
 

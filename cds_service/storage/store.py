@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from cds_service.core.issued import IssuedCard
-from cds_service.storage.background import Background
 from cds_service.storage.backends import WAL_CHECKPOINT_BYTES, WAL_LIMIT_BYTES  # noqa: F401 - their home for tests and docs
+from cds_service.storage.background import Background
 from cds_service.storage.database import Database
 from cds_service.storage.feedback import Feedback
 from cds_service.storage.issued import IssuedCards

@@ -19,8 +19,8 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, cast
 
@@ -29,21 +29,20 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_service.web import auth
-from cds_service.knowledge import discovery
-from cds_service.web import admission, front
 from cds_service import metrics
-from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
 from cds_service.core.decision import Decision
 from cds_service.core.hooks import HookRequest, parse_feedback
+from cds_service.core.pseudonym import patient_key
 from cds_service.core.rules import Knowledge, Service
 from cds_service.core.site import NO_SITE, SitePolicy
+from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, UnknownService
 from cds_service.fhirfetch.gather import FetchPolicy
+from cds_service.knowledge import discovery
 from cds_service.pipeline import answer
-from cds_service.web.links import rules_base_url
-from cds_service.core.pseudonym import patient_key
 from cds_service.storage import silent
 from cds_service.storage.store import Storage
+from cds_service.web import admission, auth, front
+from cds_service.web.links import rules_base_url
 
 log = logging.getLogger("cds_service.api")
 cds = Blueprint("cds", __name__)

@@ -13,24 +13,23 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
+from cds_service.core.fhir import utc_now
+from cds_service.core.pseudonym import load_secret
+from cds_service.fhirfetch.policy import fetch_policy
 from cds_service.knowledge import discovery
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.site import load_site
+from cds_service.logs import configure_logging
+from cds_service.settings import database_url, knowledge_dir, settings, undeclared
+from cds_service.storage.retention import Retention
+from cds_service.storage.store import Storage
 from cds_service.web import metrics, middleware
 from cds_service.web.api import OrjsonProvider, OverrideWindow, Runtime, cds, ops, register_errors
 from cds_service.web.auth import Verifier
 from cds_service.web.jwks import JWKS_WAIT_SECONDS
-from cds_service.settings import database_url, knowledge_dir, settings, undeclared
-from cds_service.fhirfetch.policy import fetch_policy
-from cds_service.core.fhir import utc_now
-from cds_service.knowledge.loader import load_knowledge
-from cds_service.knowledge.site import load_site
-from cds_service.logs import configure_logging
 from cds_service.web.pages import bp as pages_bp
 from cds_service.web.preview import bp as preview_bp
-from cds_service.core.pseudonym import load_secret
-from cds_service.storage.retention import Retention
-from cds_service.storage.store import Storage
 from cds_service.web.wsgi import CollapseSlashes
-
 
 log = logging.getLogger("cds_service")
 

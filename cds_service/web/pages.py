@@ -27,8 +27,8 @@ from werkzeug.security import check_password_hash
 
 from cds_service.core.hooks import SUPPORTED_HOOKS
 from cds_service.core.rules import Module, Rule
-from cds_service.web.links import rule_href
 from cds_service.errors import AuthenticationFailed, UnknownRule, UnknownService
+from cds_service.web.links import rule_href
 
 bp = Blueprint("pages", __name__)
 

@@ -19,18 +19,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import orjson
 from flask import Blueprint, current_app, render_template, request
 from flask.blueprints import BlueprintSetupState
 
-from cds_service.errors import CdsError, Forbidden, InvalidRequest, UnknownService
-from cds_service.knowledge.evaluate import drafts_in, evaluate_request, explain_request, request_from_bundle
 from cds_service.core.fhir import concept_text
 from cds_service.core.hooks import SUPPORTED_HOOKS
+from cds_service.errors import CdsError, Forbidden, InvalidRequest, UnknownService
+from cds_service.knowledge.evaluate import drafts_in, evaluate_request, explain_request, request_from_bundle
 from cds_service.web.links import rule_href, rules_base_url
 from cds_service.web.pages import staff_challenge, staff_user
 
