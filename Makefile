@@ -29,8 +29,11 @@ install-test: $(BIN)/python
 run: install
 	CDS_AUTH_REQUIRED=false CDS_DEVELOPMENT=true $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
 
+# The unit and behaviour tests in parallel, one process per core (a module stays in one process);
+# then the system tests, which start servers and measure time and memory, one at a time.
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not system" -n auto --dist loadfile
+	$(BIN)/python -m pytest -m system
 
 # Service vs a bare Flask baseline under the same gunicorn, the stages in-process, the FHIR
 # fallback, start-up and memory: bench/results.md, bench/results.json and the README table (~4 min).

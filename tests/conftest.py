@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +17,10 @@ from flask.testing import FlaskClient
 from helpers import NOW, POSTGRES_URL, SERVICES
 from hypothesis import settings
 
-from cds_service import create_app
+# Test modules of one room import helpers of another's (test_auth's tokens, test_storage's records).
+sys.path[:0] = [str(Path(__file__).parent / room) for room in ("unit", "behaviour", "system")]
+
+from cds_service import create_app  # noqa: E402
 
 # CI runs the property-based tests on a fixed seed so that a failure is reproducible;
 # locally each run explores new examples.
