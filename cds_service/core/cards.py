@@ -215,7 +215,7 @@ def _part(finding: Finding, facts: Facts, rules_url: str | None) -> layout.Part:
     notes = [note.strip().format_map(values) for note in finding.notes]
     return layout.Part(finding.rule.title, finding.rule.detail.strip().format_map(values), tuple(notes),
                        tuple(escape(e.text) for e in finding.evidence),
-                       f"{rules_url}/{finding.rule.id}" if rules_url else None)
+                       f"{rules_url}/{finding.rule.id}" if rules_url else None, escape(_item_name(finding)))
 
 
 def _detail(group: tuple[Finding, ...], facts: Facts, rules_url: str | None, notices: list[str]) -> str:

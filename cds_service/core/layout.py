@@ -32,12 +32,13 @@ class Part:
     notes: tuple[str, ...]  # the notes that hold for this patient: always shown, they change the click
     why: tuple[str, ...]  # evidence lines, escaped
     url: str | None  # the rule's page
+    item: str = ""  # the order the card is about: its evidence line is always shown (a button may remove it)
 
 
 def single(part: Part, by_name: bool, reserve: int = 0) -> str:
     """A one-finding card: what to do, then why; the evidence list cut to fit ``FINDING_LIMIT``."""
     head = "\n\n".join([part.todo, *part.notes] + ([BY_NAME] if by_name else []))
-    return head if not part.why else _with_why(head, part.why, FINDING_LIMIT - reserve)
+    return head if not part.why else _with_why(head, part.why, FINDING_LIMIT - reserve, part.item)
 
 
 def merged(parts: list[Part], reserve: int = 0) -> str:
@@ -50,17 +51,18 @@ def merged(parts: list[Part], reserve: int = 0) -> str:
         lines.append(f"{n}. {todo}{' ' + notes if notes else ''}")
     head = "\n".join(lines)
     why = tuple(dict.fromkeys(line for part in parts for line in part.why))
-    return _with_why(head, why, CARD_LIMIT - reserve)
+    return _with_why(head, why, CARD_LIMIT - reserve, *(p.item for p in parts))
 
 
-def _with_why(head: str, why: tuple[str, ...], limit: int) -> str:
-    """``head``, then the evidence lines that fit in ``limit`` (at least ``MIN_WHY``) and a count
-    of those left out."""
+def _with_why(head: str, why: tuple[str, ...], limit: int, *items: str) -> str:
+    """``head``, then the evidence lines that fit in ``limit`` (at least ``MIN_WHY``, and every
+    line that names one of ``items``) and a count of those left out."""
     kept: list[str] = []
     for line in why:
         text = head + "\n\n" + WHY + "\n\n" + "\n".join(f"- {x}" for x in [*kept, line])
-        if len(text) > limit - 40 and len(kept) >= MIN_WHY:
-            break
+        names_item = any(item and item in line for item in items)
+        if len(text) > limit - 40 and len(kept) >= MIN_WHY and not names_item:
+            continue
         kept.append(line)
     rest = len(why) - len(kept)
     more = [f"- and {rest} more from the record (each rule page says what it checks)"] if rest else []
