@@ -11,7 +11,7 @@ import pytest
 
 from case_cards import served
 from cds_service.core.cards import MERGED_RULES
-from cds_service.core.layout import CARD_LIMIT, FINDING_LIMIT, MAX_BUTTONS
+from cds_service.core.layout import CARD_LIMIT, FINDING_LIMIT, MAX_BUTTONS, NOTICE_ALLOWANCE
 from cds_service.knowledge.checks import (alternative_names, card_limit_problems, sections,
                                           words_buttons_problems)
 from cds_service.knowledge.loader import load_knowledge
@@ -67,7 +67,7 @@ def test_the_older_adults_merged_card_leads_with_a_line_per_finding_and_three_bu
     card = next(c for c in _call(client, request_fixture(OLDER)) if MERGED_RULES in c.get("extension", {}))
     rules = card["extension"][MERGED_RULES]
     assert len(rules) == 4 and len(sections(card["detail"])) == 4
-    assert card["detail"].startswith("1. ") and len(card["detail"]) <= CARD_LIMIT + 100
+    assert card["detail"].startswith("1. ") and len(card["detail"]) <= CARD_LIMIT + NOTICE_ALLOWANCE
     assert len(card["suggestions"]) == MAX_BUTTONS
     # what is no button is still named, with its caution, so nothing is lost silently
     assert "zoledronic acid (check kidney function and calcium first)" in card["detail"]

@@ -97,7 +97,7 @@ def _card(group: tuple[Finding, ...], facts: Facts, terminology: Terminology, re
     suffix = f" (+{len(group) - 1} more below)" if merged else ""
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
-        "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix)) + suffix,
+        "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix), terminology) + suffix,
         "indicator": lead.indicator,
         "source": _source(lead, rules_url),
     }
@@ -187,8 +187,22 @@ def _item_name(finding: Finding) -> str:
     return getattr(finding.item, "name", "") or ""
 
 
-def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT) -> str:
-    name = _item_name(finding)
+def display_name(item: Any, terminology: Terminology | None) -> str:
+    """A medication as a clinician names it in a summary: its ingredients and dose form
+    ("diphenhydramine oral capsule") for a product we know, else the order's own name."""
+    name = getattr(item, "name", "") or ""
+    if terminology is None or not isinstance(item, MedicationFact):
+        return name
+    for system, code, _ in item.codings:
+        product = terminology.products.get(code) if system == RXNORM else None
+        if product and product.ingredients:
+            return f"{' and '.join(i.name for i in product.ingredients)} {product.dose_form.lower()}".strip()
+    return name
+
+
+def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT,
+             terminology: Terminology | None = None) -> str:
+    name = display_name(finding.item, terminology)
     text = template.format_map(_values(finding, facts, name))
     if len(text) > limit and name:  # shorten the drug or procedure name, never the risk
         room = max(8, len(name) - (len(text) - limit) - 1)

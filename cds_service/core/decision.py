@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Collection
 
-from cds_service.core.cards import build_cards, fhir_version_card, item_key
+from cds_service.core.cards import FHIR_VERSION_TOPIC, build_cards, fhir_version_card, item_key
 from cds_service.core.issued import IssuedCard, SilentFinding
 from cds_service.core.silencing import silenced
 from cds_service.core.engine import Finding, evaluate
@@ -56,7 +56,9 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     Every card carries the knowledge's release (``Knowledge.release``) in its extension.
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
-        return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [])
+        card = fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)
+        # kept like any card, so that feedback on it is counted under its own id, not "(unknown card)"
+        return Decision([card], [IssuedCard(card["uuid"], (FHIR_VERSION_TOPIC,), (), ("",))], [], [])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts, site.silent, site.off)
     shown, held_back = [], []

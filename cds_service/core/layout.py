@@ -16,6 +16,7 @@ FINDING_LIMIT = 600
 CARD_LIMIT = 1200
 MAX_BUTTONS = 3
 WHY = "**Why this card**"
+NOTICE_ALLOWANCE = 150  # "about" 1,200: a notice of the buttons left out may go a little over
 MIN_WHY = 2  # evidence lines always shown: the condition and the finding
 BY_NAME = "_The order carries no code we know, so it was recognised by its name: check the order._"
 LINE_LIMIT = 240  # a merged card's line per finding: the rule's first sentence, its notes after
@@ -47,11 +48,13 @@ def merged(parts: list[Part], reserve: int = 0) -> str:
     lines: list[str] = []
     for n, part in enumerate(parts, 1):  # no Markdown link: the card's links open outside the chart
         notes = " ".join(note.replace("\n", " ") for note in part.notes)
-        todo = first_sentences(part.todo, max(160, min(LINE_LIMIT, (CARD_LIMIT - 300) // len(parts))))
+        todo = first_sentences(part.todo, max(160, min(LINE_LIMIT, (CARD_LIMIT - 300) // len(parts))), 1)
         lines.append(f"{n}. {todo}{' ' + notes if notes else ''}")
     head = "\n".join(lines)
-    why = tuple(dict.fromkeys(line for part in parts for line in part.why))
-    return _with_why(head, why, CARD_LIMIT - reserve, *(p.item for p in parts))
+    # every finding's first evidence lines before any finding's later ones: each line has its why
+    ranked = sorted(((i, n, line) for n, part in enumerate(parts) for i, line in enumerate(part.why)))
+    why = tuple(dict.fromkeys(line for _, _, line in ranked))
+    return _with_why(head, why, CARD_LIMIT - max(0, reserve - NOTICE_ALLOWANCE), *(p.item for p in parts))
 
 
 def _with_why(head: str, why: tuple[str, ...], limit: int, *items: str) -> str:
@@ -69,13 +72,13 @@ def _with_why(head: str, why: tuple[str, ...], limit: int, *items: str) -> str:
     return head + "\n\n" + WHY + "\n\n" + "\n".join([f"- {x}" for x in kept] + more)
 
 
-def first_sentences(text: str, limit: int) -> str:
-    """The leading sentences of ``text`` (its first paragraph) within ``limit`` characters; at
-    least the first, cut at a word boundary if it alone is too long."""
+def first_sentences(text: str, limit: int, most: int = 99) -> str:
+    """The leading sentences of ``text`` (its first paragraph; at most ``most``) within ``limit``
+    characters; at least the first, cut at a word boundary if it alone is too long."""
     paragraph = text.strip().split("\n\n", 1)[0].replace("\n", " ")
     sentences = _SENTENCE_END.split(paragraph)
     kept = sentences[0]
-    for sentence in sentences[1:]:
+    for sentence in sentences[1:most]:
         if len(kept) + 1 + len(sentence) > limit:
             break
         kept += " " + sentence

@@ -106,7 +106,7 @@ WHY_NOT = re.compile(r"no one-click|not offered|\bno(?:ne| \w+) is offered")
 def alternative_names(knowledge: Knowledge) -> set[str]:
     """The drugs a card can offer, by the first word of each suggested product's name
     (cetirizine, fexofenadine, famotidine, fentanyl, ...)."""
-    names = set()
+    names: set[str] = set()
     for module in knowledge.modules.values():
         for rule in module.rules:
             for spec in rule.suggestions:
