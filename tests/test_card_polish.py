@@ -70,3 +70,16 @@ def test_the_pages_have_an_icon(client):
     assert response.status_code == 200 and response.mimetype == "image/svg+xml"
     page = client.get("/rules/mcas.bone-health", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert 'rel="icon"' in page
+
+
+def test_a_procedure_is_named_by_our_short_description_not_a_cut_official_name(hooks):
+    body = request_fixture("order-select/ms-lbp-adult--lumbar-mri.json")
+    long_name = ("Magnetic resonance imaging, spinal canal and contents, lumbar, without contrast material, "
+                 "as ordered by the radiology department for the evaluation of back pain")
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["code"]["coding"][0]["display"] = order["code"]["text"] = long_name
+    (card,) = hooks.cards(body)
+    assert card["summary"].startswith("MRI lumbar spine without contrast:") and "…" not in card["summary"]
+    order["code"]["coding"][0]["code"] = "00000"  # no code we describe: the order's own name, cut at a word
+    for card in hooks.cards(body):
+        assert not card["summary"].startswith("MRI lumbar spine without contrast:")

@@ -24,12 +24,12 @@ import orjson
 
 from cds_service.core import layout
 from cds_service.core.engine import Finding
-from cds_service.core.facts import Facts, MedicationFact
+from cds_service.core.facts import Facts, MedicationFact, ServiceRequestFact
 from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.fhir import validate_resource
 from cds_service.core.rules import Action, Suggestion
 from cds_service.core.silencing import medication_key
-from cds_service.core.terminology import RXNORM, Terminology
+from cds_service.core.terminology import CPT, RXNORM, Terminology
 
 SUMMARY_LIMIT = 139
 RULE_SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/rule"
@@ -191,6 +191,8 @@ def display_name(item: Any, terminology: Terminology | None) -> str:
     """A medication as a clinician names it in a summary: its ingredients and dose form
     ("diphenhydramine oral capsule") for a product we know, else the order's own name."""
     name = getattr(item, "name", "") or ""
+    if terminology is not None and isinstance(item, ServiceRequestFact):
+        return _our_procedure_name(item, terminology) or name
     if terminology is None or not isinstance(item, MedicationFact):
         return name
     for system, code, _ in item.codings:
@@ -198,6 +200,14 @@ def display_name(item: Any, terminology: Terminology | None) -> str:
         if product and product.ingredients:
             return f"{' and '.join(i.name for i in product.ingredients)} {product.dose_form.lower()}".strip()
     return name
+
+
+def _our_procedure_name(item: ServiceRequestFact, terminology: Terminology) -> str:
+    """A CPT-coded procedure by our own short description (value sets), shortest first: the
+    order's display may be the long official one, which a summary would have to cut."""
+    ours = [vs.exact[(system, code)] for system, code, _ in item.codings if system == CPT
+            for vs in terminology.valuesets.values() if vs.exact.get((system, code))]
+    return min(ours, key=len) if ours else ""
 
 
 def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT,
