@@ -111,3 +111,9 @@ def test_the_same_drug_as_a_draft_is_offered_the_swap_and_no_excuse(client):
     card = _by_rule(_call(client, request), "mcas.first-gen-antihistamine-elderly")
     assert [s["label"] for s in card["suggestions"]] == ["Use cetirizine instead", "Use fexofenadine instead"]
     assert "card cannot stop" not in card["detail"]
+
+
+def test_the_rule_page_says_what_the_active_order_card_does(client):
+    page = client.get("/rules/mcas.first-gen-antihistamine-elderly", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "no\nbutton is offered" in page or "no button is offered" in page
+    assert "only drafts the alternative" not in page
