@@ -192,7 +192,7 @@ def display_name(item: Any, terminology: Terminology | None) -> str:
     ("diphenhydramine oral capsule") for a product we know, else the order's own name."""
     name = getattr(item, "name", "") or ""
     if terminology is not None and isinstance(item, ServiceRequestFact):
-        return _our_procedure_name(item, terminology) or name
+        return min(filter(None, [_our_procedure_name(item, terminology), name]), key=len, default=name)
     if terminology is None or not isinstance(item, MedicationFact):
         return name
     for system, code, _ in item.codings:
@@ -203,8 +203,9 @@ def display_name(item: Any, terminology: Terminology | None) -> str:
 
 
 def _our_procedure_name(item: ServiceRequestFact, terminology: Terminology) -> str:
-    """A CPT-coded procedure by our own short description (value sets), shortest first: the
-    order's display may be the long official one, which a summary would have to cut."""
+    """A CPT-coded procedure by our own short description (value sets), the shortest: the order's
+    display may be the long official one, which a summary would have to cut (the order's own
+    name is used when it is shorter still)."""
     ours = [vs.exact[(system, code)] for system, code, _ in item.codings if system == CPT
             for vs in terminology.valuesets.values() if vs.exact.get((system, code))]
     return min(ours, key=len) if ours else ""
