@@ -26,14 +26,15 @@ from typing import Any, Mapping
 
 import orjson
 
+from cds_service.core import layout
 from cds_service.core.engine import Finding
-from cds_service.core.facts import Facts, MedicationFact
+from cds_service.core.facts import Facts, MedicationFact, ServiceRequestFact
 from cds_service.core.fhir import validate_resource
 from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
 from cds_service.core.rules import Action, Rule, Suggestion
 from cds_service.core.screen import Dosage, ScreenData, screen
 from cds_service.core.silencing import medication_key
-from cds_service.core.terminology import RXNORM, SNOMED, Terminology
+from cds_service.core.terminology import CPT, RXNORM, SNOMED, Terminology
 
 SUMMARY_LIMIT = 139
 RULE_SYSTEM = "https://cds-back-pain.example.org/fhir/CodeSystem/rule"
@@ -114,23 +115,31 @@ def _card(group: tuple[Finding, ...], offer: _Offer, reason_system: str, rules_u
     suffix = f" (+{len(group) - 1} more below)" if merged else ""
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
-        "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix)) + suffix,
+        "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix), offer.terminology) + suffix,
         "indicator": lead.indicator,
-        "detail": _merged_detail(group, facts, rules_url) if merged else _detail(lead, facts),
         "source": _source(lead, rules_url),
     }
     suggestions = _merged_suggestions(group, offer)
+    notices = []  # why a button the words lead one to expect is not there
     if any(_adult_only(spec, facts) for f in group for spec in f.suggestions):
-        card["detail"] += "\n\n" + CHILD_NOTE
+        notices.append(CHILD_NOTE)
+    elif _active_order_only(group, suggestions):
+        notices.append(ACTIVE_ORDER_NOTE)
     if offer.withheld or offer.set_the_dose:
-        card["detail"] += "\n\n" + _screen_lines(offer)
+        notices.append(_screen_lines(offer))
+    if len(suggestions) > layout.MAX_BUTTONS:
+        rest = [s["label"] for s in suggestions[layout.MAX_BUTTONS:]]
+        notices.append(MORE_ORDERS.format(orders="; ".join(escape(r) for r in rest)))
+        suggestions = suggestions[: layout.MAX_BUTTONS]
+    card["detail"] = _detail(group, facts, rules_url, notices)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = (lead.rule.selection or "any") if not merged else "any"
     if lead.indicator != "info" and lead.rule.override_reasons:
         card["overrideReasons"] = [{"system": reason_system, "code": c, "display": d}
                                    for c, d in lead.rule.override_reasons]
-    links = list(dict.fromkeys((link["label"], link["url"]) for f in group for link in f.rule.links))
+    links = list(dict.fromkeys([*_rule_page_links(group, rules_url),
+                                *((link["label"], link["url"]) for f in group for link in f.rule.links)]))
     if links:
         card["links"] = [{"label": label, "url": url, "type": "absolute"} for label, url in links]
     if merged:
@@ -144,6 +153,29 @@ def _screen_lines(offer: _Offer) -> str:
     lines += [f"{name}: set the dose on the order (no standard starting dose)."
               for name in dict.fromkeys(offer.set_the_dose)]
     return "\n".join(f"- {line}" for line in lines)
+
+
+# Said on the card when the rule's swap cannot be a button, so that words and buttons agree.
+ACTIVE_ORDER_NOTE = ("_No one-click swap is offered: this is an active order, which a card cannot stop. Stop it in "
+                     "the chart, then order the alternative named above._")
+MORE_ORDERS = "_Also suggested (not shown as buttons): {orders}._"
+RULE_PAGE_LABEL = "About this advice: "
+
+
+def _active_order_only(group: tuple[Finding, ...], suggestions: list[dict[str, Any]]) -> bool:
+    """A swap held for this patient but none could be built because the order is already active."""
+    return not suggestions and any(
+        getattr(f.item, "kind", "draft") != "draft" and any(a.kind == "delete_item" for s in f.suggestions
+                                                            for a in s.actions)
+        for f in group)
+
+
+def _rule_page_links(group: tuple[Finding, ...], rules_url: str | None) -> list[tuple[str, str]]:
+    """One link per finding to its rule page: a link of type absolute opens outside the chart,
+    where a Markdown link in the detail would replace it."""
+    if not rules_url:
+        return []
+    return [(shorten(RULE_PAGE_LABEL + f.rule.title, 80), f"{rules_url}/{f.rule.id}") for f in group]
 
 
 def _merged_suggestions(group: tuple[Finding, ...], offer: _Offer) -> list[dict[str, Any]]:
@@ -183,8 +215,33 @@ def _item_name(finding: Finding) -> str:
     return getattr(finding.item, "name", "") or ""
 
 
-def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT) -> str:
-    name = _item_name(finding)
+def display_name(item: Any, terminology: Terminology | None) -> str:
+    """A medication as a clinician names it in a summary: its ingredients and dose form
+    ("diphenhydramine oral capsule") for a product we know, else the order's own name."""
+    name = getattr(item, "name", "") or ""
+    if terminology is not None and isinstance(item, ServiceRequestFact):
+        return min(filter(None, [_our_procedure_name(item, terminology), name]), key=len, default=name)
+    if terminology is None or not isinstance(item, MedicationFact):
+        return name
+    for system, code, _ in item.codings:
+        product = terminology.products.get(code) if system == RXNORM else None
+        if product and product.ingredients:
+            return f"{' and '.join(i.name for i in product.ingredients)} {product.dose_form.lower()}".strip()
+    return name
+
+
+def _our_procedure_name(item: ServiceRequestFact, terminology: Terminology) -> str:
+    """A CPT-coded procedure by our own short description (value sets), the shortest: the order's
+    display may be the long official one, which a summary would have to cut (the order's own
+    name is used when it is shorter still)."""
+    ours = [vs.exact[(system, code)] for system, code, _ in item.codings if system == CPT
+            for vs in terminology.valuesets.values() if vs.exact.get((system, code))]
+    return min(ours, key=len) if ours else ""
+
+
+def _summary(template: str, finding: Finding, facts: Facts, limit: int = SUMMARY_LIMIT,
+             terminology: Terminology | None = None) -> str:
+    name = display_name(finding.item, terminology)
     text = template.format_map(_values(finding, facts, name))
     if len(text) > limit and name:  # shorten the drug or procedure name, never the risk
         room = max(8, len(name) - (len(text) - limit) - 1)
@@ -202,35 +259,28 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:-(") + "…"
 
 
-WHY = "**Why this card**"
+WHY = layout.WHY
 
 
-def _detail(finding: Finding, facts: Facts, shown: set[str] | None = None) -> str:
-    """What to do (the rule's own text: its detail and notes), then why (the evidence lines, but
-    those in ``shown``, already listed by an earlier section of the same card)."""
+def _part(finding: Finding, facts: Facts, rules_url: str | None) -> layout.Part:
+    """A finding's texts for the layout: the rule's detail and the notes that hold, filled in."""
     values = _values(finding, facts, escape(_item_name(finding)))
-    parts = [finding.rule.detail.strip().format_map(values)]
-    parts += [note.strip().format_map(values) for note in finding.notes]
-    lines = [escape(e.text) for e in finding.evidence if shown is None or e.text not in shown]
-    if lines:
-        parts.append(WHY + "\n\n" + "\n".join(f"- {line}" for line in lines))
-    if shown is not None:
-        shown.update(e.text for e in finding.evidence)
-    if any(e.by_name for e in finding.evidence):
-        parts.append("_The order carries no code we know, so it was recognised by its name: check the order._")
-    return "\n\n".join(parts)
+    notes = [note.strip().format_map(values) for note in finding.notes]
+    return layout.Part(finding.rule.title, finding.rule.detail.strip().format_map(values), tuple(notes),
+                       tuple(escape(e.text) for e in finding.evidence),
+                       f"{rules_url}/{finding.rule.id}" if rules_url else None, escape(_item_name(finding)))
 
 
-def _merged_detail(group: tuple[Finding, ...], facts: Facts, rules_url: str | None) -> str:
-    """A section per finding: its rule's title, its text and evidence, and its rule id linked to
-    the rule's page (what it checks, the guideline statement), so each finding stays traceable."""
-    shown: set[str] = set()
-    sections = []
-    for finding in group:
-        rule_id = finding.rule.id
-        link = f"[{rule_id}]({rules_url}/{rule_id})" if rules_url else rule_id
-        sections.append(f"### {finding.rule.title}\n\n{_detail(finding, facts, shown)}\n\nRule: {link}")
-    return "\n\n".join(sections)
+def _detail(group: tuple[Finding, ...], facts: Facts, rules_url: str | None, notices: list[str]) -> str:
+    """One finding: what to do, then why; several: a line per finding, then why (``layout``);
+    the ``notices`` last, room kept for them."""
+    parts = [_part(f, facts, rules_url) for f in group]
+    reserve = sum(len(n) + 2 for n in notices)
+    if len(parts) == 1:
+        text = layout.single(parts[0], any(e.by_name for e in group[0].evidence), reserve)
+    else:
+        text = layout.merged(parts, reserve)
+    return "\n\n".join([text, *notices])
 
 
 def _source(finding: Finding, rules_url: str | None) -> dict[str, Any]:

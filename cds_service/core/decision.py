@@ -69,7 +69,9 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     says which checks did not run and why: no card then does not read as "all clear".
     """
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
-        return Decision([fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)], [], [], [],
+        card = fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)
+        # kept like any card, so that feedback on it is counted under its own id, not "(unknown card)"
+        return Decision([card], [IssuedCard(card["uuid"], (FHIR_VERSION_TOPIC,), (), ("",))], [], [],
                         notices=[FHIR_VERSION_TOPIC])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts, site.silent, site.off)

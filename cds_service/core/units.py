@@ -42,6 +42,21 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# UCUM codes as a clinician writes them on a card ("{creat}" and "{1.73_m2}" are UCUM's notation).
+READABLE: dict[str, str] = {
+    "pg/mg{creat}": "pg/mg creatinine",
+    "mL/min/{1.73_m2}": "mL/min/1.73 m²",
+    "umol/L": "µmol/L",
+    "[lb_av]": "lb",
+    "1": "",  # a unitless result (a T-score) takes no unit
+}
+
+
+def readable(unit: str) -> str:
+    """A unit as shown to a clinician: a UCUM code's usual spelling, any other text as it came."""
+    return READABLE.get(unit, unit)
+
+
 def _key(text: str) -> str:
     return "".join(text.split()).lower()
 

@@ -1,4 +1,5 @@
-"""The checks an author can trip besides loading: card style, paired cases, the discovery
+"""The checks an author can trip besides loading: card style, card limits and words that agree
+with the buttons (over every case), paired cases, the discovery
 prefetch, and (in ``knowledge test``) suggestion safety (safety.py). One source of truth: ``cds-service knowledge check`` and ``knowledge
 test RULE`` run them, and the tests (test_card_style, test_suggestion_safety, test_cases,
 test_discovery) call the same functions. Each problem names the file, the rule, the key and the fix.
@@ -10,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cds_service.core import layout
 from cds_service.core.cards import WHY
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import LOINC
@@ -68,14 +70,66 @@ def card_problems(card: dict[str, Any], where: str) -> list[str]:
 
 
 def sections(detail: str) -> list[str]:
-    """A merged card's sections (each after its "### title" line), or the whole detail."""
-    if not detail.startswith("### "):
-        return [detail]
-    return [part.split("\n\n", 1)[1] for part in re.split(r"(?:^|\n\n)### ", detail) if part]
+    """A merged card's findings (each numbered line's text), or the whole detail (``core.layout``)."""
+    return layout.sections(detail)
 
 
 def own_text(section: str) -> str:
     return ENDS_OWN_TEXT.split(section, 1)[0]
+
+
+def card_limit_problems(card: dict[str, Any], where: str) -> list[str]:
+    """A card read in five seconds: detail within about 600 characters per finding and 1,200 per
+    card, at most three buttons, and a link to each finding's rule page (``core.layout``)."""
+    found = []
+    rule = card["source"].get("topic", {}).get("code", "")
+    findings = len(sections(card["detail"]))
+    limit = min(layout.CARD_LIMIT, layout.FINDING_LIMIT * findings) + 200  # "about": a child or short-card notice
+    if len(card["detail"]) > limit:
+        found.append(f"{where}: rule {rule}: detail: {len(card['detail'])} characters for {findings} finding(s), more "
+                     f"than {limit}: shorten the rule's detail or notes (the rest belongs on the rule page)")
+    if len(card.get("suggestions", [])) > layout.MAX_BUTTONS:
+        found.append(f"{where}: rule {rule}: {len(card['suggestions'])} suggestion buttons, more than {layout.MAX_BUTTONS}")
+    pages = [link for link in card.get("links", []) if "/rules/" in link.get("url", "")]
+    if rule and not rule.startswith("service.") and (len(pages) < findings
+                                                      or any(link.get("type") != "absolute" for link in pages)):
+        found.append(f"{where}: rule {rule}: links: {len(pages)} absolute link(s) to rule pages for {findings} finding(s)")
+    return found
+
+
+# A sentence that proposes a drug in place of another (the words that make a clinician look for the button).
+ALTERNATIVE = re.compile(r"\b(prefer|switch|instead|replace|alternative)", re.I)
+# Said when a drug the card names cannot be a button (cards.ACTIVE_ORDER_NOTE, MORE_ORDERS, rule notes).
+WHY_NOT = re.compile(r"no one-click|not offered|\bno(?:ne| \w+) is offered")
+
+
+def alternative_names(knowledge: Knowledge) -> set[str]:
+    """The drugs a card can offer, by the first word of each suggested product's name
+    (cetirizine, fexofenadine, famotidine, fentanyl, ...)."""
+    names: set[str] = set()
+    for module in knowledge.modules.values():
+        for rule in module.rules:
+            for spec in rule.suggestions:
+                for action in spec.actions:
+                    if action.kind == "create_medication":
+                        product = knowledge.terminology.products[action.args["rxcui"]]
+                        names.update(i.name.split()[0].lower() for i in product.ingredients)
+    return names
+
+
+def words_buttons_problems(card: dict[str, Any], names: set[str], where: str) -> list[str]:
+    """A card whose advice names a drug it could offer either offers it or says why not."""
+    rule = card["source"].get("topic", {}).get("code", "")
+    text = card["summary"] + ". " + " ".join(own_text(s) for s in sections(card["detail"]))
+    advice = " ".join(s for s in re.split(r"(?<=[.;!?])\s+", text.lower()) if ALTERNATIVE.search(s))
+    offered = " ".join(a.get("resource", {}).get("medicationCodeableConcept", {}).get("text", "")
+                       for s in card.get("suggestions", []) for a in s["actions"]).lower()
+    offered += " " + " ".join(s["label"] for s in card.get("suggestions", [])).lower()
+    says_why_not = bool(WHY_NOT.search(card["detail"].lower()))
+    missing = sorted(n for n in names if re.search(rf"\b{re.escape(n)}\b", advice) and n not in offered)
+    if missing and not says_why_not:
+        return [f"{where}: rule {rule}: names {', '.join(missing)} but offers no such button and does not say why not"]
+    return []
 
 
 def discovery_problems(knowledge: Knowledge) -> list[str]:
@@ -108,7 +162,22 @@ def author_problems(knowledge: Knowledge, cases_dir: Path | None, fixtures: Path
         cases = read_cases(cases_dir, fixtures)
     except CaseError as exc:
         return found + [f"{cases_dir.name}/{p}" for p in exc.problems]
-    return found + pairing_problems(knowledge, cases, fixtures, now, only)
+    return found + pairing_problems(knowledge, cases, fixtures, now, only) + served_problems(knowledge, cases, fixtures,
+                                                                                             now, only)
+
+
+def served_problems(knowledge: Knowledge, cases: list[dict[str, Any]], fixtures: Path, now: datetime,
+                    only: str | None = None) -> list[str]:
+    """Every case's cards (but those of cases that seed stored feedback, which the suite runs)
+    held to the card limits and to "words and buttons agree", as a clinician would see them."""
+    names, found = alternative_names(knowledge), []
+    for case in cases:
+        if case.get("feedback") or (only and only != case["rule"] and only not in {e["rule"] for e in case["expect"]}):
+            continue
+        for card in run_case(knowledge, case, fixtures, now).cards:
+            found += card_limit_problems(card, f"case {case['id']}")
+            found += words_buttons_problems(card, names, f"case {case['id']}")
+    return found
 
 
 def run_rule_checks(knowledge: Knowledge, rule_id: str, cases_dir: Path, fixtures: Path, now: datetime) -> tuple[int, list[str]]:
@@ -123,7 +192,7 @@ def run_rule_checks(knowledge: Knowledge, rule_id: str, cases_dir: Path, fixture
             continue
         outcome = run_case(knowledge, case, fixtures, now)
         found += [f"case {case['id']}: {p}" for p in outcome.problems]
-        for card in outcome.cards:
+        for card in outcome.cards:  # limits and words-and-buttons: author_problems above
             found += card_problems(card, f"case {case['id']}")
         found += suggestion_violations(f"case {case['id']}", outcome.request, outcome.cards, knowledge, now)
     return len(cases), found

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cds_service.core.cards import dosage_instruction
+from cds_service.core.cards import display_name, dosage_instruction
 from cds_service.core.facts import ServiceRequestFact, build_facts
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import RXNORM
@@ -56,7 +56,7 @@ def suggestion_violations(case_id: str, request: dict[str, Any], cards: list[dic
         if rule in NSAID_RULES:
             for med in draft_meds.values():
                 low_dose = med.single_dose_mg is None or med.single_dose_mg <= 325
-                if ASPIRIN in _ingredients(med, terminology) and low_dose and _name_of(med) in card["summary"]:
+                if ASPIRIN in _ingredients(med, terminology) and low_dose and _name_of(med, terminology) in card["summary"]:
                     found.append(f"{case_id}: {rule}: an NSAID card about antiplatelet-dose aspirin")
         for suggestion in card.get("suggestions", []):
             where = f"{case_id}: {rule}: {suggestion['label']}"
@@ -113,8 +113,8 @@ def _name(resource: dict[str, Any]) -> str:
     return concept.get("text") or next((c.get("display", "") for c in concept.get("coding", [])), "")
 
 
-def _name_of(med: Any) -> str:
-    return str(med.name)[:30]  # a long name may be shortened in the summary
+def _name_of(med: Any, terminology: Any) -> str:
+    return display_name(med, terminology)[:30]  # a long name may be shortened in the summary
 
 
 def _ingredients(med: Any, terminology: Any) -> set[str]:

@@ -182,6 +182,12 @@ def feedback(service_id: str) -> Any:
     return jsonify({})
 
 
+@ops.get("/favicon.ico")
+def favicon() -> Any:
+    """The service's icon: browsers ask for it on every page (rule pages, the preview console)."""
+    return current_app.send_static_file("favicon.svg"), 200, {"Cache-Control": "public, max-age=86400"}
+
+
 @ops.get("/healthz")
 def healthz() -> Any:
     return jsonify({"status": "ok"})

@@ -27,7 +27,7 @@ def test_a_card_is_printed_with_its_rule_and_evidence_and_exits_1(run):
     assert result.exit_code == 1, result.output
     out = result.output
     assert "back-pain-order-select (order-select): 1 card" in out
-    assert "[WARNING] 1 ML morphine sulfate 4 MG/ML Injection: releases histamine" in out
+    assert "[WARNING] morphine injection: releases histamine" in out
     assert "rule: mcas.histamine-releasing-opioid (Morphine or codeine in mast cell disease)" in out
     assert "    - Condition: Idiopathic mast cell activation syndrome, ICD-10-CM D89.42" in out
     assert "suggestion: Replace with fentanyl injection (parenteral order) (recommended)" in out

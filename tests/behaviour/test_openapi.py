@@ -114,7 +114,7 @@ def test_schemathesis_loads_the_document_and_finds_every_operation():
         labels.add(f"{operation.method.upper()} {operation.path}")
     assert labels == {
         "GET /cds-services", "POST /cds-services/{service_id}", "POST /cds-services/{service_id}/feedback",
-        "GET /rules/{rule_id}", "GET /valuesets/{valueset_id}", "GET /healthz", "GET /readyz", "GET /metrics",
+        "GET /rules/{rule_id}", "GET /valuesets/{valueset_id}", "GET /favicon.ico", "GET /healthz", "GET /readyz", "GET /metrics",
         "GET /preview", "POST /preview",
     }
 

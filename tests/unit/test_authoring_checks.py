@@ -179,7 +179,7 @@ def test_a_weight_in_another_unit_does_not_count_and_explain_says_why(app):
     knowledge = app.extensions["cds"].knowledge
     outcome = run_case(knowledge, _weight_case(unit="[lb_av]"), FIXTURES, NOW)
     assert outcome.problems, "22 [lb_av] must not be read as 22 kg"
-    assert "(found Body weight: 22 [lb_av] on 2026-10-01; its unit '[lb_av]' is not one of [kg], so it does not count)" \
+    assert "(found Body weight: 22 lb on 2026-10-01; its unit '[lb_av]' is not one of [kg], so it does not count)" \
         in outcome.problems[-1]
 
 

@@ -23,7 +23,7 @@ from cds_service.core.terminology import (
     LOINC,
     Terminology,
 )
-from cds_service.core.units import same_unit, unit_problem
+from cds_service.core.units import readable, same_unit, unit_problem
 
 ABNORMAL_HIGH = {"H", "HH", "HU", "A", "AA"}
 
@@ -87,7 +87,7 @@ def _observation_compared(word: str, holds: Callable[[float, float], bool], rela
                 return None
             what = "Most recent" if pick == "latest" else "Lowest of the latest exam:"
             return [Evidence(f"{what} {obs.text}: {_quantity(obs)} on {date_text(obs.when)} ({relation} {limit:g}"
-                             f"{' ' + sorted(units)[0] if len(units) == 1 else ''})", label)]
+                             f"{' ' + readable(sorted(units)[0]) if len(units) == 1 else ''})", label)]
 
         return Predicate(check, frozenset({"observations"}), frozenset({vid}))
 
@@ -135,7 +135,7 @@ def _units(arg: dict[str, Any]) -> list[str]:
 
 
 def _quantity(obs: ObservationFact) -> str:
-    return f"{obs.value:g} {obs.unit}".strip()
+    return f"{obs.value:g} {readable(obs.unit)}".strip()
 
 
 def why_not(word: str, arg: Any, facts: Facts, terminology: Terminology) -> str | None:
