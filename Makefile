@@ -31,9 +31,11 @@ run: install
 
 # The unit and behaviour tests in parallel, one process per core (a module stays in one process);
 # then the system tests, which start servers and measure time and memory, one at a time.
+# Both runs always run, and make test fails if either did.
 test: install-test
-	$(BIN)/python -m pytest -m "not system" -n auto --dist loadfile
-	$(BIN)/python -m pytest -m system
+	$(BIN)/python -m pytest -m "not system" -n auto --dist loadfile; first=$$?; \
+	$(BIN)/python -m pytest -m system; second=$$?; \
+	exit $$(( first > second ? first : second ))
 
 # Service vs a bare Flask baseline under the same gunicorn, the stages in-process, the FHIR
 # fallback, start-up and memory: bench/results.md, bench/results.json and the README table (~4 min).
