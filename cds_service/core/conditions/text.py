@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from cds_service.core.conditions.base import ConditionError
 from cds_service.core.terminology import (
     name_pattern,
 )
@@ -46,6 +47,9 @@ def phrases(arg: Any) -> tuple[list[re.Pattern[str]], frozenset[str]]:
     """``{phrases, negations?}`` (or a plain list of phrases): whole-word patterns and negation words."""
     phrases = arg.get("phrases", []) if isinstance(arg, dict) else arg
     negations = arg.get("negations", DEFAULT_NEGATIONS) if isinstance(arg, dict) else DEFAULT_NEGATIONS
+    for word in (*phrases, *negations):
+        if not isinstance(word, str):  # YAML reads a bare no, yes, on or off as true or false
+            raise ConditionError(f"{word!r} is not a word: put it in quotes (YAML reads a bare no/yes/on/off as true/false)")
     return [name_pattern(phrase) for phrase in phrases], frozenset(w.lower() for w in negations)
 
 
