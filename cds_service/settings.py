@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # The site overlay: a YAML file of per-rule mode, override window and note (knowledge/site.py).
     SITE_CONFIG: str | None = Field(None, description="the site overlay (YAML): per rule mode, override window, note")
     # SQLite file in the instance folder unless a URL is given.
-    DATABASE_URL: str | None = Field(None, description="storage for issued cards, feedback, JWT replay cache")
+    DATABASE_URL: str | None = Field(None, pattern=r"^(sqlite:///|postgres(ql)?://)",
+                                     description="storage for issued cards, feedback, JWT replay cache")
     # Client JWTs (CDS Hooks 2.0 "Trusting CDS Clients"): on unless switched off.
     AUTH_REQUIRED: bool = Field(True, description="require a client JWT on discovery, service and feedback calls")
     # issuer -> JWKS URL, or an inline JWKS ({"keys": [...]}, optionally with "jwks_uri").
@@ -66,8 +67,8 @@ class Settings(BaseSettings):
     # (cds_service/memory.py); a call that does not fit waits briefly, then gets 503.
     PARSE_BUDGET_BYTES: int = Field(512 * MiB, gt=0, description="parsed bytes a worker holds at once")
     # One budget for a whole service call; FHIR fetches share it.
-    CALL_BUDGET_SECONDS: float = Field(2.0, gt=0)
-    FHIR_TIMEOUT_SECONDS: float = Field(1.5, gt=0)
+    CALL_BUDGET_SECONDS: float = Field(2.0, gt=0, le=60, allow_inf_nan=False)
+    FHIR_TIMEOUT_SECONDS: float = Field(1.5, gt=0, le=60, allow_inf_nan=False)
     FHIR_MAX_PAGES: int = Field(20, ge=0)
     # FHIR fetches at once per process; `cds-service serve` sets 5 per gunicorn thread when unset.
     FHIR_FETCH_THREADS: int = Field(8, ge=1)
@@ -85,9 +86,9 @@ class Settings(BaseSettings):
     # Retention (docs/metrics.md): issued cards and feedback are deleted after these many days
     # (a card with feedback is kept as long as its feedback); JWT ids once their token expired.
     # Each worker prunes at most once per interval (0: only `cds-service storage prune`).
-    ISSUED_CARD_RETENTION_DAYS: float = Field(90, ge=0)
-    FEEDBACK_RETENTION_DAYS: float = Field(365, ge=0)
-    PRUNE_INTERVAL_SECONDS: float = Field(300, ge=0)
+    ISSUED_CARD_RETENTION_DAYS: float = Field(90, ge=0, le=36_500, allow_inf_nan=False)
+    FEEDBACK_RETENTION_DAYS: float = Field(365, ge=0, le=36_500, allow_inf_nan=False)
+    PRUNE_INTERVAL_SECONDS: float = Field(300, ge=0, le=86_400, allow_inf_nan=False)
     # When the JWT replay cache cannot be written: false lets a token through that neither this
     # process nor the database has seen (SECURITY.md); true answers 503 instead.
     REPLAY_FAIL_CLOSED: bool = False
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     # Override window: a warning card overridden for the same patient, rule and drug within this
     # many days is not shown again (0 switches it off). Needs PATIENT_KEY_SECRET (HMAC key for the
     # patient ids kept in storage; SECURITY.md), generated in development.
-    OVERRIDE_WINDOW_DAYS: int = Field(30, ge=0)
+    OVERRIDE_WINDOW_DAYS: int = Field(30, ge=0, le=3_650)
     PATIENT_KEY_SECRET: str | None = None
     # Positive and negative cases shown on the rule pages: the checkout's tests/cases when unset.
     RULE_CASES_DIR: str | None = None

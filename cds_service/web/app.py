@@ -94,6 +94,11 @@ def _warn_if_open(app: Flask) -> None:
     if app.config["AUTH_REQUIRED"] and unbound:
         log.warning("no FHIR server is listed for some trusted issuers (CDS_ISSUER_FHIR_SERVERS): their calls"
                     " are answered from prefetch only", extra={"issuers": unbound})
+    if app.config["AUTH_REQUIRED"] and not app.config["PUBLIC_BASE_URLS"] and not app.config["DEVELOPMENT"]:
+        # the JWT audience then follows each request's Host header: a token minted for another
+        # service behind the same name-based front would be accepted
+        log.warning("CDS_PUBLIC_BASE_URL is not set: the JWT audience is taken from each request's Host header;"
+                    " set it to the URL(s) EHRs call this service at")
     if not app.config["AUTH_REQUIRED"]:
         banner = "AUTHENTICATION IS OFF (CDS_AUTH_REQUIRED=false): development only, never expose this service"
         log.warning(banner)

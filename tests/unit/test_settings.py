@@ -69,6 +69,9 @@ def test_layering_defaults_then_environment_then_overrides_then_development(monk
     ("CDS_DEVELOPMENT", "maybe"), ("CDS_FHIR_MAX_PAGES", "many"), ("CDS_FHIR_MAX_PAGES", "-1"),
     ("CDS_CALL_BUDGET_SECONDS", "0"), ("CDS_TRUSTED_ISSUERS", "{not json"), ("CDS_STAFF_USERS", '["a"]'),
     ("CDS_METRICS_ALLOW", "10.0.0.0/33"), ("CDS_OPEN_FHIR_SERVERS", "ftp://x"), ("CDS_LOG_LEVEL", "LOUD"),
+    # accepted once, then an overflow in a call or a prune: refused at start now (operator review)
+    ("CDS_CALL_BUDGET_SECONDS", "inf"), ("CDS_FHIR_TIMEOUT_SECONDS", "1e400"), ("CDS_ISSUED_CARD_RETENTION_DAYS", "inf"),
+    ("CDS_OVERRIDE_WINDOW_DAYS", "99999999999"), ("CDS_DATABASE_URL", "notaurl"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable_but_not_the_value(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -138,3 +141,12 @@ def test_an_undeclared_cds_variable_is_named_in_a_start_up_warning(app_config, m
     assert app.config["AUTH_REQUIRED"] is True
     warned = [r for r in caplog.records if "no setting" in r.getMessage()]
     assert warned and "CDS_AUTH_REQIURED" in warned[0].variables
+
+
+def test_auth_on_without_a_public_base_url_is_warned_about(app_config, service_log):
+    """Without CDS_PUBLIC_BASE_URL the JWT audience follows the Host header (operator review): say so at start."""
+    create_app({**app_config, "AUTH_REQUIRED": True, "PUBLIC_BASE_URL": []})
+    assert any("CDS_PUBLIC_BASE_URL is not set" in line for line in service_log)
+    service_log.clear()
+    create_app({**app_config, "AUTH_REQUIRED": True, "PUBLIC_BASE_URL": ["https://cds.hospital.example"]})
+    assert not any("CDS_PUBLIC_BASE_URL is not set" in line for line in service_log)
