@@ -86,10 +86,14 @@ class _Units:
 
 # A sig written only in words: "10 mg PO TID", "take 1 tablet by mouth three times daily".
 _SIG_DOSE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])", re.I)
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+# "N times a day", "four times daily": any count, in digits or words, before the fixed words, so
+# that "four times daily" is never read as "daily" (once).
+_SIG_N_TIMES = re.compile(r"\b(\d|one|two|three|four|five|six)\s*(?:x|times)\s*(?:a |per |each )?(?:day|daily)\b", re.I)
 _SIG_TIMES = (
-    (re.compile(r"\b(?:q\.?i\.?d|four times (?:a |per |each )?day|4 times (?:a |per )?day)\b", re.I), 4.0),
-    (re.compile(r"\b(?:t\.?i\.?d|three times (?:a |per |each )?day|3 times (?:a |per )?day)\b", re.I), 3.0),
-    (re.compile(r"\b(?:b\.?i\.?d|twice (?:a |per |each )?day|two times (?:a |per )?day|2 times (?:a |per )?day)\b", re.I), 2.0),
+    (re.compile(r"\bq\.?i\.?d\b", re.I), 4.0),
+    (re.compile(r"\bt\.?i\.?d\b", re.I), 3.0),
+    (re.compile(r"\b(?:b\.?i\.?d|twice (?:a |per |each )?(?:day|daily))\b", re.I), 2.0),
     (re.compile(r"\b(?:daily|once (?:a |per |each )?day|q\.?d|every day|at bedtime|qhs|nightly)\b", re.I), 1.0),
 )
 _SIG_EVERY = re.compile(r"\b(?:q|every)\s*(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I)
@@ -108,11 +112,18 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> dict[str, A
     filled = {**instruction, "doseAndRate": [{"doseQuantity": quantity}]}
     if not _repeat(instruction):
         every = _SIG_EVERY.search(text)
-        per_day = 24 / float(every.group(1)) if every and float(every.group(1)) > 0 else next(
-            (times for pattern, times in _SIG_TIMES if pattern.search(text)), None)
+        per_day = 24 / float(every.group(1)) if every and float(every.group(1)) > 0 else _sig_times_a_day(text)
         if per_day is not None:
             filled["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
     return filled
+
+
+def _sig_times_a_day(text: str) -> float | None:
+    """How many doses a day a sig's words give ("four times daily", "5x a day", "TID"), or None."""
+    if found := _SIG_N_TIMES.search(text):
+        count = found.group(1).lower()
+        return float(_COUNT_WORDS.get(count) or int(count))
+    return next((times for pattern, times in _SIG_TIMES if pattern.search(text)), None)
 
 
 def _dose_unread(instructions: list[dict[str, Any]], units: _Units) -> bool:
