@@ -47,6 +47,8 @@ _MISSING = object()
 
 # Why a key could not be had, in words for the clinician's card (no URL, no data).
 NOT_SENT = "not sent by the EHR, and no FHIR server it may be read from"
+NOT_ALLOWED = ("not sent by the EHR, and its FHIR server is not one this service may read for the EHR"
+               " (CDS_ISSUER_FHIR_SERVERS)")
 TIMED_OUT = "the EHR's FHIR server did not answer in time"
 FAILED = "the EHR's FHIR server could not be read"
 BUSY = "the EHR's FHIR server is already busy with other calls"
@@ -202,6 +204,8 @@ class Fetch:
         if not pending or not self.access.readable:
             if self.access.refused:
                 log.warning("fhirServer is not listed for the client's issuer; not read")
+                # the reason an informaticist can act on: the allow-list, not the EHR's prefetch
+                return {}, dict.fromkeys(pending, NOT_ALLOWED)
             return {}, {}
         server = self.request.fhir_server or ""
         futures: dict[Future[Any], str] = {}

@@ -182,3 +182,22 @@ def test_the_transport_is_swappable_and_gets_url_token_and_a_bounded_timeout(app
     assert url.startswith(f"{FHIR}/Condition?patient=") and headers["Authorization"] == f"Bearer {TOKEN}"
     assert 0 < timeout <= rt.fetch_policy.timeout_seconds
     assert transport.public_only == [True]  # an unlisted server (authentication off): public addresses only
+
+
+def test_a_server_not_listed_for_the_issuer_is_named_as_the_reason_data_is_missing(app):
+    """The checks-not-run card must point at what an informaticist can fix: with authentication
+    on, a fhirServer that is not the issuer's is the reason, not "not sent by the EHR" alone."""
+    import dataclasses
+
+    from cds_service.core.hooks import parse_hook_request
+    from cds_service.fhirfetch.gather import NOT_ALLOWED, gather
+
+    rt = app.extensions["cds"]
+    service = rt.knowledge.services["back-pain-patient-view"]
+    body = _with_authorization(request_fixture("patient-view/mcas-adult--chart-open.json"))
+    body["prefetch"].pop("observations")
+    bound = dataclasses.replace(rt.fetch_policy, bind_to_issuers=True,
+                                issuer_servers={"https://ehr.example": frozenset({"https://other.example/fhir"})})
+    found = gather(parse_hook_request(body, service.hook), rt.prefetch[service.id], service.required_prefetch,
+                   bound, _RecordingTransport(), issuer="https://ehr.example")
+    assert found.unavailable == {"observations": NOT_ALLOWED} and "CDS_ISSUER_FHIR_SERVERS" in NOT_ALLOWED
