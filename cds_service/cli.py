@@ -293,7 +293,6 @@ def knowledge_new_rule(module: str, rule_id: str, cases_dir: str) -> None:
 def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) -> None:
     """Add every product (SCD, SBD) of an ingredient to rxnorm-products.json, sorted, and keep
     the change only if the knowledge folder still passes knowledge check."""
-    from cds_service.knowledge.loader import load_knowledge
     from cds_service.knowledge.products import RrfError, dump, merge, products_for, read_release
     from cds_service.settings import knowledge_dir, settings
 
@@ -306,14 +305,22 @@ def knowledge_add_products(ingredients: tuple[str, ...], rrf: str, source: str) 
     except RrfError as exc:
         raise click.ClickException(str(exc)) from exc
     table, added, kept = merge(json.loads(before), rows)
-    path.write_text(dump(table), "utf-8")
+    _write_if_knowledge_loads(path, dump(table), before, directory)
+    click.echo(f"added {len(added)} products ({', '.join(added) or 'none'}); already there: {len(kept)}")
+
+
+def _write_if_knowledge_loads(path: Path, text: str, before: str, directory: Path) -> None:
+    """Write a generated table, and keep it only if the knowledge folder still loads (else the
+    file is restored and the command fails with every problem)."""
+    from cds_service.knowledge.loader import load_knowledge
+
+    path.write_text(text, "utf-8")
     try:
         load_knowledge(directory)
     except KnowledgeError as exc:
         path.write_text(before, "utf-8")
         click.echo(str(exc), err=True)
-        raise click.ClickException("rxnorm-products.json left unchanged") from exc
-    click.echo(f"added {len(added)} products ({', '.join(added) or 'none'}); already there: {len(kept)}")
+        raise click.ClickException(f"{path.name} left unchanged") from exc
 
 
 @knowledge.command("add-brand")
@@ -328,7 +335,6 @@ def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...]
     """Add the brand names (TTY BN) of an ingredient to rxnorm-brands.json from RxNorm's brand
     relations, each naming this ingredient only, with its branded products and SOURCE; keep the
     change only if the knowledge folder still passes knowledge check."""
-    from cds_service.knowledge.loader import load_knowledge
     from cds_service.knowledge.products import RrfError, brands_for, merge_brands, read_release
     from cds_service.settings import knowledge_dir, settings
 
@@ -341,13 +347,7 @@ def knowledge_add_brand(ingredients: tuple[str, ...], valuesets: tuple[str, ...]
     except RrfError as exc:
         raise click.ClickException(str(exc)) from exc
     table, added, kept = merge_brands(json.loads(before), [row for rows, _ in found for row in rows])
-    path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", "utf-8")
-    try:
-        load_knowledge(directory)
-    except KnowledgeError as exc:
-        path.write_text(before, "utf-8")
-        click.echo(str(exc), err=True)
-        raise click.ClickException("rxnorm-brands.json left unchanged") from exc
+    _write_if_knowledge_loads(path, json.dumps(table, indent=1, ensure_ascii=False) + "\n", before, directory)
     left_out = sorted(name for _, names in found for name in names)
     click.echo(f"added {len(added)} brands ({', '.join(added) or 'none'}); already there: {len(kept)}"
                + (f"; left out, naming more than one ingredient: {', '.join(left_out)}" if left_out else ""))

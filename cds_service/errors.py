@@ -97,7 +97,9 @@ class PrefetchUnavailable(CdsError):
     issue_code = "processing"
 
 
-class StorageUnavailable(CdsError):
+class Unavailable(CdsError):
+    """503 with ``Retry-After``: the call may succeed a few seconds from now."""
+
     status = 503
     issue_code = "transient"
 
@@ -107,6 +109,10 @@ class StorageUnavailable(CdsError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class StorageUnavailable(Unavailable):
+    """Feedback could not be stored (the database is locked, hung or refusing)."""
 
 
 class KnowledgeError(Exception):
@@ -136,15 +142,5 @@ class SettingsInvalid(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("Settings are invalid:\n  " + "\n  ".join(problems))
         self.problems = problems
-class Overloaded(CdsError):
+class Overloaded(Unavailable):
     """Too many large bodies being parsed in this worker at once: call again shortly."""
-
-    status = 503
-    issue_code = "transient"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
