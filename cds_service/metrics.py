@@ -7,7 +7,7 @@ request id. ``prometheus_client`` is imported when the first metric is made, aft
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 # From a millisecond (evaluation) to past the call budget (a slow FHIR server)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -53,10 +53,11 @@ def call_stages(service_id: str, **seconds: float) -> None:
         histogram.labels(service_id, stage).observe(value)
 
 
-def cards_returned(cards: Iterable[dict[str, Any]]) -> None:
+def cards_returned(answered: Iterable[tuple[str, str]]) -> None:
+    """(topic code, indicator) per card answered (``Decision.answered``)."""
     counter = get().cards
-    for card in cards:
-        counter.labels(card["source"]["topic"]["code"], card["indicator"]).inc()
+    for topic, indicator in answered:
+        counter.labels(topic, indicator).inc()
 
 
 def feedback_stored(outcomes: Iterable[tuple[str, str]]) -> None:

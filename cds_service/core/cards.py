@@ -99,7 +99,7 @@ def build_cards(groups: list[tuple[Finding, ...]], facts: Facts, terminology: Te
         cards.append(card)
         issued.append(IssuedCard(card["uuid"], tuple(f.rule.id for f in group),
                                  tuple(s["uuid"] for s in card.get("suggestions", [])),
-                                 tuple(item_key(f, terminology) for f in group)))
+                                 tuple(item_key(f, terminology) for f in group), card["indicator"]))
     return cards, issued
 
 

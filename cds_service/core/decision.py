@@ -49,6 +49,12 @@ class Decision:
     not_run: list[str] = field(default_factory=list)  # prefetch keys whose lack kept checks from running
     notices: list[str] = field(default_factory=list)  # topic codes of the cards no rule issued (logged)
 
+    def answered(self) -> list[tuple[str, str]]:
+        """(topic code, indicator) of every card answered, for the metrics: the issued cards, then
+        the checks-not-run card, which storage does not keep."""
+        shown = [(card.rule_id, card.indicator) for card in self.issued]
+        return shown + [(CHECKS_NOT_RUN_TOPIC, "info")] if self.not_run else shown
+
 
 def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], knowledge: Knowledge,
            now: datetime, *, rules_url: str | None = None,
@@ -71,7 +77,7 @@ def decide(service: Service, hook_request: HookRequest, data: dict[str, Any], kn
     if sign := pre_r4_sign(hook_request.context, data):  # DSTU2/STU3: say so, never a silent all clear
         card = fhir_version_card(sign, knowledge.override_reason_system, knowledge.release)
         # kept like any card, so that feedback on it is counted under its own id, not "(unknown card)"
-        return Decision([card], [IssuedCard(card["uuid"], (FHIR_VERSION_TOPIC,), (), ("",))], [], [],
+        return Decision([card], [IssuedCard(card["uuid"], (FHIR_VERSION_TOPIC,), (), ("",), card["indicator"])], [], [],
                         notices=[FHIR_VERSION_TOPIC])
     facts = build_facts(hook_request.hook, hook_request.context, data, knowledge.terminology, now)
     outcome = evaluate(list(service.modules), facts, site.silent, site.off)

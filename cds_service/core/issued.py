@@ -14,6 +14,7 @@ class IssuedCard:
     rule_ids: tuple[str, ...]
     suggestion_uuids: tuple[str, ...]
     item_keys: tuple[str, ...] = ()  # parallel to rule_ids
+    indicator: str = "info"  # the card's, counted in cds_cards_total
 
     @property
     def rule_id(self) -> str:

@@ -103,7 +103,7 @@ def call_service(service_id: str) -> Any:
                   overrides=partial(_recent_overrides, rt), site=rt.site)
     decision = call.decision
     patient = _patient_key(rt.override_window, call.request.context)
-    metrics.cards_returned(decision.cards)
+    metrics.cards_returned(decision.answered())
     metrics.checks_not_run(service.id, decision.not_run)
     response = jsonify({"cards": decision.cards})
     # What was issued is remembered once the answer is sent (the server closes the response), on

@@ -74,6 +74,20 @@ def test_calls_cards_stages_and_feedback_are_counted(client):
     assert moved("cds_call_stage_seconds_sum", service=ORDER_SELECT, stage="total") > 0
 
 
+def test_every_card_answered_is_counted_by_its_topic_and_indicator_the_checks_not_run_card_too(client):
+    body = request_fixture("patient-view/mcas-ms-older-adult--chart-open.json")
+    del body["prefetch"]["medications"]  # no FHIR server named either: the medication checks cannot run
+    before = parse(client.get("/metrics").get_data(as_text=True))
+    cards = client.post(f"/cds-services/{PATIENT_VIEW}", json=body).get_json()["cards"]
+    after = parse(client.get("/metrics").get_data(as_text=True))
+    answered = [(c["source"]["topic"]["code"], c["indicator"]) for c in cards]
+    assert ("service.checks-not-run", "info") in answered and len(answered) > 1
+    for topic, indicator in set(answered):
+        moved = (value(after, "cds_cards_total", rule_id=topic, indicator=indicator)
+                 - value(before, "cds_cards_total", rule_id=topic, indicator=indicator))
+        assert moved == answered.count((topic, indicator)), (topic, indicator)
+
+
 def test_fhir_fetch_failures_are_counted_by_key(client):
     body = request_fixture("patient-view/mcas-ms-older-adult--chart-open.json")
     del body["prefetch"]["medications"]
