@@ -8,7 +8,8 @@ import sys
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-import run  # noqa: E402
+import scenarios  # noqa: E402
+import targets  # noqa: E402
 
 
 def _runs(cpu_one: float, cpu_eight: float, rps: float = 100.0) -> dict:
@@ -18,7 +19,7 @@ def _runs(cpu_one: float, cpu_eight: float, rps: float = 100.0) -> dict:
 
 
 def _case(hook: str, size: str, cpu_one: float, cpu_eight: float, floor_share: float, floor_cpu: float = 1.0) -> dict:
-    return {"id": f"{run.SHORT[hook]}-{size.replace('synthea:', 'syn-')}", "hook": hook, "size": size,
+    return {"id": f"{scenarios.SHORT[hook]}-{size.replace('synthea:', 'syn-')}", "hook": hook, "size": size,
             "body_bytes": 70_000, "service": _runs(cpu_one, cpu_eight),
             "baseline_parse": {"load": {"cpu_ms_per_request": floor_cpu}},
             "ratio": {"req_per_s_vs_parsing_baseline": floor_share}}
@@ -39,7 +40,7 @@ def _result(**changes: float) -> dict:
 
 def _met(result: dict, *words: str) -> bool | None:
     """The verdict of the one target whose name holds every word."""
-    found = [t["met"] for t in run.targets(result) if all(w in t["target"] for w in words)]
+    found = [t["met"] for t in targets.targets(result) if all(w in t["target"] for w in words)]
     assert len(found) == 1, words
     return found[0]
 
@@ -54,20 +55,20 @@ def test_each_target_turns_missed_when_its_figure_passes_its_limit():
 
     assert _met(_result(share=0.45), *FLOOR) is False
     assert _met(_result(cpu_small=2.2), *SMALL) is False
-    concurrency = [t for t in run.targets(_result(cpu_mid_eight=6.5)) if "connections ÷ 1 connection" in t["target"]
+    concurrency = [t for t in targets.targets(_result(cpu_mid_eight=6.5)) if "connections ÷ 1 connection" in t["target"]
                    and "300KB" in t["target"]]
     assert concurrency[0]["met"] is False and concurrency[0]["value"] == 1.3
 
 
 def test_a_synthea_record_regresses_against_the_previous_run_only_beyond_its_limit():
     previous = _result()
-    same = {t["target"]: t["met"] for t in run.targets(_result(), copy.deepcopy(previous)) if "Synthea" in t["target"]}
+    same = {t["target"]: t["met"] for t in targets.targets(_result(), copy.deepcopy(previous)) if "Synthea" in t["target"]}
     assert list(same.values()) == [True]
-    worse = {t["target"]: t["met"] for t in run.targets(_result(synthea_cpu=2.5), previous) if "Synthea" in t["target"]}
+    worse = {t["target"]: t["met"] for t in targets.targets(_result(synthea_cpu=2.5), previous) if "Synthea" in t["target"]}
     assert list(worse.values()) == [False]
-    unknown = [t for t in run.targets(_result()) if "Synthea" in t["target"]]
+    unknown = [t for t in targets.targets(_result()) if "Synthea" in t["target"]]
     assert unknown[0]["met"] is None  # no earlier run to compare with: not measured, never "met"
     other_body = copy.deepcopy(previous)
     other_body["cases"][-1]["body_bytes"] = 96_000  # the earlier run sent the whole record
-    changed = [t for t in run.targets(_result(synthea_cpu=2.5), other_body) if "Synthea" in t["target"]]
+    changed = [t for t in targets.targets(_result(synthea_cpu=2.5), other_body) if "Synthea" in t["target"]]
     assert changed[0]["met"] is None and "another body" in changed[0]["target"]
