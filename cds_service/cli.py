@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -79,10 +80,16 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no typ
         super().reload()
         try:
             self.callable = self._build()
-        except KnowledgeError as exc:
-            print(f"SIGHUP: knowledge not reloaded, the running version is kept: {exc}", file=sys.stderr)
+        except KnowledgeError as exc:  # names the file and key at fault: no secret, no patient
+            _reload_log.error("SIGHUP: knowledge not reloaded, the running version is kept",
+                              extra={"event": "reload_failed", "error": str(exc)})
         except Exception as exc:  # e.g. storage unreachable: the name only, a message may hold a URL
-            print(f"SIGHUP: not reloaded ({type(exc).__name__}), the running version is kept", file=sys.stderr)
+            _reload_log.error("SIGHUP: not reloaded, the running version is kept",
+                              extra={"event": "reload_failed", "error": type(exc).__name__})
+
+
+# A failed reload is an ERROR line of the service's JSON log (what log alerting reads), not bare stderr.
+_reload_log = logging.getLogger("cds_service.reload")
 
 
 class _Commands(click.Group):
