@@ -166,7 +166,15 @@ def serve(host: str, port: int, **options: Any) -> None:
     explicit = {_SERVE_SETTINGS[name]: settings[_SERVE_SETTINGS[name]] for name in given}
     if _given_on_command_line(("host", "port")):
         explicit["bind"] = defaults["bind"]
-    _Gunicorn(defaults, explicit).run()
+    master = os.getpid()
+    try:
+        _Gunicorn(defaults, explicit).run()
+    finally:
+        # A start that fails (the app does not load, the port is taken) never reaches gunicorn's
+        # on_exit: remove the temporary metrics directory here too. Only in this process: a forked
+        # worker's exit unwinds through this frame as well, while the master still uses it.
+        if os.getpid() == master and "on_exit" in metrics_hooks:
+            metrics_hooks["on_exit"](None)
 
 
 def _given_on_command_line(names: Any) -> set[str]:

@@ -170,3 +170,19 @@ def test_start_up_empties_the_metrics_folder_of_prometheus_files_only(tmp_path: 
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     _multiprocess_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+
+
+def test_a_start_that_fails_leaves_no_temporary_metrics_directory(tmp_path: Path):
+    """Broken knowledge: serve exits 1, and the metrics directory it made for itself is gone."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    broken = tmp_path / "knowledge"
+    broken.mkdir()  # no services.yaml: the app does not load
+    command = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"TMPDIR": str(temp), "CDS_KNOWLEDGE_DIR": str(broken), "CDS_AUTH_REQUIRED": "false",
+                "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    done = subprocess.run([command, "serve", "--port", str(free_port()), "--workers", "1"], env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert not list(temp.glob("cds-metrics-*")), "a failed start left its metrics directory behind"
