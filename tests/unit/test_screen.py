@@ -1,0 +1,136 @@
+"""cds_service.core.screen: a one-click order is checked as a pharmacist would verify it: withheld for
+an allergy to its ingredient or a cross-reacting group, duplicate therapy, a state it must not be
+given in, low kidney function; kept when the record shows nothing against it. Missing data the
+check needs is a reason too, never read as normal."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from coreknowledge import NOW, facts_of, knowledge
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cds_service.core.screen import latest_result, screen
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ACETAMINOPHEN = "198440"  # Acetaminophen 500 MG Oral Tablet (ingredient 161)
+ZOLEDRONIC = "705824"  # zoledronic acid 5 mg infusion: eGFR at least 35, not in pregnancy or lactation
+ROCURONIUM = "1234995"
+CETIRIZINE = "1014678"  # eGFR threshold, but a missing result does not block it
+EVERYTHING = {"patient": {"resourceType": "Patient", "id": "p", "birthDate": "1980-01-01", "gender": "female"},
+              "conditions": [], "allergies": [], "medications": [], "medicationStatements": [],
+              "medicationDispenses": [], "observations": []}
+
+
+def _screen(rxcui, replaced=frozenset(), **data):
+    k = knowledge()
+    facts = facts_of("order-sign", **{**EVERYTHING, **data})
+    return screen(rxcui, facts, k.terminology, k.screen, replaced)
+
+
+def _allergy(text, code=None):
+    concept = {"text": text, **({"coding": [{"system": RXNORM, "code": code}]} if code else {})}
+    return {"resourceType": "AllergyIntolerance", "id": "a", "patient": {"reference": "Patient/p"},
+            "clinicalStatus": {"coding": [{"code": "active"}]}, "code": concept}
+
+
+def _egfr(value, days_ago=10, unit="mL/min/{1.73_m2}"):
+    when = (NOW - timedelta(days=days_ago)).date().isoformat()
+    return {"resourceType": "Observation", "id": f"egfr{value}{days_ago}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "48642-3"}]},
+            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+            "effectiveDateTime": when}
+
+
+def _active(text, code):
+    return {"resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/p"},
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}], "text": text}}
+
+
+def test_an_unremarkable_record_keeps_the_suggestion():
+    assert _screen(ACETAMINOPHEN) is None
+    assert _screen(ZOLEDRONIC, observations=[_egfr(80)]) is None
+
+
+@pytest.mark.parametrize("allergy", [_allergy("acetaminophen", "161"), _allergy("Tylenol"), _allergy("paracetamol")])
+def test_an_allergy_to_the_ingredient_by_code_brand_or_name_withholds_it(allergy):
+    reason = _screen(ACETAMINOPHEN, allergies=[allergy])
+    assert reason is not None and reason.startswith("Acetaminophen not offered: allergy to")
+
+
+def test_an_unrelated_allergy_keeps_it():
+    assert _screen(ACETAMINOPHEN, allergies=[_allergy("penicillin", "7980")]) is None
+    assert _screen(ACETAMINOPHEN, allergies=[_allergy("latex")]) is None
+
+
+def test_an_allergy_to_a_cross_reacting_drug_withholds_it():
+    reason = _screen(ROCURONIUM, allergies=[_allergy("succinylcholine")])
+    assert reason is not None and "cross-react" in reason
+
+
+def test_a_list_the_check_needs_that_could_not_be_read_withholds_it():
+    data = {k: v for k, v in EVERYTHING.items() if k != "allergies"}
+    k = knowledge()
+    reason = screen(ACETAMINOPHEN, facts_of("order-sign", **data), k.terminology, k.screen)
+    assert reason is not None and "allergy list could not be read" in reason
+
+
+def test_the_same_drug_already_active_is_duplicate_therapy():
+    reason = _screen(ACETAMINOPHEN, medications=[_active("acetaminophen 650 MG Oral Tablet", "198444")])
+    assert reason is not None and "already active" in reason
+
+
+def test_a_draft_the_swap_replaces_is_not_a_duplicate():
+    draft = {**_active("Tylenol 500 mg", "198440"), "id": "d1", "status": "draft"}
+    k = knowledge()
+    facts = facts_of("order-sign", drafts=(draft,), **EVERYTHING)
+    assert "already drafted" in (screen(ACETAMINOPHEN, facts, k.terminology, k.screen) or "")
+    assert screen(ACETAMINOPHEN, facts, k.terminology, k.screen, frozenset({"MedicationRequest/d1"})) is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=5, max_value=120))
+def test_kidney_threshold_withholds_below_and_keeps_at_or_above(value):
+    reason = _screen(ZOLEDRONIC, observations=[_egfr(value)])
+    assert (reason is None) == (value >= 35)
+    if reason:
+        assert f"eGFR {value}" in reason
+
+
+def test_an_old_or_missing_egfr_withholds_a_product_that_requires_one_only():
+    assert "no eGFR in the last 90 days" in (_screen(ZOLEDRONIC, observations=[_egfr(80, days_ago=120)]) or "")
+    assert "no eGFR" in (_screen(ZOLEDRONIC) or "")
+    assert _screen(CETIRIZINE) is None  # a dose change, not a contraindication: no result does not block
+    assert _screen(CETIRIZINE, observations=[_egfr(20)]) is not None
+
+
+def _weight(value, unit):
+    return {"resourceType": "Observation", "id": f"w{unit}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "valueQuantity": {"value": value, "unit": unit}, "effectiveDateTime": "2026-11-20"}
+
+
+@pytest.mark.parametrize("unit, read", [("kg", True), ("kilograms", True), ("lbs", False), ("[lb_av]", False)])
+def test_a_weight_in_another_unit_is_not_read_as_kg(unit, read):
+    k = knowledge()
+    facts = facts_of("order-sign", **{**EVERYTHING, "observations": [_weight(30, unit)]})
+    assert (latest_result(facts, k.terminology, k.screen.body_weight, 90, unit="kg") is not None) == read
+
+
+def test_pregnancy_on_the_problem_list_withholds_a_product_to_avoid_in_it():
+    pregnancy = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
+                 "clinicalStatus": {"coding": [{"code": "active"}]},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "77386006"}]}}
+    reason = _screen(ZOLEDRONIC, conditions=[pregnancy], observations=[_egfr(80)])
+    assert reason is not None and "pregnancy recorded" in reason
+    assert _screen(ACETAMINOPHEN, conditions=[pregnancy]) is None
+
+
+def test_latest_result_is_the_most_recent_within_the_window():
+    k = knowledge()
+    facts = facts_of("order-sign", **{**EVERYTHING, "observations": [_egfr(50, 5), _egfr(20, 40)]})
+    latest = latest_result(facts, k.terminology, "kidney-function", 90)
+    assert latest is not None and latest.value == 50
+    assert latest_result(facts, k.terminology, "kidney-function", 3) is None  # older counts as none
