@@ -33,3 +33,16 @@ def facts_of(hook: str = "order-sign", drafts: tuple[dict[str, Any], ...] = (), 
         context["draftOrders"] = bundle(*drafts)
     prefetch = {key: value if key == "patient" else bundle(*value) for key, value in data.items()}
     return build_facts(hook, context, prefetch, knowledge().terminology, NOW)
+
+
+def condition(spec: Any) -> Any:
+    """The predicate of one condition of the rule language, compiled as the loader compiles it."""
+    from cds_service.core.conditions import compile_condition
+
+    context = knowledge().conditions
+    assert context is not None
+    return compile_condition(spec, context)
+
+
+def holds(spec: Any, facts: Facts, item: Any = None) -> bool:
+    return condition(spec)(facts, item) is not None
