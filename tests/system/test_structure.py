@@ -37,3 +37,28 @@ def test_the_module_map_names_every_module_and_only_modules_that_exist():
     modules = {str(p.relative_to(package)) for p in package.rglob("*.py")}
     assert sorted(named - modules) == [], "the module map names modules that do not exist"
     assert sorted(modules - named) == [], "modules missing from the module map in docs/architecture.md"
+
+
+# Core modules with no logic of their own to test directly: package markers only.
+_NO_UNIT_TEST_NEEDED = {
+    "core/__init__.py",  # the room's purpose line
+    "core/conditions/__init__.py",  # re-exports the registry's public names
+}
+
+
+def test_every_core_module_has_unit_tests_named_after_it():
+    """A newcomer finds a core module's tests by its name: tests/unit/test_<module>.py, or
+    test_<module>_<aspect>.py; a module of core/conditions may also be test_conditions_<module>.py."""
+    package = ROOT / "cds_service"
+    tests = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
+    missing = []
+    for module in sorted((package / "core").rglob("*.py")):
+        relative = str(module.relative_to(package))
+        if relative in _NO_UNIT_TEST_NEEDED:
+            continue
+        name = module.stem
+        names = {f"test_{name}.py"} | ({f"test_conditions_{name}.py"} if module.parent.name == "conditions" else set())
+        if not names & tests and not any(t.startswith(f"test_{name}_") for t in tests):
+            missing.append(f"{relative}: add tests/unit/{min(names, key=len)}")
+    assert missing == [], "core modules without unit tests:\n" + "\n".join(missing)
+    assert all((package / m).exists() for m in _NO_UNIT_TEST_NEEDED), "an exemption names a module that is gone"
