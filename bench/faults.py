@@ -220,7 +220,9 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, size: str | None, co
             lock = threading.Lock()
             stop_at = time.monotonic() + seconds
 
-            def load() -> None:
+            # Each thread is handed this round's values (a closure would read the loop's variables: B023).
+            def load(stop_at: float, lock: threading.Lock, tokens: list[str], mode: str, base: str,
+                     done: list[tuple[int, float, int]]) -> None:
                 while time.monotonic() < stop_at:
                     with lock:
                         token = tokens.pop() if tokens else None
@@ -231,7 +233,8 @@ def scenario_auth(tree: Path, folder: Path, seconds: float, size: str | None, co
                         done.append(result)
 
             started, cpu_before = time.monotonic(), _workers_cpu(server.process.pid)
-            threads = [threading.Thread(target=load) for _ in range(connections)]
+            threads = [threading.Thread(target=load, args=(stop_at, lock, tokens, mode, base, done))
+                       for _ in range(connections)]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -123,7 +123,8 @@ def main() -> None:
             now = rt.clock()
             modules = list(service.modules)
 
-            def decided() -> Any:
+            # The stages run within this iteration; each binds the values of this payload (B023).
+            def decided(service: Any = service, req: Any = req, data: Any = data, now: Any = now) -> Any:
                 return decide(service, req, data, rt.knowledge, now, rules_url=rules_url)
 
             decision = decided()
@@ -134,26 +135,30 @@ def main() -> None:
                           "rules_suppressed": decision.suppressed, "queued_ms": 0.0, "prefetch_ms": 0.01,
                           "evaluate_ms": 1.0, "store_ms": 0.5}
             stages = {
-                "parse": lambda: parse(raw),
-                "envelope": lambda: parse_hook_request(body, service.hook),
-                "prefetch": lambda: gather(req, rt.prefetch[service.id], service.required_prefetch, rt.fetch_policy),
-                "facts": lambda: read_all(build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)),
-                "rules": lambda: evaluate(modules, build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)),
+                "parse": lambda raw=raw: parse(raw),
+                "envelope": lambda body=body, service=service: parse_hook_request(body, service.hook),
+                "prefetch": lambda req=req, service=service: gather(req, rt.prefetch[service.id],
+                                                                    service.required_prefetch, rt.fetch_policy),
+                "facts": lambda req=req, data=data, now=now: read_all(
+                    build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)),
+                "rules": lambda modules=modules, req=req, data=data, now=now: evaluate(
+                    modules, build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)),
                 "decide": decided,
                 # the record alone (not the decision): new card ids each time, as each call has
-                "storage": lambda: rt.storage.record_cards(service.id, req.hook_instance, [
+                "storage": lambda service=service, req=req, decision=decision: rt.storage.record_cards(
+                    service.id, req.hook_instance, [
                     replace(c, uuid=str(uuid.uuid4())) for c in decision.issued]),
                 "response json": None,
-                "log line": lambda: call_log.info("service call", extra=log_fields),
-                "metrics": lambda: count(decision.answered()),
-                "whole call": lambda: client.post(f"/cds-services/{service.id}", data=raw, buffered=True,
-                                                  content_type="application/json"),
+                "log line": lambda log_fields=log_fields: call_log.info("service call", extra=log_fields),
+                "metrics": lambda decision=decision: count(decision.answered()),
+                "whole call": lambda service=service, raw=raw: client.post(
+                    f"/cds-services/{service.id}", data=raw, buffered=True, content_type="application/json"),
             }
             timed: dict[str, Any] = {}
             with app.test_request_context():
                 for name, fn in stages.items():
                     if name == "response json":
-                        fn = lambda: jsonify({"cards": cards}).get_data()  # noqa: E731
+                        fn = lambda cards=cards: jsonify({"cards": cards}).get_data()  # noqa: E731
                     timed[name] = _time(fn, args.seconds)
             status = client.post(f"/cds-services/{service.id}", data=raw, content_type="application/json").status_code
             results.append({

@@ -44,7 +44,7 @@ def _persona(name: str, donor: str) -> list[dict[str, Any]]:
 
 
 def templates() -> list[list[dict[str, Any]]]:
-    return [_synthea(n) for n in SYNTHEA] + [_persona(p, d) for p, d in zip(PERSONAS, SYNTHEA)]
+    return [_synthea(n) for n in SYNTHEA] + [_persona(p, d) for p, d in zip(PERSONAS, SYNTHEA, strict=True)]
 
 
 def _reidentified(resource: dict[str, Any], patient_id: str, n: int) -> dict[str, Any]:

@@ -353,7 +353,7 @@ def _check_unique_rules(modules: dict[str, Module], problems: Problems) -> None:
 def _services(data: dict[str, Any], modules: dict[str, Module], broken: set[str],
               problems: Problems) -> dict[str, Service]:
     services = {}
-    for i, spec in enumerate(data["services"]):
+    for spec in data["services"]:
         missing = [m for m in spec["modules"] if m not in modules]
         for name in missing:
             if name not in broken:

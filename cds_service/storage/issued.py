@@ -45,7 +45,7 @@ class IssuedCards:
                                   [(c.uuid, c.rule_id, service_id, hook_instance, when, patient_key) for c in issued])
                 self.db.executemany(tx, "INSERT INTO card_rule VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                   [(c.uuid, rule, key) for c in issued
-                                   for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids))])
+                                   for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids), strict=True)])
                 self.db.executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",
                                   [(s, c.uuid) for c in issued for s in c.suggestion_uuids])
         except self.db.errors as exc:

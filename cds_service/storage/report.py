@@ -172,7 +172,7 @@ def by_release(history: dict[str, list[Any]], releases: list[Any], since: dateti
     """Override rates per knowledge release (all rules, then each rule), oldest release first:
     whether a new release made a rule's cards more or less often overridden. ``history`` needs
     card uuids: ``issued`` rows of (rule, issued_at, uuid), as ``storage.silent.history`` gives them."""
-    release_of = {card: release for card, release in releases}
+    release_of = dict(releases)
     rows: dict[tuple[str, str], ReleaseRow] = {}
     first_seen: dict[str, str] = {}
 
@@ -336,14 +336,14 @@ def _draw(plt: Any, report: Report, path: str) -> None:
     silent = [max(0, r.issued - r.accepted - r.overridden) for r in rules]
     bars.barh(names, accepted, color="#2e8b57", label="accepted")
     bars.barh(names, overridden, left=accepted, color="#d9822b", label="overridden")
-    bars.barh(names, silent, left=[a + o for a, o in zip(accepted, overridden)], color="#c9ced6", label="no feedback")
+    bars.barh(names, silent, left=[a + o for a, o in zip(accepted, overridden, strict=True)], color="#c9ced6", label="no feedback")
     for i, r in enumerate(rules):
         total = max(r.issued, r.accepted + r.overridden)
         said = f"{_rate(r.override_rate)} overridden" if r.override_rate is not None else "no feedback"
         label = f"  {said}" + ("  - REVIEW" if r.flagged else "")
         bars.text(total, i, label, va="center", fontsize=8, color="#c0262d" if r.flagged else "#333333",
                   fontweight="bold" if r.flagged else "normal")
-    for tick, r in zip(bars.get_yticklabels(), rules):
+    for tick, r in zip(bars.get_yticklabels(), rules, strict=False):  # the ticks are matplotlib's: never fail a report on a count
         if r.flagged:
             tick.set_color("#c0262d")
     bars.set_xlabel("cards")

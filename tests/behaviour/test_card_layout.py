@@ -104,7 +104,7 @@ def test_the_same_drug_as_a_draft_is_offered_the_swap_and_no_excuse(client):
     diphenhydramine = next(e["resource"] for e in older["prefetch"]["medications"]["entry"]
                            if "diphenhydramine" in str(e["resource"]))
     draft = {**copy.deepcopy(diphenhydramine), "id": "draft-h1", "status": "draft"}
-    request["prefetch"] = {k: v for k, v in older["prefetch"].items()}
+    request["prefetch"] = dict(older["prefetch"])
     request["context"] = {**request["context"], "patientId": older["context"]["patientId"],
                           "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
                           "selections": ["MedicationRequest/draft-h1"]}

@@ -169,7 +169,10 @@ junk = json_values | not_strings | deep()
 dates = st.sampled_from(BAD_DATES) | not_strings | st.dates().map(str) | st.text(max_size=12)
 
 
-def codeable(draw_codes=st.text(max_size=10)):
+_CODE_TEXT = st.text(max_size=10)
+
+
+def codeable(draw_codes=_CODE_TEXT):
     coding = st.fixed_dictionaries({}, optional={
         "system": st.sampled_from(["http://www.nlm.nih.gov/research/umls/rxnorm", "http://snomed.info/sct",
                                    "http://loinc.org", "http://hl7.org/fhir/sid/icd-10-cm", ""]) | junk,
@@ -350,18 +353,22 @@ def mutated_fixture(draw) -> tuple[str, Any]:
         current = body
         for step in path:
             current = current[step]
-        value = {
-            "junk": lambda: draw(junk),
-            "date": lambda: draw(dates),
-            "wrap": lambda: [copy.deepcopy(current)],
-            "empty": lambda: type(current)() if isinstance(current, (dict, list, str)) else None,
-            "type": lambda: draw(st.sampled_from(RESOURCE_TYPES)),
-            "deep": lambda: draw(deep()),
-            "delete": lambda: None,
-        }[action]()
-        body = _replace(body, path, value, delete=False)
+        body = _replace(body, path, _new_value(draw, action, current), delete=False)
     service = SERVICES.get(FIXTURE_CACHE[name]["hook"])
     return service, body
+
+
+def _new_value(draw, action: str, current: Any) -> Any:
+    """What replaces ``current`` for the action drawn (only that action's value is drawn)."""
+    return {
+        "junk": lambda: draw(junk),
+        "date": lambda: draw(dates),
+        "wrap": lambda: [copy.deepcopy(current)],
+        "empty": lambda: type(current)() if isinstance(current, (dict, list, str)) else None,
+        "type": lambda: draw(st.sampled_from(RESOURCE_TYPES)),
+        "deep": lambda: draw(deep()),
+        "delete": lambda: None,
+    }[action]()
 
 
 feedback_item = st.fixed_dictionaries({}, optional={
@@ -671,7 +678,7 @@ PERIOD_FIELDS = {"onsetPeriod", "effectivePeriod", "abatementPeriod", "validityP
 
 def _set_path(resource: dict, path: tuple, value: Any) -> None:
     node: Any = resource
-    for step, nxt in zip(path, path[1:]):
+    for step, nxt in zip(path, path[1:], strict=False):  # each step with the one after it
         if isinstance(step, int):
             while len(node) <= step:
                 node.append({} if not isinstance(nxt, int) else [])
@@ -749,7 +756,7 @@ def test_periods_that_are_not_objects(fuzz_client, hook_file, bad):
 @pytest.mark.parametrize("wrong", ["Patient", "OperationOutcome", "Bundle-of-wrong", "list", "string"])
 def test_prefetch_of_the_wrong_resource_types(fuzz_client, hook_file, wrong):
     body = request_fixture(hook_file)
-    others = [r for r in _resources(body)]
+    others = list(_resources(body))
     for key in list(body.get("prefetch", {})):
         if wrong == "Patient":
             body["prefetch"][key] = {"resourceType": "Patient", "id": "p", "birthDate": "2026-02-30"}

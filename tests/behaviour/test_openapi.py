@@ -126,4 +126,4 @@ def test_documented_error_statuses_are_operation_outcomes(document):
                 if status.startswith("4"):
                     assert response["$ref"].startswith("#/components/responses/"), (path, method, status)
     for name, response in document["components"]["responses"].items():
-        assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OperationOutcome"}
+        assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OperationOutcome"}, name

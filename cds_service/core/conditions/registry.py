@@ -54,8 +54,8 @@ _MAPPING_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "active_medication": (("valueset",), ("label", "routes", "for_days_at_least", "recent_days")),
     "procedure_named": (("phrases",), ("negations",)),
     "reason_named": (("phrases",), ("negations",)),
-    **{word: _LABELLED for word in ("condition_in_relapse", "allergy", "medication", "procedure", "reason",
-                                    "draft_medication", "draft_procedure", "observation_high")},
+    **dict.fromkeys(("condition_in_relapse", "allergy", "medication", "procedure", "reason",
+                     "draft_medication", "draft_procedure", "observation_high"), _LABELLED),
 }
 _NUMBER_KEYS = ("at_least_days", "at_most_days", "for_days_at_least", "recent_days", "years")
 _NUMBER_WORDS = ("age_at_least", "course_days_over", "daily_dose_mg_over", "single_dose_mg_over")
