@@ -101,3 +101,10 @@ def test_first_sentences_keeps_whole_sentences_and_cuts_a_long_one_at_a_word():
     cut = first_sentences("An exceedingly long single sentence about morphine and histamine.", 30)
     assert cut.endswith("…") and len(cut) <= 30 and cut[:-1] in "An exceedingly long single sentence"
     assert first_sentences("First paragraph.\n\nSecond paragraph.", 200) == "First paragraph."
+
+
+def test_however_little_room_is_left_the_condition_and_the_finding_are_shown():
+    """The first MIN_WHY evidence lines (the condition, the finding) are never cut for room."""
+    detail = single(_part(), False, reserve=FINDING_LIMIT - 50)  # room for the head only
+    assert LONG_WHY[0] in detail and LONG_WHY[1] in detail
+    assert LONG_WHY[2] not in detail and f"and {len(LONG_WHY) - 2} more" in detail
