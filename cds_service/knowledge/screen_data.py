@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 from cds_service.core.dosing import SNOMED_ROUTES
 from cds_service.core.rules import Module, Problems
-from cds_service.core.screen import Dosage, DrugGroup, ProductScreen, ScreenData
+from cds_service.core.screen import Dosage, DrugGroup, ProductScreen, ResultFloor, ResultKind, ScreenData
 from cds_service.core.terminology import NameIndex, Terminology
+from cds_service.core.units import unit_problem
 
 FILE = "suggestion-screen.yaml"
 
@@ -26,7 +27,8 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
                        ("pregnancy_tests", data["pregnancy_tests"]["valueset"])]:
         if vid not in valuesets:
             problems.add(FILE, where, f"unknown value set '{vid}'")
-    products = {rxcui: _product(rxcui, spec, terminology, set(states), problems)
+    floors = {fid: _floor(fid, spec, valuesets, problems) for fid, spec in data.get("result_floors", {}).items()}
+    products = {rxcui: _product(rxcui, spec, terminology, set(states), problems, set(floors))
                 for rxcui, spec in data["products"].items()}
     _check_created_products(modules, products, problems)
     names = {i.name.lower(): i.rxcui for p in terminology.products.values() for i in p.ingredients}
@@ -42,6 +44,7 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
         pregnancy_tests=data["pregnancy_tests"]["valueset"],
         pregnancy_test_days=data["pregnancy_tests"]["within_days"],
         positive=frozenset(data["pregnancy_tests"]["positive"]),
+        result_floors=floors,
     )
 
 
@@ -50,6 +53,7 @@ def _check_sources(data: dict[str, Any], sources: set[str], problems: Problems) 
     cited.append(("pregnancy_tests", data["pregnancy_tests"]["source"]))
     cited += [(f"{kind}.{g['id']}", g["source"]) for kind in ("allergy_groups", "duplicate_classes") for g in data[kind]]
     cited += [(f"products.{rxcui}", p["source"]) for rxcui, p in data["products"].items()]
+    cited += [(f"result_floors.{fid}", f["source"]) for fid, f in data.get("result_floors", {}).items()]
     for where, key in cited:
         if key not in sources:
             problems.add(FILE, where, f"source '{key}' is not in this file's sources")
@@ -63,9 +67,24 @@ def _group(spec: dict[str, Any], kind: str, valuesets: set[str], problems: Probl
                      frozenset(spec.get("allergy_valuesets", [])), spec.get("recent_days"))
 
 
+def _floor(fid: str, spec: dict[str, Any], valuesets: set[str], problems: Problems) -> ResultFloor:
+    kinds = []
+    for kind in spec["kinds"]:
+        if kind["valueset"] not in valuesets:
+            problems.add(FILE, f"result_floors.{fid}", f"unknown value set '{kind['valueset']}'")
+        for unit in kind["at_least"]:
+            if (problem := unit_problem(unit)) is not None:
+                problems.add(FILE, f"result_floors.{fid}.{kind['valueset']}", problem)
+        kinds.append(ResultKind(kind["valueset"], kind["name"], dict(kind["at_least"])))
+    return ResultFloor(fid, tuple(kinds), spec["within_days"])
+
+
 def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states: set[str],
-             problems: Problems) -> ProductScreen:
+             problems: Problems, floors: set[str] = frozenset()) -> ProductScreen:
     where = f"products.{rxcui}"
+    for fid in spec.get("result_floors", []):
+        if fid not in floors:
+            problems.add(FILE, f"{where}.result_floors", f"unknown result floor '{fid}' (known: {sorted(floors)})")
     if rxcui not in terminology.products:
         problems.add(FILE, where, f"rxcui {rxcui} is not in rxnorm-products.json")
     for state in spec.get("avoid_in", []):
@@ -80,7 +99,7 @@ def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states:
         names=NameIndex(spec["names"]) if spec.get("names") else None,
         egfr_at_least=kidney.get("egfr_at_least"), kidney_required=kidney.get("required", True),
         avoid_in=tuple(spec.get("avoid_in", [])), weight_at_least=weight.get("at_least"),
-        weight_below=weight.get("below"),
+        weight_below=weight.get("below"), floors=tuple(spec.get("result_floors", [])),
     )
 
 
