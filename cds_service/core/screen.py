@@ -31,6 +31,17 @@ LOCAL_ROUTES = frozenset({"topical", "nasal", "inhaled", "ophthalmic"})
 
 
 @dataclass(frozen=True)
+class DosePart:
+    """Doses of a day tied to daily events (FHIR R4 Timing.repeat.when, codes of
+    http://hl7.org/fhir/event-timing), each its own dosage instruction of the same sequence."""
+
+    text: str
+    per_day: int
+    when: tuple[str, ...]
+    offset_min: int | None = None  # minutes from the event; before it for the AC* and HS codes
+
+
+@dataclass(frozen=True)
 class Dosage:
     """A label's standard starting dose, written into the created order."""
 
@@ -40,6 +51,8 @@ class Dosage:
     every: tuple[float, str] | None = None  # one dose per this period (UCUM unit of time)
     as_needed: bool = False
     max_per_day: tuple[float, str] | None = None
+    parts: tuple[DosePart, ...] = ()  # doses tied to meals and sleep, in place of ``every``
+    once: bool = False  # a single dose (Timing.repeat.count 1), e.g. a premedication
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,12 @@ class ProductScreen:
     weight_at_least: float | None = None
     weight_below: float | None = None
     floors: tuple[str, ...] = ()  # ids of ScreenData.result_floors: a recent result below one withholds it
+    other_dosages: Mapping[str, Dosage] = field(default_factory=dict)  # named by a create action's `dosage`
+
+    def dosage_for(self, name: str | None) -> Dosage | None:
+        """The dosage a create action asks for by name (a premedication's single dose), else the
+        label's standard starting dose."""
+        return self.other_dosages[name] if name else self.dosage
 
 
 @dataclass(frozen=True)

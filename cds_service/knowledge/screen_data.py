@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from cds_service.core.dosing import SNOMED_ROUTES
 from cds_service.core.rules import Module, Problems
-from cds_service.core.screen import Dosage, DrugGroup, ProductScreen, ResultFloor, ResultKind, ScreenData
+from cds_service.core.screen import Dosage, DosePart, DrugGroup, ProductScreen, ResultFloor, ResultKind, ScreenData
 from cds_service.core.terminology import NameIndex, Terminology
 from cds_service.core.units import unit_problem
 
@@ -91,8 +91,9 @@ def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states:
         if state not in states:
             problems.add(FILE, f"{where}.avoid_in", f"unknown state '{state}' (known: {sorted(states)})")
     dosage = spec.get("dosage")
-    if dosage and dosage["route"] not in SNOMED_ROUTES:
-        problems.add(FILE, f"{where}.dosage.route", f"route {dosage['route']} is not a SNOMED CT route the service knows")
+    for name, each in [("dosage", dosage), *((f"other_dosages.{k}", v) for k, v in (spec.get("other_dosages") or {}).items())]:
+        if each and each["route"] not in SNOMED_ROUTES:
+            problems.add(FILE, f"{where}.{name}.route", f"route {each['route']} is not a SNOMED CT route the service knows")
     kidney, weight = spec.get("kidney") or {}, spec.get("weight_kg") or {}
     return ProductScreen(
         rxcui=rxcui, label=spec["label"], source=spec["source"], dosage=_dosage(dosage) if dosage else None,
@@ -100,15 +101,18 @@ def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states:
         egfr_at_least=kidney.get("egfr_at_least"), kidney_required=kidney.get("required", True),
         avoid_in=tuple(spec.get("avoid_in", [])), weight_at_least=weight.get("at_least"),
         weight_below=weight.get("below"), floors=tuple(spec.get("result_floors", [])),
+        other_dosages={name: _dosage(each) for name, each in (spec.get("other_dosages") or {}).items()},
     )
 
 
 def _dosage(spec: dict[str, Any]) -> Dosage:
     every = spec.get("every")
     most = spec.get("max_per_day")
+    parts = tuple(DosePart(p["text"], p["per_day"], tuple(p["when"]), p.get("offset_min"))
+                  for p in spec.get("parts", []))
     return Dosage(spec["text"], (spec["dose"][0], spec["dose"][1]), spec["route"],
                   (every[0], every[1]) if every else None, spec.get("as_needed", False),
-                  (most[0], most[1]) if most else None)
+                  (most[0], most[1]) if most else None, parts, spec.get("once", False))
 
 
 def _check_created_products(modules: Mapping[str, Module], products: Mapping[str, ProductScreen],
@@ -121,3 +125,6 @@ def _check_created_products(modules: Mapping[str, Module], products: Mapping[str
                     rxcui = action.args.get("rxcui") if action.kind == "create_medication" else None
                     if rxcui and rxcui not in products:
                         problems.add(FILE, "products", f"rxcui {rxcui} (created by {rule.id}) has no screen entry")
+                    named = action.args.get("dosage") if rxcui in products else None
+                    if named and named not in products[rxcui].other_dosages:
+                        problems.add(FILE, f"products.{rxcui}", f"no other_dosages.{named} (named by {rule.id})")
