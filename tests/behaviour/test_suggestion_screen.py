@@ -19,6 +19,7 @@ from helpers import SERVICES
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UNRELATED_ALLERGEN = ("25480", "gabapentin")  # an RxNorm ingredient (product table) no suggestion creates
 EGFR = "98979-8"  # eGFR CKD-EPI 2021 (knowledge/valuesets/kidney-function.json)
+CALCIUM = "17861-6"  # total calcium, mass per volume (knowledge/valuesets/serum-calcium-total.json)
 
 
 def _created(cards: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -143,6 +144,26 @@ def test_a_low_egfr_withdraws_every_product_with_a_kidney_threshold(app, screen_
         tried += 1
         cards = _call(client, low_egfr(item.request, entry.egfr_at_least - 1))
         found += [f"{item.case['id']}: {p}" for p in _withdrawn(cards, rule, rxcui, entry.label)]
+    assert tried > 0 and found == [], found[:12]
+
+
+def low_calcium(request: dict[str, Any]) -> dict[str, Any]:
+    pid = request["context"]["patientId"]
+    return _add(request, "observations", {
+        "resourceType": "Observation", "id": "screen-calcium", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": CALCIUM}], "text": "Calcium"},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2026-11-22",
+        "valueQuantity": {"value": 7.6, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+
+
+def test_a_low_calcium_withdraws_every_product_with_a_calcium_floor(app, screen_data):
+    client, found, tried = app.test_client(), [], 0
+    for item, rule, rxcui in _offers(served()):
+        entry = screen_data.products[rxcui]
+        if "calcium" not in entry.floors:
+            continue
+        tried += 1
+        found += [f"{item.case['id']}: {p}" for p in _withdrawn(_call(client, low_calcium(item.request)), rule, rxcui, entry.label)]
     assert tried > 0 and found == [], found[:12]
 
 
