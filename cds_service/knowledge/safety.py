@@ -80,7 +80,8 @@ def suggestion_violations(case_id: str, request: dict[str, Any], cards: list[dic
                 product = terminology.products[resource["medicationCodeableConcept"]["coding"][0]["code"]]
                 entry = knowledge.screen.products.get(product.rxcui) if knowledge.screen else None
                 label_doses = [d for d in (entry.dosage, *entry.other_dosages.values()) if d] if entry else []
-                if resource.get("dosageInstruction") not in ([dosage_instructions(d) for d in label_doses] or [None]):
+                allowed: list[list[dict[str, Any]] | None] = [dosage_instructions(d) for d in label_doses] or [None]
+                if resource.get("dosageInstruction") not in allowed:
                     found.append(f"{where}: the created order carries dosing other than its label's starting dose")
                 ingredients = {i.rxcui for i in product.ingredients}
                 for med in replaced:

@@ -80,7 +80,7 @@ def _floor(fid: str, spec: dict[str, Any], valuesets: set[str], problems: Proble
 
 
 def _product(rxcui: str, spec: dict[str, Any], terminology: Terminology, states: set[str],
-             problems: Problems, floors: set[str] = frozenset()) -> ProductScreen:
+             problems: Problems, floors: set[str] | frozenset[str] = frozenset()) -> ProductScreen:
     where = f"products.{rxcui}"
     for fid in spec.get("result_floors", []):
         if fid not in floors:
@@ -126,5 +126,5 @@ def _check_created_products(modules: Mapping[str, Module], products: Mapping[str
                     if rxcui and rxcui not in products:
                         problems.add(FILE, "products", f"rxcui {rxcui} (created by {rule.id}) has no screen entry")
                     named = action.args.get("dosage") if rxcui in products else None
-                    if named and named not in products[rxcui].other_dosages:
+                    if rxcui and named and named not in products[rxcui].other_dosages:
                         problems.add(FILE, f"products.{rxcui}", f"no other_dosages.{named} (named by {rule.id})")
