@@ -352,7 +352,8 @@ def _action(action: Action, finding: Finding, offer: _Offer) -> dict[str, Any] |
         return {"type": "delete", "description": f"Remove the draft order for {_item_name(finding) or ref}",
                 "resourceId": ref}
     product = offer.screen.products.get(action.args.get("rxcui", "")) if offer.screen else None
-    resource = suggested_resource(action, facts.patient_id, offer.terminology, product.dosage if product else None)
+    dosage = product.dosage_for(action.args.get("dosage")) if product else None
+    resource = suggested_resource(action, facts.patient_id, offer.terminology, dosage)
     if action.kind == "create_medication":
         name = resource["medicationCodeableConcept"]["text"]
         return {"type": "create", "description": f"Add a draft order for {name}", "resource": resource}
@@ -372,18 +373,29 @@ UCUM = "http://unitsofmeasure.org"
 ROUTE_DISPLAYS = {"26643006": "Oral route", "47625008": "Intravenous route", "78421000": "Intramuscular route"}
 
 
+def dosage_instructions(dosage: Dosage) -> list[dict[str, Any]]:
+    """FHIR R4 Dosages for a label's standard dose: one, or one per part of the day's doses tied
+    to meals or sleep (same sequence: given together, so a daily dose sums them)."""
+    if not dosage.parts:
+        return [dosage_instruction(dosage)]
+    found = []
+    for part in dosage.parts:
+        instruction = {"sequence": 1, **_instruction(dosage, part.text)}
+        repeat: dict[str, Any] = {"frequency": part.per_day, "period": 1, "periodUnit": "d", "when": list(part.when)}
+        if part.offset_min is not None:
+            repeat["offset"] = part.offset_min
+        instruction["timing"] = {"repeat": repeat}
+        found.append(instruction)
+    return found
+
+
 def dosage_instruction(dosage: Dosage) -> dict[str, Any]:
-    """A FHIR R4 Dosage for a label's standard starting dose: text, route, dose, frequency."""
-    value, unit = dosage.dose
-    route = {"system": SNOMED, "code": dosage.route}
-    if dosage.route in ROUTE_DISPLAYS:
-        route["display"] = ROUTE_DISPLAYS[dosage.route]
-    instruction: dict[str, Any] = {
-        "text": dosage.text,
-        "route": {"coding": [route]},
-        "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}],
-    }
-    if dosage.every:
+    """A FHIR R4 Dosage for a label's standard starting dose: text, route, dose, frequency; a
+    single dose (``once``) is counted once (Timing.repeat.count 1)."""
+    instruction = _instruction(dosage, dosage.text)
+    if dosage.once:
+        instruction["timing"] = {"repeat": {"count": 1, "frequency": 1, "period": 1, "periodUnit": "d"}}
+    elif dosage.every:
         period, period_unit = dosage.every
         instruction["timing"] = {"repeat": {"frequency": 1, "period": period, "periodUnit": period_unit}}
     if dosage.as_needed:
@@ -394,6 +406,18 @@ def dosage_instruction(dosage: Dosage) -> dict[str, Any]:
             "numerator": {"value": most, "unit": most_unit, "system": UCUM, "code": most_unit},
             "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"}}
     return instruction
+
+
+def _instruction(dosage: Dosage, text: str) -> dict[str, Any]:
+    value, unit = dosage.dose
+    route = {"system": SNOMED, "code": dosage.route}
+    if dosage.route in ROUTE_DISPLAYS:
+        route["display"] = ROUTE_DISPLAYS[dosage.route]
+    return {
+        "text": text,
+        "route": {"coding": [route]},
+        "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}],
+    }
 
 
 def _medication_request(args: dict[str, Any], patient_id: str, terminology: Terminology,
@@ -410,7 +434,7 @@ def _medication_request(args: dict[str, Any], patient_id: str, terminology: Term
         },
     }
     if dosage is not None:
-        resource["dosageInstruction"] = [dosage_instruction(dosage)]
+        resource["dosageInstruction"] = dosage_instructions(dosage)
     if args.get("quantity"):
         resource["dispenseRequest"] = {"quantity": {"value": args["quantity"]}}
     if args.get("note"):

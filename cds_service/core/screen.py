@@ -13,13 +13,13 @@ by code (RxNorm product or ingredient), by brand name and by ingredient name, as
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, Iterator, Mapping
 
 from cds_service.core.facts import Facts, MedicationFact, ObservationFact
 from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology
-from cds_service.core.units import same_unit
+from cds_service.core.units import readable, same_unit
 
 # The prefetch keys the screen reads (discovery asks for them on every hook whose rules create orders).
 READS = frozenset({"patient", "conditions", "allergies", "medications", "medicationStatements",
@@ -28,6 +28,17 @@ KG = "kg"
 # Routes that act where applied: the same ingredient by one of these and by another route is not
 # duplicate therapy (a cromolyn nasal spray does not do the work of oral cromolyn).
 LOCAL_ROUTES = frozenset({"topical", "nasal", "inhaled", "ophthalmic"})
+
+
+@dataclass(frozen=True)
+class DosePart:
+    """Doses of a day tied to daily events (FHIR R4 Timing.repeat.when, codes of
+    http://hl7.org/fhir/event-timing), each its own dosage instruction of the same sequence."""
+
+    text: str
+    per_day: int
+    when: tuple[str, ...]
+    offset_min: int | None = None  # minutes from the event; before it for the AC* and HS codes
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class Dosage:
     every: tuple[float, str] | None = None  # one dose per this period (UCUM unit of time)
     as_needed: bool = False
     max_per_day: tuple[float, str] | None = None
+    parts: tuple[DosePart, ...] = ()  # doses tied to meals and sleep, in place of ``every``
+    once: bool = False  # a single dose (Timing.repeat.count 1), e.g. a premedication
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,34 @@ class ProductScreen:
     avoid_in: tuple[str, ...] = ()  # state ids
     weight_at_least: float | None = None
     weight_below: float | None = None
+    floors: tuple[str, ...] = ()  # ids of ScreenData.result_floors: a recent result below one withholds it
+    other_dosages: Mapping[str, Dosage] = field(default_factory=dict)  # named by a create action's `dosage`
+
+    def dosage_for(self, name: str | None) -> Dosage | None:
+        """The dosage a create action asks for by name (a premedication's single dose), else the
+        label's standard starting dose."""
+        return self.other_dosages[name] if name else self.dosage
+
+
+@dataclass(frozen=True)
+class ResultKind:
+    """One kind of result a floor reads (total or ionized calcium): its value set, the name a card
+    uses, and its lower limit in each unit a laboratory reports it in (no conversion is made)."""
+
+    valueset: str
+    name: str
+    at_least: Mapping[str, float]  # UCUM unit -> lower limit
+
+
+@dataclass(frozen=True)
+class ResultFloor:
+    """A lower limit a product's label asks to respect before the first dose (calcium before
+    zoledronic acid). The latest result of its kinds within ``within_days`` decides; with none the
+    product is offered as before (its button asks to check)."""
+
+    id: str
+    kinds: tuple[ResultKind, ...]
+    within_days: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +131,7 @@ class ScreenData:
     pregnancy_tests: str = ""  # value set of qualitative pregnancy tests
     pregnancy_test_days: int = 280
     positive: frozenset[str] = frozenset()  # interpretation or value codes that mean positive
+    result_floors: Mapping[str, ResultFloor] = field(default_factory=dict)
 
 
 def screen(rxcui: str, facts: Facts, terminology: Terminology, data: ScreenData,
@@ -98,7 +140,7 @@ def screen(rxcui: str, facts: Facts, terminology: Terminology, data: ScreenData,
     rocuronium recorded"), or None. ``replaced``: the draft orders the same suggestion deletes
     (a swap does not duplicate the order it removes)."""
     product, entry = terminology.products[rxcui], data.products[rxcui]
-    for check in (_allergy, _duplicate, _state, _kidney, _weight):
+    for check in (_allergy, _duplicate, _state, _kidney, _floor, _weight):
         reason = check(product, entry, facts, terminology, data, replaced)
         if reason:
             return f"{entry.label} not offered: {reason}"
@@ -230,6 +272,32 @@ def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: T
         return needed if entry.kidney_required else None
     if result.value < entry.egfr_at_least:
         return f"eGFR {result.value:g} on {_day(result.when)}, below {entry.egfr_at_least:g}"
+    return None
+
+
+def _floor(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
+           replaced: frozenset[str]) -> str | None:
+    """The latest result of a floor's kinds (of the latest day, when two kinds share it) below its
+    limit in its unit; a result in a unit the floor has no limit for cannot be compared and is
+    checked first. No recent result: offered as before (the suggestion asks to check)."""
+    if not entry.floors or "observations" not in facts.available:
+        return None
+    for floor in (data.result_floors[fid] for fid in entry.floors):
+        found = [(kind, result) for kind in floor.kinds
+                 if (result := latest_result(facts, terminology, kind.valueset, floor.within_days)) is not None
+                 and result.value is not None]
+        newest = max((result.when for _, result in found if result.when), default=None)
+        for kind, result in found:
+            if result.when != newest or result.value is None:
+                continue
+            limit = next(((unit, value) for unit, value in kind.at_least.items() if same_unit(result.units, (unit,))), None)
+            if limit is None:
+                unit = " or ".join(result.units) or "no unit"
+                return f"{kind.name} on {_day(result.when)} in {unit}, which cannot be compared; check it first"
+            unit, lowest = limit
+            if result.value < lowest:
+                return (f"{kind.name} {result.value:g} {readable(unit)} on {_day(result.when)}, below "
+                        f"{lowest:g} {readable(unit)}; correct it first")
     return None
 
 

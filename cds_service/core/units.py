@@ -16,6 +16,9 @@ may name to the spellings that mean exactly that unit, no conversion factor:
 - ``mL/min/{1.73_m2}`` is the example UCUM unit LOINC gives for the eGFR terms (e.g. 62238-1,
   98979-8) and the one HL7 profiles use (fhir.ch ch-lab-report eGFR profiles); "mL/min/1.73m2"
   and its variants are its print form on lab reports.
+- ``mmol/L`` (millimole per litre: UCUM prefix m, mole, per litre) is how calcium results of
+  the LOINC property Moles/volume are reported (ionized calcium 1994-3, corrected calcium
+  29265-6); a limit in mmol/L is written beside its mg/dL twin, never converted at run time.
 - ``ng/mL`` and ``ug/L`` are the same quantity (10^-9 g per 10^-3 L = 10^-6 g per L).
 
 A unit outside the table is compared exactly as written.
@@ -34,6 +37,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
                          "mL/min/1.73sqm", "mL/min/1.73sq.m", "mL/min per 1.73m2", "mL/min/1.73/m2"),
     "mL/min": ("ml/minute", "mL/minute"),
     "mg/dL": (),
+    "mmol/L": (),
     "umol/L": ("µmol/L", "μmol/L", "micromol/L"),
     "ng/mL": ("ug/L", "µg/L", "μg/L", "mcg/L"),
     "pg/mg{creat}": ("pg/mg creatinine", "pg/mg{creatinine}"),

@@ -8,7 +8,8 @@ cards of that rule's cases, and tests/test_suggestion_safety.py on every case's.
    the service cannot tell (unknown) never gets a parenteral product, except for a drug that
    exists only as an injection (the neuromuscular blockers);
 3. a created order carries no dosing but the label's standard starting dose of its product from
-   the suggestion screen's data (nothing carried over that may not fit the new product);
+   the suggestion screen's data, or one of its named other doses (a premedication's single
+   dose): nothing carried over that may not fit the new product;
 4. no NSAID card is about aspirin at an antiplatelet dose (325 mg or less, or no dose given);
 5. a parenteral product is created only to replace a parenteral draft or when the request holds
    a procedure, except the few created in patient-view that exist only for that route
@@ -22,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cds_service.core.cards import display_name, dosage_instruction
+from cds_service.core.cards import display_name, dosage_instructions
 from cds_service.core.facts import ServiceRequestFact, build_facts
 from cds_service.core.rules import Knowledge
 from cds_service.core.terminology import RXNORM
@@ -78,8 +79,9 @@ def suggestion_violations(case_id: str, request: dict[str, Any], cards: list[dic
                     continue
                 product = terminology.products[resource["medicationCodeableConcept"]["coding"][0]["code"]]
                 entry = knowledge.screen.products.get(product.rxcui) if knowledge.screen else None
-                label_dose = entry.dosage if entry else None
-                if resource.get("dosageInstruction") != ([dosage_instruction(label_dose)] if label_dose else None):
+                label_doses = [d for d in (entry.dosage, *entry.other_dosages.values()) if d] if entry else []
+                allowed: list[list[dict[str, Any]] | None] = [dosage_instructions(d) for d in label_doses] or [None]
+                if resource.get("dosageInstruction") not in allowed:
                     found.append(f"{where}: the created order carries dosing other than its label's starting dose")
                 ingredients = {i.rxcui for i in product.ingredients}
                 for med in replaced:

@@ -46,7 +46,8 @@ def warm(app: Flask) -> None:
         for rule in module.rules:
             for action in (a for s in rule.suggestions for a in s.actions if a.kind != "delete_item"):
                 entry = knowledge.screen.products.get(action.args.get("rxcui", "")) if knowledge.screen else None
-                suggested_resource(action, _PATIENT, knowledge.terminology, entry.dosage if entry else None)
+                suggested_resource(action, _PATIENT, knowledge.terminology,
+                                   entry.dosage_for(action.args.get("dosage")) if entry else None)
     with app.test_client() as client:  # Flask's routing and response path, on a route without auth
         client.get("/healthz")
 

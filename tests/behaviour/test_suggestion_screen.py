@@ -19,6 +19,7 @@ from helpers import SERVICES
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UNRELATED_ALLERGEN = ("25480", "gabapentin")  # an RxNorm ingredient (product table) no suggestion creates
 EGFR = "98979-8"  # eGFR CKD-EPI 2021 (knowledge/valuesets/kidney-function.json)
+CALCIUM = "17861-6"  # total calcium, mass per volume (knowledge/valuesets/serum-calcium-total.json)
 
 
 def _created(cards: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -146,6 +147,26 @@ def test_a_low_egfr_withdraws_every_product_with_a_kidney_threshold(app, screen_
     assert tried > 0 and found == [], found[:12]
 
 
+def low_calcium(request: dict[str, Any]) -> dict[str, Any]:
+    pid = request["context"]["patientId"]
+    return _add(request, "observations", {
+        "resourceType": "Observation", "id": "screen-calcium", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": CALCIUM}], "text": "Calcium"},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2026-11-22",
+        "valueQuantity": {"value": 7.6, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+
+
+def test_a_low_calcium_withdraws_every_product_with_a_calcium_floor(app, screen_data):
+    client, found, tried = app.test_client(), [], 0
+    for item, rule, rxcui in _offers(served()):
+        entry = screen_data.products[rxcui]
+        if "calcium" not in entry.floors:
+            continue
+        tried += 1
+        found += [f"{item.case['id']}: {p}" for p in _withdrawn(_call(client, low_calcium(item.request)), rule, rxcui, entry.label)]
+    assert tried > 0 and found == [], found[:12]
+
+
 def test_an_unrelated_allergy_changes_no_offer(app):
     client = app.test_client()
     for item in served():
@@ -179,24 +200,80 @@ def test_a_created_product_without_a_screen_entry_or_source_stops_start_up(tmp_p
     def change(data):
         del data["products"]["1234995"]  # rocuronium, created by mcas.neuromuscular-blocker
         data["products"]["705824"]["source"] = "NO-SUCH-LABEL"
+        del data["products"]["310273"]["other_dosages"]  # famotidine's premedication dose
+        data["products"]["705824"]["result_floors"] = ["no-such-floor"]
 
     with pytest.raises(KnowledgeError) as error:
         load_knowledge(_screen_copy(tmp_path, change))
     problems = "\n".join(error.value.problems)
     assert "rxcui 1234995 (created by mcas.neuromuscular-blocker) has no screen entry" in problems
     assert "products.705824: source 'NO-SUCH-LABEL'" in problems
+    assert "no other_dosages.premedication (named by mcas.procedure-premedication)" in problems
+    assert "unknown result floor 'no-such-floor'" in problems
+
+
+def _created_orders(rxcui: str) -> list[dict[str, Any]]:
+    """Every MedicationRequest of ``rxcui`` a suggestion of a served case creates."""
+    return [action["resource"] for item in served() for card in item.cards
+            for suggestion in card.get("suggestions", []) for action in suggestion["actions"]
+            if (action.get("resource") or {}).get("medicationCodeableConcept", {}).get("coding", [{}])[0].get("code") == rxcui]
+
+
+def _premedication(resource: dict[str, Any]) -> bool:
+    return any("Premedication" in note.get("text", "") for note in resource.get("note", []))
 
 
 def test_created_orders_carry_the_label_starting_dose(app):
     """Famotidine added at chart review is a complete order: 20 mg by mouth every 12 hours."""
-    famotidine = [action["resource"] for item in served() for card in item.cards
-                  for suggestion in card.get("suggestions", []) for action in suggestion["actions"]
-                  if (action.get("resource") or {}).get("medicationCodeableConcept", {}).get("coding", [{}])[0].get("code") == "310273"]
+    famotidine = [r for r in _created_orders("310273") if not _premedication(r)]
     assert famotidine
     dosage = famotidine[0]["dosageInstruction"][0]
     assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 20
     assert dosage["timing"]["repeat"] == {"frequency": 1, "period": 12, "periodUnit": "h"}
     assert dosage["route"]["coding"][0]["code"] == "26643006"
+
+
+def test_oral_cromolyn_is_timed_before_meals_and_at_bedtime_four_doses_a_day(app):
+    """Gastrocrom label: 200 mg 30 minutes before meals and at bedtime. The order says so in FHIR
+    event timing (ACM, ACD, ACV with 30 minutes' offset; HS without), not "every 6 hours", and the
+    dose reader still counts 4 x 200 mg = 800 mg a day on it (the maximum-dose checks read it)."""
+    from cds_service.core import dosing
+
+    knowledge = app.extensions["cds"].knowledge
+    cromolyn = _created_orders("831261")
+    assert cromolyn
+    instructions = cromolyn[0]["dosageInstruction"]
+    repeats = [i["timing"]["repeat"] for i in instructions]
+    assert repeats == [{"frequency": 3, "period": 1, "periodUnit": "d", "when": ["ACM", "ACD", "ACV"], "offset": 30},
+                       {"frequency": 1, "period": 1, "periodUnit": "d", "when": ["HS"]}]
+    assert {i["sequence"] for i in instructions} == {1}
+    assert [i["text"] for i in instructions] == ["200 mg (10 mL) by mouth 30 minutes before breakfast, lunch and dinner",
+                                                 "200 mg (10 mL) by mouth at bedtime"]
+    dose = dosing.read(cromolyn[0], knowledge.terminology.products["831261"])
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (200, 800, False)
+
+
+def test_premedication_h1_and_h2_are_single_doses_and_maintenance_orders_are_not(app):
+    """Premedication before a procedure is one dose (Timing.repeat.count 1, "once, before the
+    procedure"), never the open-ended maintenance order; cetirizine and famotidine offered as
+    anti-mediator therapy keep their daily regimen."""
+    from cds_service.core import dosing
+
+    terminology = app.extensions["cds"].knowledge.terminology
+    for rxcui, mg in (("1014678", 10), ("310273", 20)):
+        orders = _created_orders(rxcui)
+        premedication = [r for r in orders if _premedication(r)]
+        maintenance = [r for r in orders if not _premedication(r)]
+        assert premedication and maintenance, rxcui
+        for resource in premedication:
+            [instruction] = resource["dosageInstruction"]
+            assert instruction["timing"]["repeat"]["count"] == 1
+            assert instruction["text"] == f"{mg} mg by mouth once, before the procedure"
+            assert "one dose, once" in resource["note"][0]["text"]
+            assert dosing.read(resource, terminology.products[rxcui]).daily_dose_mg == mg
+        for resource in maintenance:
+            assert "count" not in resource["dosageInstruction"][0]["timing"]["repeat"]
+            assert "once, before the procedure" not in resource["dosageInstruction"][0]["text"]
 
 
 def test_an_unreadable_allergy_list_withholds_the_one_click_order_never_reads_as_none(app):
