@@ -93,10 +93,11 @@ class Database:
             self._engine, self._pid = None, 0
 
     @contextmanager
-    def _checkout(self, write: Operation, deadline: float | None) -> Iterator[Connection]:
-        """A pooled connection armed with ``deadline``; invalidated in the pool (closed, never
-        handed out again) on a database error, a DB-API error unwrapped from SQLAlchemy's."""
-        self._local.operation, self._local.deadline = write, deadline
+    def _checkout(self, write: Operation | None, deadline: float | None) -> Iterator[Connection]:
+        """A pooled connection armed with ``deadline`` and set up for ``write`` (None: as it is);
+        invalidated in the pool (closed, never handed out again) on a database error, a DB-API
+        error unwrapped from SQLAlchemy's."""
+        self._local.operation, self._local.deadline = write or MIGRATE, deadline
         conn: Connection | None = None
         try:
             try:
@@ -106,7 +107,7 @@ class Database:
             raw = conn.connection.dbapi_connection
             self.backend.arm(raw, deadline)
             info = conn.connection.info
-            if info.get("settings") != write.settings:  # one round trip saved per call
+            if write is not None and info.get("settings") != write.settings:  # one round trip saved per call
                 self.backend.configure(conn, write)
                 info["settings"] = write.settings
             yield conn
@@ -150,7 +151,7 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A pooled connection without a deadline, for the offline readers (reports, statistics)."""
-        with self._checkout(MIGRATE, None) as conn:
+        with self._checkout(None, None) as conn:
             yield conn
 
     def _breaker_failed(self, error: BaseException) -> None:
@@ -203,6 +204,17 @@ class Database:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, list(map(positional, rows)) if positional else rows)
+        finally:
+            cursor.close()
+
+    def query(self, conn: Connection, statement: TextClause, params: dict[str, Any]) -> tuple[list[Any], int]:
+        """``statement`` once, on the driver's cursor as ``executemany``: the rows it returned
+        (none for a write) and its row count. For the statements on a hook call's path."""
+        sql, positional = self._compiled(statement, conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, positional(params) if positional else params)
+            return (list(cursor.fetchall()) if cursor.description else []), int(cursor.rowcount)
         finally:
             cursor.close()
 

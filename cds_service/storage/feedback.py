@@ -64,13 +64,12 @@ class Feedback:
                                      retry_after=self.db.retry_after()) from exc
         return [(rules.get(row["card_uuid"], "unknown"), row["outcome"]) for row in rows]
 
-    @staticmethod
-    def _rules_of(tx: Connection, card_uuids: set[str]) -> dict[str, str]:
+    def _rules_of(self, tx: Connection, card_uuids: set[str]) -> dict[str, str]:
         found = {}
         for card in card_uuids:  # a feedback call names one card, seldom a few
-            row = tx.execute(RULE_OF, {"card_uuid": card}).first()
-            if row:
-                found[card] = row[0]
+            rows, _ = self.db.query(tx, RULE_OF, {"card_uuid": card})
+            if rows:
+                found[card] = rows[0][0]
         return found
 
     def stats(self) -> dict[str, Any]:

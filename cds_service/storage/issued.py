@@ -125,5 +125,5 @@ class IssuedCards:
         # on the call's path: a read may wait on a lock too (PostgreSQL), so it is bounded like the
         # replay check; any fault is raised and the caller shows the cards
         with self.db.bounded(REPLAY) as conn:
-            rows = conn.execute(RECENT_OVERRIDES, {"patient_key": patient_key}).fetchall()
+            rows, _ = self.db.query(conn, RECENT_OVERRIDES, {"patient_key": patient_key})
         return frozenset((rule, key) for rule, key, at in rows if at_or_after(at, since))

@@ -50,8 +50,8 @@ class ReplayCache:
             return False
         try:
             with self.db.transaction(REPLAY) as tx:
-                result = tx.execute(REMEMBER, {"issuer": issuer, "jti": jti, "expires_at": expires_at, "now": now})
-                fresh = result.rowcount == 1
+                _, count = self.db.query(tx, REMEMBER, {"issuer": issuer, "jti": jti, "expires_at": expires_at, "now": now})
+                fresh = count == 1
         except self.db.errors as exc:
             self.db.failed(REPLAY, exc)
             if self.replay_fail_closed:
@@ -65,7 +65,7 @@ class ReplayCache:
         """Whether the database holds a live entry (reading works while writes are locked out)."""
         try:
             with self.db.bounded(REPLAY) as conn:  # a read may wait on a lock too (PostgreSQL): bounded as well
-                return conn.execute(STORED, {"issuer": issuer, "jti": jti, "now": now}).first() is not None
+                return bool(self.db.query(conn, STORED, {"issuer": issuer, "jti": jti, "now": now})[0])
         except self.db.errors:
             return False  # nothing shared can be read either: this process's memory is all there is
 
