@@ -90,7 +90,7 @@ def main() -> None:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         storage.backend.url = args.postgres_url.replace(f":{urlsplit(args.postgres_url).port}/", f":{port}/")
-        storage._drop_connection()
+        storage.close()  # the pool's connections: the next ones go to the closed port
     try:
         for n in range(3):
             status, answered, whole, _ = timed(client, "post", CALL, json=request_fixture(FIXTURE))

@@ -80,5 +80,5 @@ def checks_not_run(service_id: str, prefetch_keys: Iterable[str]) -> None:
         counter.labels(service_id, key).inc()
 
 
-def storage_failed(operation: str) -> None:
-    get().storage_failures.labels(operation).inc()
+def storage_failed(operation: str, count: int = 1) -> None:
+    get().storage_failures.labels(operation).inc(count)

@@ -1,10 +1,11 @@
 """The two databases the storage runs on, and how each kind of operation is bounded.
 
 SQLite by default (``sqlite:///path``; WAL mode, so several workers write safely), PostgreSQL by
-URL (``postgresql://…``) when several instances share state; the same SQL serves both. A
-``Backend`` holds what differs: connecting (within a deadline), placeholders, the lock a
-migration takes, durability and lock-wait settings, error names for logs, and what only SQLite
-can see (its disk's free space, its WAL file). ``Operation`` says how long one kind of operation
+URL (``postgresql://…`` or ``postgres://…``) when several instances share state; the same SQL
+(SQLAlchemy ``text()`` with named parameters) serves both. A ``Backend`` holds what differs: the
+SQLAlchemy dialect (``sqlite+pysqlite``, ``postgresql+psycopg``), connecting (within a deadline:
+the engine's ``creator``), the lock a migration takes, durability and lock-wait settings, error
+names for logs, and what only SQLite can see (its disk's free space, its WAL file). ``Operation`` says how long one kind of operation
 waits for a lock and in all (its deadline; ``bounds.py``), and whether its commit waits for the disk.
 """
 from __future__ import annotations
@@ -56,15 +57,18 @@ MIGRATE = Operation("migrate", durable=True, wait_ms=10_000, deadline_ms=60_000)
 
 
 class Backend:
-    """What differs between SQLite and PostgreSQL: connecting, placeholders, the lock to take."""
+    """What differs between SQLite and PostgreSQL: the dialect, connecting, the lock to take."""
 
-    placeholder = "?"
     begin = "BEGIN"
     migration_lock = ""  # run first in the migration transaction: start-ups migrate one at a time
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def connect(self, wait_ms: int, seconds: float) -> Any:
-        """A new connection, made within ``seconds``."""
+        """A new DB-API connection, made within ``seconds`` (the engine's ``creator``)."""
+        raise NotImplementedError
+
+    def engine_url(self) -> str:
+        """The SQLAlchemy URL naming the dialect and driver; connections come from ``connect``."""
         raise NotImplementedError
 
     def arm(self, conn: Any, deadline: float | None) -> None:
@@ -77,7 +81,8 @@ class Backend:
         return isinstance(exc, StorageTimeout)
 
     def configure(self, conn: Any, write: Operation) -> None:
-        """Before BEGIN: how long the next write waits for a lock, and whether its commit waits for the disk."""
+        """Before BEGIN: how long the next write waits for a lock, and whether its commit waits for
+        the disk (``conn``: a SQLAlchemy ``Connection``)."""
 
     def describe(self) -> str:
         """Where the database is, without credentials."""
@@ -95,15 +100,15 @@ class Backend:
         """Whether the write-ahead log has grown past WAL_CHECKPOINT_BYTES (SQLite only)."""
         return False
 
-    def sql(self, statement: str) -> str:
-        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
-
 
 class SqliteBackend(Backend):
     begin = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between workers
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def engine_url(self) -> str:
+        return f"sqlite+pysqlite:///{self.path}"
 
     def connect(self, wait_ms: int, seconds: float) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +142,8 @@ class SqliteBackend(Backend):
     def configure(self, conn: Any, write: Operation) -> None:
         # WAL with synchronous=NORMAL survives a killed process (the WAL is written before
         # COMMIT returns) and skips the fsync: ~5 ms saved on every hook call that issues cards.
-        conn.execute("PRAGMA synchronous=FULL" if write.durable else "PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(write.wait_ms)}")
+        conn.exec_driver_sql("PRAGMA synchronous=FULL" if write.durable else "PRAGMA synchronous=NORMAL")
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(write.wait_ms)}")
 
     def describe(self) -> str:
         return f"SQLite file {self.path}"
@@ -164,15 +169,18 @@ class SqliteBackend(Backend):
 
 
 class PostgresBackend(Backend):
-    placeholder = "%s"
     # concurrent CREATE TABLE IF NOT EXISTS collide in pg_type; held until COMMIT (SQLite: BEGIN IMMEDIATE)
     migration_lock = "SELECT pg_advisory_xact_lock(4710326112)"
 
     def __init__(self, url: str) -> None:
         import psycopg  # only needed when a PostgreSQL URL is configured
 
-        self.url = url
+        self.url = url  # as configured (postgresql:// or postgres://): libpq reads it as it is
         self.errors = (psycopg.Error,)
+
+    def engine_url(self) -> str:
+        # the driver named for SQLAlchemy (psycopg 3); the credentials stay in self.url
+        return "postgresql+psycopg://"
 
     def connect(self, wait_ms: int, seconds: float) -> Any:
         connection = bounded_postgres_connection()
@@ -194,10 +202,11 @@ class PostgresBackend(Backend):
         return isinstance(exc, self.errors) and (not sqlstate or sqlstate.startswith(("08", "57P")))
 
     def configure(self, conn: Any, write: Operation) -> None:
-        conn.execute("SET synchronous_commit = " + ("on" if write.durable else "off"))
-        conn.execute(f"SET lock_timeout = {int(write.wait_ms)}")
-        # a statement stuck on I/O (a full disk, a hung volume) gives up too, not only one waiting for a lock
-        conn.execute(f"SET statement_timeout = {int(write.wait_ms) * 5}")
+        # one round trip for the three
+        conn.exec_driver_sql(f"SET synchronous_commit = {'on' if write.durable else 'off'}; "
+                             f"SET lock_timeout = {int(write.wait_ms)}; "
+                             # a statement stuck on I/O (a full disk, a hung volume) gives up too, not only one waiting for a lock
+                             f"SET statement_timeout = {int(write.wait_ms) * 5}")
 
     def describe(self) -> str:
         parts = urlsplit(self.url)

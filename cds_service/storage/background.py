@@ -12,6 +12,8 @@ first use after a fork (a thread of the gunicorn master is not inherited by its 
   bounded by the storage deadlines, never dropped.
 - ``idle`` work (the prune, which keeps its own schedule) runs after each job and at least every
   ``idle_seconds`` when no call comes.
+- Items given to ``submit_batched`` (the calls' records) that are queued together, up to
+  ``BATCH_LIMIT``, are handed to the ``batch`` function at once (one transaction for them all).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import logging
 import os
 import queue
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,21 @@ Job = Callable[[], None]
 _STOP = object()
 QUEUE_LIMIT = 10_000  # jobs waiting; each holds one call's decision until it is recorded
 DRAIN_SECONDS = 20.0  # at exit; within gunicorn's graceful timeout (30 s)
+BATCH_LIMIT = 64  # batched items handed over at once: one write stays well within its deadline
+
+
+class _Batched:
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
 
 
 class Background:
-    def __init__(self, idle: Job | None = None, idle_seconds: float = 30.0, limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, idle: Job | None = None, idle_seconds: float = 30.0, limit: int = QUEUE_LIMIT,
+                 batch: Callable[[list[Any]], None] | None = None) -> None:
         self._idle = idle
+        self._batch = batch
         self._idle_seconds = idle_seconds
         self._limit = limit
         self._pid = 0  # the process the thread below belongs to
@@ -40,13 +52,21 @@ class Background:
 
     def submit(self, job: Job) -> None:
         """Run ``job`` on this process's background thread, soon; never raises."""
+        self._put(job)
+
+    def submit_batched(self, item: Any) -> None:
+        """Hand ``item`` to the ``batch`` function on the background thread, soon, with the other
+        batched items queued at the time; never raises."""
+        self._put(_Batched(item))
+
+    def _put(self, job: object) -> None:
         self._ensure_thread()
         with self._pending_changed:
             self._pending += 1
         try:
             self._queue.put_nowait(job)
         except queue.Full:  # the database is slower than the calls: this caller waits for its own job
-            self._run(job)
+            self._run_all([job])
             self._finished()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -88,12 +108,36 @@ class Background:
                 job = None
             if job is _STOP:
                 return
-            if job is not None:
-                self._run(job)  # type: ignore[arg-type]
+            jobs, stop = ([] if job is None else [job]), False
+            while jobs and len(jobs) < BATCH_LIMIT:  # what else is queued now goes with it
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                jobs.append(more)
+            self._run_all(jobs)
             if self._idle is not None:
                 self._run(self._idle)
-            if job is not None:
+            for _ in jobs:
                 self._finished()
+            if stop:
+                return
+
+    def _run_all(self, jobs: list[object]) -> None:
+        """The batched items in one call of ``batch``, then the other jobs in order."""
+        items = [job.item for job in jobs if isinstance(job, _Batched)]
+        if items:
+            batch = self._batch
+            if batch is None:
+                log.error("batched work without a batch function", extra={"items": len(items)})
+            else:
+                self._run(lambda: batch(items))
+        for job in jobs:
+            if not isinstance(job, _Batched):
+                self._run(job)  # type: ignore[arg-type]
 
     def _finished(self) -> None:
         with self._pending_changed:

@@ -1,23 +1,34 @@
-"""The database as the storage's repositories see it: one connection per thread, every
-operation bounded, faults told apart.
+"""The database as the storage's repositories see it: one SQLAlchemy engine per process, a pool
+of connections, every operation bounded, faults told apart.
 
-Each thread of each process opens its own connection on first use (after a gunicorn fork, a
-new one). Every operation runs in ``bounded``: refused at once while the circuit breaker is
-open, given its deadline (``bounds.py``), its connection dropped on a database error so the next
-use opens a new one (a SQLite connection opened on a read-only file stays read-only; a PostgreSQL
-one may be dead): the service heals when the database does. ``transaction`` is a write
-transaction inside it. Start-up migrates (``migrate.py``) and proves a write; ``readiness`` is
-what /readyz says of the storage.
+Each process has its own ``Engine`` (SQLAlchemy Core, ``QueuePool``): after a gunicorn fork the
+inherited one is disposed of without closing the parent's connections (``dispose(close=False)``,
+as SQLAlchemy advises for multiprocessing) and a new one is made on first use. Connections are
+made by the backend (``Backend.connect`` as the engine's ``creator``: the bounded connect, WAL
+mode, the progress handler). Every operation runs in ``bounded``: refused at once while the
+circuit breaker is open, given its deadline (``bounds.py``), its connection invalidated in the
+pool on a database error so the next use opens a new one (a SQLite connection opened on a
+read-only file stays read-only; a PostgreSQL one may be dead): the service heals when the
+database does. Errors reach the repositories as the driver raised them (``sqlite3.Error``,
+``psycopg.Error``), not wrapped, so their codes (SQLITE_BUSY, SQLSTATE ...) name them in logs.
+``transaction`` is a write transaction inside it (BEGIN, or BEGIN IMMEDIATE on SQLite, issued
+by us: the engine runs in autocommit). Start-up migrates (``migrate.py``, Alembic) and proves a
+write; ``readiness`` is what /readyz says of the storage.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import Connection, Dialect, Engine, TextClause, create_engine, exc, text
+from sqlalchemy.pool import QueuePool
 
 from cds_service import metrics
 from cds_service.errors import StorageUnusable
@@ -28,6 +39,12 @@ from cds_service.storage.values import first_line
 
 log = logging.getLogger("cds_service.storage.store")  # the name the log lines always had
 
+# Connections kept open per process: a gthread worker serves 16 calls at once, plus the
+# background thread. More are opened when more threads use storage at once (never waited
+# for: max_overflow=-1) and closed when given back beyond this many.
+POOL_SIZE = 20
+PROBE_SQL = text("INSERT INTO jwt_replay VALUES (:issuer, :jti, 0) ON CONFLICT DO NOTHING")
+
 
 class Database:
     def __init__(self, url: str) -> None:
@@ -35,103 +52,183 @@ class Database:
         # OSError: the SQLite folder cannot be made; StorageFault: a deadline passed, or the breaker is open
         self.errors = self.backend.errors + (OSError, StorageFault)
         self.breaker = CircuitBreaker()
-        self._local = threading.local()
+        self._engine: Engine | None = None
+        self._pid = 0  # the process self._engine belongs to
+        self._engine_lock = threading.Lock()
+        self._local = threading.local()  # the operation a new connection is being made for
 
-    # ------------------------------------------------------------------ connections
+    # ------------------------------------------------------------------ the engine and its pool
 
-    def _connection(self, wait_ms: int = MIGRATE.wait_ms, seconds: float = MIGRATE.deadline_ms / 1000) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = self.backend.connect(wait_ms, seconds)
-            self._local.conn, self._local.pid, self._local.settings = conn, os.getpid(), None
-        return conn
+    @property
+    def engine(self) -> Engine:
+        """This process's engine (a new one after a fork: the parent's connections are left alone)."""
+        if self._pid == os.getpid() and self._engine is not None:
+            return self._engine
+        with self._engine_lock:
+            if self._pid != os.getpid() or self._engine is None:
+                if self._engine is not None:
+                    self._engine.dispose(close=False)  # the parent's: neither closed nor used here
+                self._engine = create_engine(
+                    self.backend.engine_url(), creator=self._connect, poolclass=QueuePool,
+                    pool_size=POOL_SIZE, max_overflow=-1, pool_use_lifo=True,
+                    # transactions are begun and ended by ``transaction``, and a connection that saw an
+                    # error is invalidated: nothing is left to roll back when one is given back
+                    isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+                self._pid = os.getpid()
+            return self._engine
 
-    def _drop_connection(self) -> None:
-        """Forget this thread's connection after a database error: the next use opens a new one.
+    def _connect(self) -> Any:
+        """The engine's creator: a new DB-API connection within the deadline of the operation that
+        needs it, armed with that deadline while SQLAlchemy sets it up."""
+        write: Operation = getattr(self._local, "operation", MIGRATE)
+        raw = self.backend.connect(write.wait_ms, write.deadline_ms / 1000)
+        self.backend.arm(raw, getattr(self._local, "deadline", None))
+        return raw
 
-        A SQLite connection opened while the file was read-only stays read-only for good, and a
-        PostgreSQL connection may be dead; reopening is what lets the service heal by itself."""
-        conn, self._local.conn = getattr(self._local, "conn", None), None
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - it is being thrown away
-                pass
+    def close(self) -> None:
+        """Close this process's pooled connections (tests, tools, at exit); the next use opens new ones."""
+        with self._engine_lock:
+            if self._engine is not None and self._pid == os.getpid():
+                self._engine.dispose()
+            self._engine, self._pid = None, 0
 
     @contextmanager
-    def bounded(self, write: Operation) -> Iterator[Any]:
-        """This thread's connection, set up for ``write``, for one operation that ends by its deadline.
+    def _checkout(self, write: Operation | None, deadline: float | None) -> Iterator[Connection]:
+        """A pooled connection armed with ``deadline`` and set up for ``write`` (None: as it is);
+        invalidated in the pool (closed, never handed out again) on a database error, a DB-API
+        error unwrapped from SQLAlchemy's."""
+        self._local.operation, self._local.deadline = write or MIGRATE, deadline
+        conn: Connection | None = None
+        try:
+            try:
+                conn = self.engine.connect()
+            finally:
+                self._local.deadline = None
+            raw = conn.connection.dbapi_connection
+            self.backend.arm(raw, deadline)
+            info = conn.connection.info
+            if write is not None and info.get("settings") != write.settings:  # one round trip saved per call
+                self.backend.configure(conn, write)
+                info["settings"] = write.settings
+            yield conn
+        except exc.DBAPIError as wrapped:
+            if conn is not None:
+                conn.invalidate()
+            raise (wrapped.orig if isinstance(wrapped.orig, BaseException) else wrapped) from None  # the driver's own error, as the repositories catch and name it
+        except BaseException as error:
+            if conn is not None and isinstance(error, self.errors):
+                conn.invalidate()
+            raise
+        finally:
+            if conn is not None:
+                if not conn.invalidated:
+                    self.backend.arm(conn.connection.dbapi_connection, None)
+                conn.close()
+
+    # ------------------------------------------------------------------ operations
+
+    @contextmanager
+    def bounded(self, write: Operation) -> Iterator[Connection]:
+        """A pooled connection, set up for ``write``, for one operation that ends by its deadline.
 
         Refused at once (CircuitOpen) while the breaker is open; a database error drops the
         connection; whether the database answered at all is told to the breaker."""
         if not self.breaker.admit():
             raise CircuitOpen("the database failed just now; it is tried again shortly")
         deadline = time.monotonic() + write.deadline_ms / 1000
-        conn = None
         try:
-            conn = self._connection(write.wait_ms, write.deadline_ms / 1000)
-            self.backend.arm(conn, deadline)
-            if getattr(self._local, "settings", None) != write.settings:  # one round trip saved per call
-                self.backend.configure(conn, write)
-                self._local.settings = write.settings
-            yield conn
-        except BaseException as exc:
-            if isinstance(exc, self.errors):
-                self._drop_connection()
-                if self.backend.unreachable(exc):
-                    self._breaker_failed(exc)
-                else:
-                    self.breaker.released()
+            with self._checkout(write, deadline) as conn:
+                yield conn
+        except BaseException as error:
+            if isinstance(error, self.errors) and self.backend.unreachable(error):
+                self._breaker_failed(error)
             else:
                 self.breaker.released()
             raise
         else:
             self.breaker.succeeded()
-        finally:
-            if conn is not None and getattr(self._local, "conn", None) is conn:
-                self.backend.arm(conn, None)  # the offline readers (reports) have no deadline
 
-    def _breaker_failed(self, exc: BaseException) -> None:
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A pooled connection without a deadline, for the offline readers (reports, statistics)."""
+        with self._checkout(None, None) as conn:
+            yield conn
+
+    def _breaker_failed(self, error: BaseException) -> None:
         was = self.breaker.state()
-        hung = isinstance(exc, StorageTimeout) or getattr(exc, "sqlite_errorname", "") == "SQLITE_INTERRUPT"
+        hung = isinstance(error, StorageTimeout) or getattr(error, "sqlite_errorname", "") == "SQLITE_INTERRUPT"
         self.breaker.failed(hung=hung)
         if was != "open" and self.breaker.state() == "open":
             log.warning("storage breaker open: the database is not tried for a while",
-                        extra={"seconds": self.breaker.cool_down, "error": self.backend.error_code(exc)})
+                        extra={"seconds": self.breaker.cool_down, "error": self.backend.error_code(error)})
 
     @contextmanager
-    def transaction(self, write: Operation, commit: bool = True) -> Iterator[Any]:
+    def transaction(self, write: Operation, commit: bool = True) -> Iterator[Connection]:
         """A write transaction that waits at most ``write.wait_ms`` for a lock and ends by
         ``write.deadline_ms``; any database error drops the connection. ``durable=False`` writes
         may lose their last commits on a power failure, never on a process crash; feedback is
         always durable. ``commit=False`` rolls the transaction back at the end (the readiness probe)."""
         with self.bounded(write) as conn:
-            conn.execute(self.backend.begin)
+            # on the driver's cursor, as ``executemany``: the engine runs in autocommit and has no
+            # part in these (a failed one invalidates the connection all the same)
+            driver = conn.connection.dbapi_connection
+            _driver_sql(driver, self.backend.begin)
             try:
                 yield conn
-                conn.execute("COMMIT" if commit else "ROLLBACK")
+                _driver_sql(driver, "COMMIT" if commit else "ROLLBACK")
             except BaseException:
                 try:
-                    conn.execute("ROLLBACK")
+                    _driver_sql(driver, "ROLLBACK")
                 except self.errors:
                     pass
                 raise
 
-    def failed(self, write: Operation, exc: BaseException) -> None:
-        """Log (the error's code, no data) and count a write that did not happen."""
-        metrics.storage_failed(write.operation)
-        if isinstance(exc, CircuitOpen):
+    def failed(self, write: Operation, error: BaseException, count: int = 1) -> None:
+        """Log (the error's code, no data) and count ``count`` writes that did not happen."""
+        metrics.storage_failed(write.operation, count)
+        if isinstance(error, CircuitOpen):
             return  # counted; the breaker's opening was logged once
         log.warning("storage write failed", extra={"operation": write.operation,
-                                                   "error": self.backend.error_code(exc)})
+                                                   "error": self.backend.error_code(error)})
 
-    def execute(self, conn: Any, statement: str, params: tuple[Any, ...] = ()) -> Any:
-        return conn.execute(self.backend.sql(statement), params)
+    def executemany(self, conn: Connection, statement: TextClause, rows: list[dict[str, Any]]) -> None:
+        """``statement`` once per row; nothing when there are none.
 
-    def executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            cursor = conn.cursor()
-            cursor.executemany(self.backend.sql(statement), rows)
+        The statement is compiled by the engine's dialect once (``?`` for SQLite, ``%(name)s`` for
+        psycopg) and its rows handed to the driver's ``executemany`` on the connection's own
+        cursor: ``Connection.execute`` around each statement cost a call's record about 100 µs
+        more CPU (docs/operations.md). A driver error is raised as the driver raised it."""
+        if not rows:
+            return
+        sql, positional = self._compiled(statement, conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, list(map(positional, rows)) if positional else rows)
+        finally:
+            cursor.close()
+
+    def query(self, conn: Connection, statement: TextClause, params: dict[str, Any]) -> tuple[list[Any], int]:
+        """``statement`` once, on the driver's cursor as ``executemany``: the rows it returned
+        (none for a write) and its row count. For the statements on a hook call's path."""
+        sql, positional = self._compiled(statement, conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, positional(params) if positional else params)
+            return (list(cursor.fetchall()) if cursor.description else []), int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _compiled(statement: TextClause, dialect: Dialect) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
+        """The driver's SQL for ``statement``, and (positional drivers: SQLite) what turns a row of
+        named parameters into the tuple in their order."""
+        compiled = statement.compile(dialect=dialect)
+        if not dialect.positional:
+            return compiled.string, None
+        names = list(compiled.positiontup or ())
+        pick = operator.itemgetter(*names)
+        return compiled.string, (lambda row: (pick(row),)) if len(names) == 1 else pick
 
     def retry_after(self) -> int:
         """Seconds a client should wait before sending again: at least until the breaker retries."""
@@ -140,7 +237,7 @@ class Database:
     # ------------------------------------------------------------------ start-up and readiness
 
     def migrate(self) -> None:
-        """Apply the migrations not yet applied (``migrate.py``)."""
+        """Bring the schema to the newest revision (``migrate.py``)."""
         migrate.apply(self)
 
     def open_for_service(self) -> None:
@@ -148,9 +245,9 @@ class Database:
         try:
             self.migrate()
             self._probe()
-        except self.errors as exc:
-            raise StorageUnusable(f"{self.backend.describe()} cannot be written ({self.backend.error_code(exc)}:"
-                                  f" {first_line(exc)}); the service needs a writable database") from exc
+        except self.errors as error:
+            raise StorageUnusable(f"{self.backend.describe()} cannot be written ({self.backend.error_code(error)}:"
+                                  f" {first_line(error)}); the service needs a writable database") from error
 
     def writable(self) -> bool:
         """Readiness: a real write (rolled back) within the short wait, not just a read."""
@@ -165,17 +262,24 @@ class Database:
                 metrics.storage_failed(PROBE.operation)
                 return f"not writable ({problem}): feedback answers 503, cards are not recorded"
             return "writable"
-        except self.errors as exc:
-            self.failed(PROBE, exc)
-            if isinstance(exc, CircuitOpen):
+        except self.errors as error:
+            self.failed(PROBE, error)
+            if isinstance(error, CircuitOpen):
                 why = f"the database failed just now; tried again in {math.ceil(self.breaker.seconds_until_retry())} s"
-            elif isinstance(exc, StorageTimeout):
+            elif isinstance(error, StorageTimeout):
                 why = f"the database did not answer within {PROBE.deadline_ms} ms"
             else:
-                why = self.backend.error_code(exc)
+                why = self.backend.error_code(error)
             return f"not writable ({why}): feedback answers 503, cards are not recorded"
 
     def _probe(self) -> None:
         with self.transaction(PROBE, commit=False) as tx:
-            self.execute(tx, "INSERT INTO jwt_replay VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                          ("(readiness probe)", str(os.getpid()), 0))
+            tx.execute(PROBE_SQL, {"issuer": "(readiness probe)", "jti": str(os.getpid())})
+
+
+def _driver_sql(driver: Any, statement: str) -> None:
+    cursor = driver.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()

@@ -1,15 +1,24 @@
 """The issued-card repository: what the service answered (cards, their rules and suggestions,
 the keyed hash of the patient), the cards the override window held back, and the lookup of a
 patient's recent overrides. Recorded best effort: a failure is logged and counted, and the hook
-call has already answered with its cards."""
+call has already answered with its cards.
+
+``record`` writes the records of several calls in one transaction (the background thread hands
+over every call queued at the time), each call's go-live record (``silent.py``) in the same
+transaction as its cards."""
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from cds_service.core.issued import IssuedCard
+from sqlalchemy import text
+
+from cds_service import metrics
+from cds_service.core.issued import IssuedCard, SilentFinding
+from cds_service.storage import silent
 from cds_service.storage.backends import CARDS, REPLAY
 from cds_service.storage.values import at_or_after, iso
 
@@ -17,6 +26,34 @@ if TYPE_CHECKING:
     from cds_service.storage.database import Database
 
 log = logging.getLogger("cds_service.storage.store")
+
+INSERT_HELD = text("INSERT INTO held_back_card VALUES (:held_uuid, :hook_instance, :rule_id, :item_key, :service_id, :at)")
+INSERT_CARD = text("INSERT INTO issued_card (card_uuid, rule_id, service_id, hook_instance, issued_at, patient_key) "
+                   "VALUES (:card_uuid, :rule_id, :service_id, :hook_instance, :at, :patient_key) ON CONFLICT DO NOTHING")
+INSERT_RULE = text("INSERT INTO card_rule VALUES (:card_uuid, :rule_id, :item_key) ON CONFLICT DO NOTHING")
+INSERT_SUGGESTION = text("INSERT INTO issued_suggestion VALUES (:suggestion_uuid, :card_uuid) ON CONFLICT DO NOTHING")
+RECENT_OVERRIDES = text(
+    "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
+    "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
+    "WHERE c.patient_key = :patient_key AND f.outcome = 'overridden' "
+    "AND f.override_code IS NOT NULL AND f.override_code <> ''")
+CHECKPOINT = "PRAGMA wal_checkpoint(TRUNCATE)"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What one answered hook call leaves in storage: its cards, the cards the override window
+    held back (rule id, item key), and, when ``release`` is given, the call counted with its
+    cards' knowledge release and its silent findings (``silent.py``)."""
+
+    service_id: str
+    hook_instance: str
+    issued: Sequence[IssuedCard]
+    patient_key: str | None = None
+    held_back: Sequence[tuple[str, str]] = ()
+    release: str | None = None
+    silent: Sequence[SilentFinding] = field(default_factory=tuple)
+    at: datetime | None = None
 
 
 class IssuedCards:
@@ -31,25 +68,42 @@ class IssuedCards:
         Each card is stored with every rule it carries; ``patient_key`` is a keyed hash of the
         patient id (``pseudonym.patient_key``), never the id itself. ``held_back``: (rule id, item
         key) of the warning cards the override window kept from this answer, counted for the report."""
-        issued, held_back = list(issued), list(held_back)
-        if not issued and not held_back:
+        return self.record([CallRecord(service_id, hook_instance, list(issued), patient_key, list(held_back), at=at)])
+
+    def record(self, records: Sequence[CallRecord]) -> bool:
+        """Write the records of several calls in one transaction (best effort): False, logged once
+        and counted once per call (``record_cards``, and ``record_silent`` for the calls counted),
+        when they could not be."""
+        records = [r for r in records if r.issued or r.held_back or r.release is not None]
+        if not records:
             return True
-        when = iso(at)
+        held, cards, rules, suggestions = [], [], [], []
+        for r in records:
+            when = iso(r.at)
+            held += [{"held_uuid": str(uuid.uuid4()), "hook_instance": r.hook_instance, "rule_id": rule,
+                      "item_key": key, "service_id": r.service_id, "at": when} for rule, key in r.held_back]
+            cards += [{"card_uuid": c.uuid, "rule_id": c.rule_id, "service_id": r.service_id,
+                       "hook_instance": r.hook_instance, "at": when, "patient_key": r.patient_key} for c in r.issued]
+            rules += [{"card_uuid": c.uuid, "rule_id": rule, "item_key": key} for c in r.issued
+                      for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids), strict=True)]
+            suggestions += [{"suggestion_uuid": s, "card_uuid": c.uuid} for c in r.issued for s in c.suggestion_uuids]
+        counted = [r for r in records if r.release is not None]
         try:
             with self.db.transaction(CARDS) as tx:
-                self.db.executemany(tx, "INSERT INTO held_back_card VALUES (?, ?, ?, ?, ?, ?)",
-                                  [(str(uuid.uuid4()), hook_instance, rule, key, service_id, when)
-                                   for rule, key in held_back])
-                self.db.executemany(tx, "INSERT INTO issued_card (card_uuid, rule_id, service_id, hook_instance, issued_at, "
-                                  "patient_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                  [(c.uuid, c.rule_id, service_id, hook_instance, when, patient_key) for c in issued])
-                self.db.executemany(tx, "INSERT INTO card_rule VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                                  [(c.uuid, rule, key) for c in issued
-                                   for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids), strict=True)])
-                self.db.executemany(tx, "INSERT INTO issued_suggestion VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                  [(s, c.uuid) for c in issued for s in c.suggestion_uuids])
+                self.db.executemany(tx, INSERT_HELD, held)
+                self.db.executemany(tx, INSERT_CARD, cards)
+                self.db.executemany(tx, INSERT_RULE, rules)
+                self.db.executemany(tx, INSERT_SUGGESTION, suggestions)
+                silent.write(self.db, tx, counted)
         except self.db.errors as exc:
-            self.db.failed(CARDS, exc)
+            with_cards = sum(1 for r in records if r.issued or r.held_back)
+            if with_cards:
+                self.db.failed(CARDS, exc, with_cards)
+            if counted:
+                metrics.storage_failed(silent.RECORD.operation, len(counted))
+                if not with_cards:
+                    log.warning("storage write failed", extra={"operation": silent.RECORD.operation,
+                                                               "error": self.db.backend.error_code(exc)})
             return False
         self._checkpoint_if_big()
         return True
@@ -61,7 +115,7 @@ class IssuedCards:
             return
         try:
             with self.db.bounded(CARDS) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                conn.exec_driver_sql(CHECKPOINT).fetchall()
         except self.db.errors as exc:
             log.info("storage checkpoint deferred", extra={"error": self.db.backend.error_code(exc)})
 
@@ -71,9 +125,5 @@ class IssuedCards:
         # on the call's path: a read may wait on a lock too (PostgreSQL), so it is bounded like the
         # replay check; any fault is raised and the caller shows the cards
         with self.db.bounded(REPLAY) as conn:
-            rows = self.db.execute(
-                conn, "SELECT r.rule_id, r.item_key, f.outcome_timestamp FROM issued_card c "
-                "JOIN card_rule r ON r.card_uuid = c.card_uuid JOIN feedback f ON f.card_uuid = c.card_uuid "
-                "WHERE c.patient_key = ? AND f.outcome = 'overridden' "
-                "AND f.override_code IS NOT NULL AND f.override_code <> ''", (patient_key,)).fetchall()
+            rows, _ = self.db.query(conn, RECENT_OVERRIDES, {"patient_key": patient_key})
         return frozenset((rule, key) for rule, key, at in rows if at_or_after(at, since))

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from cachetools import TLRUCache
+from sqlalchemy import text
 
 from cds_service.errors import StorageUnavailable
 from cds_service.storage.backends import REPLAY
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from cds_service.storage.database import Database
 
 REPLAY_MEMORY = 50_000  # JWT ids this process remembers itself (the database remembers all)
+# a row left by an expired token is taken over: no pruning on the hot path
+REMEMBER = text("INSERT INTO jwt_replay VALUES (:issuer, :jti, :expires_at) ON CONFLICT (issuer, jti) "
+                "DO UPDATE SET expires_at = excluded.expires_at WHERE jwt_replay.expires_at < :now")
+STORED = text("SELECT 1 FROM jwt_replay WHERE issuer = :issuer AND jti = :jti AND expires_at >= :now")
 
 
 class ReplayCache:
@@ -45,12 +50,8 @@ class ReplayCache:
             return False
         try:
             with self.db.transaction(REPLAY) as tx:
-                # a row left by an expired token is taken over: no pruning on the hot path
-                cursor = self.db.execute(
-                    tx, "INSERT INTO jwt_replay VALUES (?, ?, ?) ON CONFLICT (issuer, jti) "
-                        "DO UPDATE SET expires_at = excluded.expires_at WHERE jwt_replay.expires_at < ?",
-                    (issuer, jti, expires_at, now))
-                fresh = cursor.rowcount == 1
+                _, count = self.db.query(tx, REMEMBER, {"issuer": issuer, "jti": jti, "expires_at": expires_at, "now": now})
+                fresh = count == 1
         except self.db.errors as exc:
             self.db.failed(REPLAY, exc)
             if self.replay_fail_closed:
@@ -64,8 +65,7 @@ class ReplayCache:
         """Whether the database holds a live entry (reading works while writes are locked out)."""
         try:
             with self.db.bounded(REPLAY) as conn:  # a read may wait on a lock too (PostgreSQL): bounded as well
-                return self.db.execute(conn, "SELECT 1 FROM jwt_replay WHERE issuer = ? AND jti = ? AND expires_at >= ?",
-                                     (issuer, jti, now)).fetchone() is not None
+                return bool(self.db.query(conn, STORED, {"issuer": issuer, "jti": jti, "now": now})[0])
         except self.db.errors:
             return False  # nothing shared can be read either: this process's memory is all there is
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
+
 from cds_service.storage.backends import PRUNE
 from cds_service.storage.values import iso
 
@@ -52,25 +54,26 @@ class Pruner:
         cards_before = iso(now - timedelta(days=self.retention.issued_card_days))
         feedback_before = iso(now - timedelta(days=self.retention.feedback_days))
         deleted = {"jwt_replay": 0, "feedback": 0, "issued_card": 0, "held_back_card": 0}
-        jobs = [
-            ("jwt_replay", "SELECT issuer, jti FROM jwt_replay WHERE expires_at < ? LIMIT ?",
-             ["DELETE FROM jwt_replay WHERE issuer = ? AND jti = ?"], now.timestamp()),
-            ("feedback", "SELECT card_uuid, outcome, outcome_timestamp FROM feedback WHERE received_at < ? LIMIT ?",
-             ["DELETE FROM feedback WHERE card_uuid = ? AND outcome = ? AND outcome_timestamp = ?"], feedback_before),
-            ("issued_card", "SELECT card_uuid FROM issued_card c WHERE issued_at < ? AND NOT EXISTS "
-                            "(SELECT 1 FROM feedback f WHERE f.card_uuid = c.card_uuid) LIMIT ?",
-             ["DELETE FROM issued_suggestion WHERE card_uuid = ?", "DELETE FROM card_rule WHERE card_uuid = ?",
-              "DELETE FROM issued_card WHERE card_uuid = ?"],
+        jobs = [  # each select names its rows' keys as the deletes' parameters
+            ("jwt_replay", "SELECT issuer, jti FROM jwt_replay WHERE expires_at < :cutoff LIMIT :n",
+             ["DELETE FROM jwt_replay WHERE issuer = :issuer AND jti = :jti"], now.timestamp()),
+            ("feedback", "SELECT card_uuid, outcome, outcome_timestamp FROM feedback WHERE received_at < :cutoff LIMIT :n",
+             ["DELETE FROM feedback WHERE card_uuid = :card_uuid AND outcome = :outcome "
+              "AND outcome_timestamp = :outcome_timestamp"], feedback_before),
+            ("issued_card", "SELECT card_uuid FROM issued_card c WHERE issued_at < :cutoff AND NOT EXISTS "
+                            "(SELECT 1 FROM feedback f WHERE f.card_uuid = c.card_uuid) LIMIT :n",
+             ["DELETE FROM issued_suggestion WHERE card_uuid = :card_uuid", "DELETE FROM card_rule WHERE card_uuid = :card_uuid",
+              "DELETE FROM issued_card WHERE card_uuid = :card_uuid"],
              cards_before),
-            ("held_back_card", "SELECT held_uuid FROM held_back_card WHERE held_at < ? LIMIT ?",
-             ["DELETE FROM held_back_card WHERE held_uuid = ?"], cards_before),
+            ("held_back_card", "SELECT held_uuid FROM held_back_card WHERE held_at < :cutoff LIMIT :n",
+             ["DELETE FROM held_back_card WHERE held_uuid = :held_uuid"], cards_before),
         ]
         for table, select, deletes, cutoff in jobs:
             while time.monotonic() < stop:
                 with self.db.transaction(PRUNE) as tx:
-                    keys = [tuple(row) for row in self.db.execute(tx, select, (cutoff, PRUNE_BATCH)).fetchall()]
+                    keys = [dict(row._mapping) for row in tx.execute(text(select), {"cutoff": cutoff, "n": PRUNE_BATCH})]
                     for statement in deletes:
-                        self.db.executemany(tx, statement, keys)
+                        self.db.executemany(tx, text(statement), keys)
                 deleted[table] += len(keys)
                 if len(keys) < PRUNE_BATCH:
                     break

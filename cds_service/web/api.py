@@ -30,7 +30,6 @@ from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service import metrics
-from cds_service.core.decision import Decision
 from cds_service.core.hooks import HookRequest, parse_feedback
 from cds_service.core.pseudonym import patient_key
 from cds_service.core.rules import Knowledge, Service
@@ -39,7 +38,7 @@ from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, Unknow
 from cds_service.fhirfetch.gather import FetchPolicy
 from cds_service.knowledge import discovery
 from cds_service.pipeline import answer
-from cds_service.storage import silent
+from cds_service.storage.issued import CallRecord
 from cds_service.storage.store import Storage
 from cds_service.web import admission, auth, front
 from cds_service.web.links import rules_base_url
@@ -120,24 +119,19 @@ def call_service(service_id: str) -> Any:
         "queued_ms": round(queued * 1000, 2), "prefetch_ms": round(call.gather_seconds * 1000, 2),
         "evaluate_ms": round(call.decide_seconds * 1000, 2),
     }
-    response.call_on_close(partial(rt.storage.after_answer, partial(
-        _after_answer, rt, service.id, call.request, call.data, decision, patient, fields,
-        (call.gather_seconds, call.decide_seconds))))
+    # The call's record goes to the background thread, written with the other calls' records queued
+    # at the time in one transaction; the call's log line follows it.
+    record = CallRecord(service.id, call.request.hook_instance, decision.issued, patient, decision.held_back,
+                        rt.knowledge.release, decision.silent)
+    response.call_on_close(partial(rt.storage.record_after_answer, record, partial(
+        _after_answer, service.id, call.request, call.data, fields, (call.gather_seconds, call.decide_seconds))))
     return response
 
 
-def _after_answer(rt: Runtime, service_id: str, hook_request: HookRequest, data: dict[str, Any], decision: Decision,
-                  patient: str | None, fields: dict[str, Any], stages: tuple[float, float]) -> None:
-    """Once the answer is sent: store the issued cards, then log and time the call (store included)."""
-    t0 = time.perf_counter()
-    try:
-        rt.storage.record_cards(service_id, hook_request.hook_instance, decision.issued, patient_key=patient,
-                                held_back=decision.held_back)
-        silent.record_call(rt.storage, service_id, hook_request.hook_instance, rt.knowledge.release,
-                           decision.issued, decision.silent, patient_key=patient)
-    except Exception as exc:  # never raised by storage faults (logged there); a bug must not go unseen
-        log.error("recording the cards failed", extra={"request_id": fields["request_id"], "error": type(exc).__name__})
-    store = time.perf_counter() - t0
+def _after_answer(service_id: str, hook_request: HookRequest, data: dict[str, Any], fields: dict[str, Any],
+                  stages: tuple[float, float], recorded: bool, store: float) -> None:
+    """Once the call's cards are stored (or could not be: logged and counted by storage): log and
+    time the call, its share of the batched write included."""
     metrics.call_stages(service_id, prefetch=stages[0], evaluate=stages[1], store=store)
     log.info("service call", extra={**fields, "store_ms": round(store * 1000, 2)})
 

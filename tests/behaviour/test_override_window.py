@@ -128,7 +128,8 @@ def test_window_zero_switches_it_off(app_config, client):
 def test_storage_keeps_a_keyed_hash_not_the_patient_id(hooks, app):
     hooks.cards(_sign(MORPHINE))
     storage = app.extensions["cds"].storage
-    rows = storage._connection().execute("SELECT patient_key FROM issued_card").fetchall()
+    with storage.reading() as conn:
+        rows = conn.exec_driver_sql("SELECT patient_key FROM issued_card").fetchall()
     assert len(rows) == 1 and len(rows[0][0]) == 64 and "mcas-adult" not in rows[0][0]
 
 

@@ -28,14 +28,14 @@ FIXTURE = "order-select/mcas-adult--succinylcholine.json"
 def test_a_slow_card_record_does_not_hold_the_connection(app_config, monkeypatch):
     app = create_app(app_config)
     storage = app.extensions["cds"].storage
-    record, threads = storage.record_cards, []
+    record, threads = storage.record_calls, []
 
     def slow_record(*args, **kwargs):
         threads.append(threading.current_thread().name)
         time.sleep(0.5)  # a database slow to take the write
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(storage, "record_cards", slow_record)
+    monkeypatch.setattr(storage, "record_calls", slow_record)
     response = app.test_client().post(ORDER_SELECT, json=request_fixture(FIXTURE), buffered=False)
     assert response.status_code == 200 and len(response.get_json()["cards"]) == 1
     started = time.monotonic()

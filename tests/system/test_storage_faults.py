@@ -186,7 +186,8 @@ def test_a_broken_connection_heals(database_url, tmp_path):
         else:
             import psycopg
 
-            pid = store._connection().execute("SELECT pg_backend_pid()").fetchone()[0]
+            with store.reading() as conn:  # the one pooled connection: the next operation takes it
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             with psycopg.connect(database_url, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
             assert store.record_cards(ORDER_SELECT, "hook-0", [_card(RULE)]) is False  # the session is gone

@@ -38,11 +38,11 @@ def _cards(count: int) -> list[IssuedCard]:
 
 def _size(store: Storage) -> int:
     """Bytes on disk of the SQLite file once the WAL is folded back in; 0 for PostgreSQL."""
-    if store.backend.placeholder != "?":
+    if not store.backend.describe().startswith("SQLite"):
         return 0
-    conn = store._connection()
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+    with store.reading() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(conn.exec_driver_sql("PRAGMA page_count").scalar_one() * conn.exec_driver_sql("PRAGMA page_size").scalar_one())
 
 
 def test_soak_row_counts_and_size_level_off(database_url):

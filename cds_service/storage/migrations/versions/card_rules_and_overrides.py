@@ -1,0 +1,28 @@
+"""Revision 004: card rules and overrides (was migrations/004_card_rules_and_overrides.sql, applied by the runner before Alembic)."""
+from alembic import op
+
+revision = "004"
+down_revision = "003"
+
+
+def upgrade() -> None:
+    # Every rule a card carries: one, or several for a merged info card (patient-view), each with
+    # the item an override of it is remembered by (first RxNorm ingredient, procedure code, or ''
+    # for a patient-level rule). Feedback on a card counts for every rule it carries.
+    op.execute("""
+        CREATE TABLE IF NOT EXISTS card_rule (
+            card_uuid  TEXT NOT NULL,
+            rule_id    TEXT NOT NULL,
+            item_key   TEXT NOT NULL,
+            PRIMARY KEY (card_uuid, rule_id, item_key)
+        )
+    """)
+    op.execute("CREATE INDEX IF NOT EXISTS card_rule_rule ON card_rule (rule_id)")
+    op.execute("""
+        INSERT INTO card_rule (card_uuid, rule_id, item_key)
+        SELECT card_uuid, rule_id, '' FROM issued_card
+    """)
+    # A keyed hash (HMAC-SHA256, secret CDS_PATIENT_KEY_SECRET) of the patient id, never the id
+    # itself: the override window looks up a patient's recent overrides by it.
+    op.execute("ALTER TABLE issued_card ADD COLUMN patient_key TEXT")
+    op.execute("CREATE INDEX IF NOT EXISTS issued_card_patient ON issued_card (patient_key)")

@@ -1,0 +1,82 @@
+"""The calls' records queued together are written in one transaction (cards and go-live record
+alike); a failure is counted once per call, each call is still told (its log line), nothing raises."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from typing import Any
+
+from test_storage import _close, _rows
+
+from cds_service.core.issued import IssuedCard, SilentFinding
+from cds_service.storage.background import Background
+from cds_service.storage.issued import CallRecord
+from cds_service.storage.store import Storage
+
+SERVICE = "back-pain-order-select"
+RULE = "mcas.neuromuscular-blocker"
+
+
+def _record(n: int) -> CallRecord:
+    card = IssuedCard(str(uuid.uuid4()), (RULE,), (str(uuid.uuid4()),), ("",))
+    return CallRecord(SERVICE, f"hook-{n}", [card], "k" * 64, [(RULE, "7052")], "1.0+sha256.a",
+                      [SilentFinding("mcas.silent-rule", "", "warning")])
+
+
+def test_batched_items_queued_together_are_handed_over_at_once():
+    gate, busy, batches, done = threading.Event(), threading.Event(), [], []
+    background = Background(batch=batches.append)
+    background.submit(lambda: (busy.set(), gate.wait(10)))  # holds the thread while the others queue
+    assert busy.wait(10)
+    for n in range(5):
+        background.submit_batched(n)
+    background.submit(lambda: done.append("plain"))
+    gate.set()
+    assert background.wait_idle()
+    assert batches == [[0, 1, 2, 3, 4]] and done == ["plain"]
+
+
+def test_records_of_several_calls_go_in_one_transaction(database_url, monkeypatch):
+    store = Storage(database_url)
+    store.migrate()
+    transaction, opened, told = store.transaction, [], []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0].operation)
+        return transaction(*args, **kwargs)
+
+    monkeypatch.setattr(store, "transaction", counted)
+    try:
+        store.record_calls([(_record(n), lambda ok, share: told.append((ok, share > 0))) for n in range(3)])
+        assert opened == ["record_cards"]  # one transaction for the three calls, go-live record included
+        assert told == [(True, True)] * 3
+        counts = store.row_counts()
+        assert counts["issued_card"] == 3 and counts["held_back_card"] == 3
+        assert _rows(store, "SELECT SUM(calls) FROM call_count")[0][0] == 3
+        assert _rows(store, "SELECT COUNT(*) FROM card_release")[0][0] == 3
+        assert _rows(store, "SELECT COUNT(*) FROM silent_finding")[0][0] == 3
+    finally:
+        _close(store)
+
+
+def test_a_failed_batch_is_counted_per_call_and_every_call_is_told(tmp_path, monkeypatch):
+    path = tmp_path / "locked.sqlite3"
+    store = Storage(f"sqlite:///{path}")
+    store.migrate()
+    failures: list[tuple[str, int]] = []
+    monkeypatch.setattr("cds_service.metrics.storage_failed",
+                        lambda operation, count=1: failures.append((operation, count)))
+    told: list[bool] = []
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock past the 200 ms wait
+        store.record_calls([(_record(n), lambda ok, share: told.append(ok)) for n in range(4)])
+        locker.execute("ROLLBACK")
+        assert told == [False] * 4
+        assert sorted(failures) == [("record_cards", 4), ("record_silent", 4)]
+        store.record_calls([(_record(9), lambda ok, share: told.append(ok))])  # healed
+        assert told[-1] is True and store.row_counts()["issued_card"] == 1
+    finally:
+        locker.close()
+        _close(store)
