@@ -260,6 +260,16 @@ class Terminology:
                 return Match(display or code, code, system)
         return None
 
+    def coding_sets(self, codings: Iterable[Coding]) -> dict[str, Match]:
+        """``match_codes`` for every value set at once: per value set id, the match of the first
+        coding in it (a record's condition is asked about many value sets in one call)."""
+        found: dict[str, Match] = {}
+        for system, code, display in codings:
+            for vid in self.valuesets_of(system, code):
+                if vid not in found:
+                    found[vid] = Match(display or code, code, system)
+        return found
+
     def knows_code(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is in some value set of the knowledge: then it, not the order's text, decides."""
         return any(self._membership.known(self.dialect.system(system), code) for system, code, _ in codings)
