@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from typing import Iterable, Iterator, Mapping
 
 from cds_service.core.facts import Facts, MedicationFact, ObservationFact
-from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology
+from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology, ascii_words
 from cds_service.core.units import same_unit
 
 # The prefetch keys the screen reads (discovery asks for them on every hook whose rules create orders).
@@ -151,20 +151,25 @@ def _read(facts: Facts, codings: tuple[Coding, ...], text: str, terminology: Ter
           data: ScreenData) -> tuple[frozenset[str], str]:
     """A medication's or allergen's ingredients and words, read once per call (``Facts.memo``):
     every product a call screens asks them of the same record."""
-    key = ("screen.ingredients", codings, text)
+    # By the codings' identity (the call's facts hold them, and so does the entry): hashing the
+    # tuple of codings on every look-up would cost about what it saves.
+    key = ("screen.ingredients", id(codings), text)
     found = facts.memo.get(key)
-    if found is None:
-        found = facts.memo[key] = (ingredients(codings, text, terminology, data),
+    if found is None or found[0] is not codings:
+        found = facts.memo[key] = (codings, ingredients(codings, text, terminology, data),
                                    " ".join([text, *(display for _, _, display in codings)]))
-    return found
+    return found[1], found[2]
 
 
 def _names_in(facts: Facts, names: NameIndex, words: str) -> bool:
-    """``names.find(words)``, once per call for each index and text."""
+    """``names.find(words)``, once per call for each index and text (the text's words read once)."""
     key = ("screen.names", id(names), words)
     found = facts.memo.get(key)
     if found is None:
-        found = facts.memo[key] = bool(names.find(words))
+        held = facts.memo.get(("screen.words", words), False)
+        if held is False:
+            held = facts.memo[("screen.words", words)] = ascii_words(words)
+        found = facts.memo[key] = bool(names.find(words, held))
     return found
 
 
@@ -307,7 +312,7 @@ def latest_result(facts: Facts, terminology: Terminology, valueset: str, days: i
                   unit: str | None = None) -> ObservationFact | None:
     """The most recent result of the value set's LOINC codes taken within ``days`` (and in
     ``unit``, when given), or None: an older result counts as none."""
-    codes = {code for _, code in terminology.valuesets[valueset].exact}
+    codes = terminology.valuesets[valueset].exact_codes
     found = [obs for code, obs in facts.latest_observations.items() if code in codes and obs.when is not None]
     if not found:
         return None

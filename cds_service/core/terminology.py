@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Mapping
 
 from cds_service.core.dialect import Dialect
@@ -98,11 +98,13 @@ class NameIndex:
         for name in dict.fromkeys(names):
             self._by_word.setdefault(_first_word(name), []).append((name, name_pattern(name)))
 
-    def find(self, text: str) -> frozenset[str]:
-        """The names in the text (each whole word, any case)."""
+    def find(self, text: str, words: frozenset[str] | None | bool = False) -> frozenset[str]:
+        """The names in the text (each whole word, any case). ``words``: the text's
+        ``ascii_words``, when the caller has them already (one text searched in several indexes)."""
         if not text:
             return frozenset()
-        words = ascii_words(text)
+        if words is False:
+            words = ascii_words(text)
         keys = self._by_word if words is None else [None, *words]
         return frozenset(name for key in keys for name, pattern in self._by_word.get(key, ()) if pattern.search(text))
 
@@ -156,6 +158,11 @@ class ValueSetIndex:
 
     def codes(self) -> list[tuple[str, str]]:
         return list(self.exact) + [(s, p) for s, prefixes in self.is_a.items() for p in prefixes]
+
+    @cached_property
+    def exact_codes(self) -> frozenset[str]:
+        """The codes of the exact members, whatever their system (worked out once)."""
+        return frozenset(code for _, code in self.exact)
 
 
 @dataclass(frozen=True)
