@@ -370,7 +370,7 @@ def suggested_resource(action: Action, patient_id: str, terminology: Terminology
     key = (id(action), id(terminology), id(dosage))
     built = _BUILT.get(key)
     if built is not None and built[0] is action and built[1] is terminology and built[2] is dosage:
-        resource = orjson.loads(built[3])
+        resource: dict[str, Any] = orjson.loads(built[3])
         resource["subject"] = {"reference": f"Patient/{patient_id}"}  # in its place: key order kept
         return resource
     if action.kind == "create_medication":

@@ -169,7 +169,7 @@ def _names_in(facts: Facts, names: NameIndex, words: str) -> bool:
         held = facts.memo.get(("screen.words", words), False)
         if held is False:
             held = facts.memo[("screen.words", words)] = ascii_words(words)
-        found = facts.memo[key] = bool(names.find(words, held))
+        found = facts.memo[key] = bool(names.find_in(words, held))
     return found
 
 

@@ -98,13 +98,14 @@ class NameIndex:
         for name in dict.fromkeys(names):
             self._by_word.setdefault(_first_word(name), []).append((name, name_pattern(name)))
 
-    def find(self, text: str, words: frozenset[str] | None | bool = False) -> frozenset[str]:
-        """The names in the text (each whole word, any case). ``words``: the text's
-        ``ascii_words``, when the caller has them already (one text searched in several indexes)."""
+    def find(self, text: str) -> frozenset[str]:
+        """The names in the text (each whole word, any case)."""
+        return self.find_in(text, ascii_words(text)) if text else frozenset()
+
+    def find_in(self, text: str, words: frozenset[str] | None) -> frozenset[str]:
+        """``find``, given the text's ``ascii_words`` (one text searched in several indexes)."""
         if not text:
             return frozenset()
-        if words is False:
-            words = ascii_words(text)
         keys = self._by_word if words is None else [None, *words]
         return frozenset(name for key in keys for name, pattern in self._by_word.get(key, ()) if pattern.search(text))
 
