@@ -363,10 +363,28 @@ def _action(action: Action, finding: Finding, offer: _Offer) -> dict[str, Any] |
 def suggested_resource(action: Action, patient_id: str, terminology: Terminology,
                        dosage: Dosage | None = None) -> dict[str, Any]:
     """The draft resource a create action suggests for the patient, validated as FHIR R4: a
-    medication with the label's standard starting dose when the screen data gives one."""
+    medication with the label's standard starting dose when the screen data gives one.
+
+    It differs between calls only in its subject: each action's resource is built and validated
+    once (for its knowledge and dosage), kept as JSON, and read back as a fresh copy per call
+    (no part of one call's card is shared with another's)."""
+    key = (id(action), id(terminology), id(dosage))
+    built = _BUILT.get(key)
+    if built is not None and built[0] is action and built[1] is terminology and built[2] is dosage:
+        resource: dict[str, Any] = orjson.loads(built[3])
+        resource["subject"] = {"reference": f"Patient/{patient_id}"}  # in its place: key order kept
+        return resource
     if action.kind == "create_medication":
-        return _medication_request(action.args, patient_id, terminology, dosage)
-    return _service_request(action.args, patient_id, terminology)
+        resource = _medication_request(action.args, patient_id, terminology, dosage)
+    else:
+        resource = _service_request(action.args, patient_id, terminology)
+    if len(_BUILT) < _BUILT_MAX:  # bounded by the knowledge's actions (a release reloaded adds its own)
+        _BUILT[key] = (action, terminology, dosage, orjson.dumps(resource))
+    return resource
+
+
+_BUILT: dict[tuple[int, int, int], tuple[Action, Terminology, Dosage | None, bytes]] = {}
+_BUILT_MAX = 4096
 
 
 UCUM = "http://unitsofmeasure.org"

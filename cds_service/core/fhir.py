@@ -79,16 +79,20 @@ def next_link(bundle: Any) -> str | None:
 
 def codings(concept: Any) -> tuple[tuple[str, str, str], ...]:
     """(system, code, display) of every coding that has a code, across one or more CodeableConcepts."""
+    if not concept:
+        return ()  # the common case of an absent element (None, or empty): nothing to read
     found = []
-    for cc in _each(concept):
-        if not isinstance(cc, dict):
+    for cc in concept if isinstance(concept, list) else (concept,):
+        if not isinstance(cc, dict) or not (listed := cc.get("coding")):
             continue
-        for coding in _each(cc.get("coding")):
+        for coding in listed if isinstance(listed, list) else (listed,):
             if not isinstance(coding, dict):
                 continue
             code = coding.get("code")
-            if isinstance(code, str) and code.strip():
-                found.append((string(coding.get("system")), code.strip(), string(coding.get("display"))))
+            if isinstance(code, str) and (code := code.strip()):
+                system, display = coding.get("system"), coding.get("display")
+                found.append((system if isinstance(system, str) else "", code,
+                              display if isinstance(display, str) else ""))
     return tuple(found)
 
 
@@ -115,10 +119,21 @@ def concept_text(concept: Any) -> str:
 
 
 def first_code(concept: Any, system_url: str) -> str | None:
-    """The first code of a given system in a CodeableConcept (e.g. a status)."""
-    for system, code, _ in codings(concept):
-        if system == system_url or not system:
-            return code
+    """The first code of a given system in a CodeableConcept (e.g. a status): ``codings`` read
+    up to that code, without building the tuples of the others (every status of a chart)."""
+    if not concept:
+        return None
+    for cc in concept if isinstance(concept, list) else (concept,):
+        if not isinstance(cc, dict) or not (listed := cc.get("coding")):
+            continue
+        for coding in listed if isinstance(listed, list) else (listed,):
+            if not isinstance(coding, dict):
+                continue
+            code = coding.get("code")
+            if isinstance(code, str) and (code := code.strip()):
+                system = coding.get("system")
+                if not isinstance(system, str) or not system or system == system_url:
+                    return code
     return None
 
 

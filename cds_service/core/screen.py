@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from typing import Iterable, Iterator, Mapping
 
 from cds_service.core.facts import Facts, MedicationFact, ObservationFact
-from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology
+from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology, ascii_words
 from cds_service.core.units import readable, same_unit
 
 # The prefetch keys the screen reads (discovery asks for them on every hook whose rules create orders).
@@ -132,6 +132,29 @@ class ScreenData:
     pregnancy_test_days: int = 280
     positive: frozenset[str] = frozenset()  # interpretation or value codes that mean positive
     result_floors: Mapping[str, ResultFloor] = field(default_factory=dict)
+    # What the screen derives from a product and the knowledge alone (its value sets, groups and
+    # classes), worked out once per release and product, not on every call (``_derived``).
+    derived: dict[str, _Derived] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Derived:
+    terminology: Terminology  # the knowledge it was derived with (a new release derives again)
+    own: frozenset[str]  # the product's ingredients
+    allergy_groups: tuple[DrugGroup, ...]  # the cross-reactivity groups it is in
+    duplicate_classes: tuple[DrugGroup, ...]  # the therapeutic classes it is in
+
+
+def _derived(product: Product, terminology: Terminology, data: ScreenData) -> _Derived:
+    """The product's ingredients, groups and classes: the same for every call of a release."""
+    found = data.derived.get(product.rxcui)
+    if found is None or found.terminology is not terminology:
+        sets = _product_sets(product, terminology)
+        found = _Derived(terminology, frozenset(i.rxcui for i in product.ingredients),
+                         tuple(g for g in data.allergy_groups if g.holds(sets, product.name)),
+                         tuple(c for c in data.duplicate_classes if c.holds(sets, product.name)))
+        data.derived[product.rxcui] = found
+    return found
 
 
 def screen(rxcui: str, facts: Facts, terminology: Terminology, data: ScreenData,
@@ -166,27 +189,63 @@ def _unreadable(facts: Facts, key: str, what: str) -> str | None:
     return None if key in facts.available else f"the {what} could not be read; check it first"
 
 
+def _read(facts: Facts, codings: tuple[Coding, ...], text: str, terminology: Terminology,
+          data: ScreenData) -> tuple[frozenset[str], str]:
+    """A medication's or allergen's ingredients and words, read once per call (``Facts.memo``):
+    every product a call screens asks them of the same record."""
+    # By the codings' identity (the call's facts hold them, and so does the entry): hashing the
+    # tuple of codings on every look-up would cost about what it saves.
+    key = ("screen.ingredients", id(codings), text)
+    found = facts.memo.get(key)
+    if found is None or found[0] is not codings:
+        found = facts.memo[key] = (codings, ingredients(codings, text, terminology, data),
+                                   " ".join([text, *(display for _, _, display in codings)]))
+    return found[1], found[2]
+
+
+def _names_in(facts: Facts, names: NameIndex, words: str) -> bool:
+    """``names.find(words)``, once per call for each index and text (the text's words read once)."""
+    key = ("screen.names", id(names), words)
+    found = facts.memo.get(key)
+    if found is None:
+        held = facts.memo.get(("screen.words", words), False)
+        if held is False:
+            held = facts.memo[("screen.words", words)] = ascii_words(words)
+        found = facts.memo[key] = bool(names.find_in(words, held))
+    return found
+
+
+def _holds(group: DrugGroup, sets: Mapping[str, object], words: str, facts: Facts) -> bool:
+    """``DrugGroup.holds``, its name search remembered for the call."""
+    return not group.valuesets.isdisjoint(sets) or _names_in(facts, group.names, words)
+
+
 def _same_drug(entry: ProductScreen, own: frozenset[str], codings: tuple[Coding, ...], text: str,
-               terminology: Terminology, data: ScreenData) -> bool:
+               terminology: Terminology, data: ScreenData, facts: Facts) -> bool:
     """Whether a medication or allergen is the product's ingredient: by code, brand or name."""
-    if own & ingredients(codings, text, terminology, data):
+    found, words = _read(facts, codings, text, terminology, data)
+    if own & found:
         return True
-    words = " ".join([text, *(display for _, _, display in codings)])
-    return entry.names is not None and bool(entry.names.find(words))
+    return entry.names is not None and _names_in(facts, entry.names, words)
 
 
 def _allergy(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
              replaced: frozenset[str]) -> str | None:
     if reason := _unreadable(facts, "allergies", "allergy list"):
         return reason
-    own = frozenset(i.rxcui for i in product.ingredients)
-    groups = [g for g in data.allergy_groups if g.holds(_product_sets(product, terminology), product.name)]
+    derived = _derived(product, terminology, data)
+    own, groups = derived.own, derived.allergy_groups
     for allergy in facts.allergy_records:
-        if _same_drug(entry, own, allergy.codings, allergy.text, terminology, data):
+        if _same_drug(entry, own, allergy.codings, allergy.text, terminology, data, facts):
             return f"allergy to {allergy.name} recorded"
-        sets = terminology.medication_sets(allergy.codings, allergy.text)
+        if not groups:
+            continue
+        key = ("screen.sets", allergy.codings, allergy.text)
+        sets = facts.memo.get(key)
+        if sets is None:
+            sets = facts.memo[key] = terminology.medication_sets(allergy.codings, allergy.text)
         for group in groups:
-            if group.holds(sets, allergy.words) or not group.allergy_valuesets.isdisjoint(sets):
+            if _holds(group, sets, allergy.words, facts) or not group.allergy_valuesets.isdisjoint(sets):
                 return f"allergy to {allergy.name} recorded ({group.label} cross-react)"
     return None
 
@@ -195,17 +254,17 @@ def _duplicate(product: Product, entry: ProductScreen, facts: Facts, terminology
                replaced: frozenset[str]) -> str | None:
     if reason := _unreadable(facts, "medications", "medication list"):
         return reason
-    own = frozenset(i.rxcui for i in product.ingredients)
-    classes = [c for c in data.duplicate_classes if c.holds(_product_sets(product, terminology), product.name)]
+    derived = _derived(product, terminology, data)
+    own, classes = derived.own, derived.duplicate_classes
     longest = max([data.recent_therapy_days, *(c.recent_days or 0 for c in classes)])
     for med, how, age in _current_therapy(facts, replaced, longest):
         if not _same_route_family(med.route, product.route):
             continue
-        words = " ".join([med.text, *(display for _, _, display in med.codings)])
-        if age <= data.recent_therapy_days and _same_drug(entry, own, med.codings, med.text, terminology, data):
+        if age <= data.recent_therapy_days and _same_drug(entry, own, med.codings, med.text, terminology, data, facts):
             return f"{med.name} {how}"
+        words = _read(facts, med.codings, med.text, terminology, data)[1] if classes else ""
         for cls in classes:
-            if age <= (cls.recent_days or data.recent_therapy_days) and cls.holds(med.sets, words):
+            if age <= (cls.recent_days or data.recent_therapy_days) and _holds(cls, med.sets, words, facts):
                 return f"{med.name} {how} (same class: {cls.label})"
     return None
 
@@ -321,7 +380,7 @@ def latest_result(facts: Facts, terminology: Terminology, valueset: str, days: i
                   unit: str | None = None) -> ObservationFact | None:
     """The most recent result of the value set's LOINC codes taken within ``days`` (and in
     ``unit``, when given), or None: an older result counts as none."""
-    codes = {code for _, code in terminology.valuesets[valueset].exact}
+    codes = terminology.valuesets[valueset].exact_codes
     found = [obs for code, obs in facts.latest_observations.items() if code in codes and obs.when is not None]
     if not found:
         return None

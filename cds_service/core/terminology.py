@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Mapping
 
 from cds_service.core.dialect import Dialect
@@ -100,9 +100,12 @@ class NameIndex:
 
     def find(self, text: str) -> frozenset[str]:
         """The names in the text (each whole word, any case)."""
+        return self.find_in(text, ascii_words(text)) if text else frozenset()
+
+    def find_in(self, text: str, words: frozenset[str] | None) -> frozenset[str]:
+        """``find``, given the text's ``ascii_words`` (one text searched in several indexes)."""
         if not text:
             return frozenset()
-        words = ascii_words(text)
         keys = self._by_word if words is None else [None, *words]
         return frozenset(name for key in keys for name, pattern in self._by_word.get(key, ()) if pattern.search(text))
 
@@ -156,6 +159,11 @@ class ValueSetIndex:
 
     def codes(self) -> list[tuple[str, str]]:
         return list(self.exact) + [(s, p) for s, prefixes in self.is_a.items() for p in prefixes]
+
+    @cached_property
+    def exact_codes(self) -> frozenset[str]:
+        """The codes of the exact members, whatever their system (worked out once)."""
+        return frozenset(code for _, code in self.exact)
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,16 @@ class Terminology:
             if self.contains(valueset_id, system, code):
                 return Match(display or code, code, system)
         return None
+
+    def coding_sets(self, codings: Iterable[Coding]) -> dict[str, Match]:
+        """``match_codes`` for every value set at once: per value set id, the match of the first
+        coding in it (a record's condition is asked about many value sets in one call)."""
+        found: dict[str, Match] = {}
+        for system, code, display in codings:
+            for vid in self.valuesets_of(system, code):
+                if vid not in found:
+                    found[vid] = Match(display or code, code, system)
+        return found
 
     def knows_code(self, codings: Iterable[Coding]) -> bool:
         """Whether a coding is in some value set of the knowledge: then it, not the order's text, decides."""

@@ -47,3 +47,17 @@ def test_a_bare_not_after_a_procedure_keeps_it():
 def test_no_negations_reads_every_mention():
     patterns, _ = phrases(["referral"])
     assert phrase_in(["No referral needed"], patterns, frozenset()) is not None
+
+
+@pytest.mark.parametrize("listed, text", [
+    (["5-HT3 antagonist", "ondansetron"], "Ondansetron (5-HT3 antagonist) 4 mg"),
+    (["bed rest", "épidurale", "surgery"], "no SURGERY; épidurale prévue"),
+    (["lumbar puncture"], "Bed rest after lumbar-puncture"),
+    (["MRI without contrast"], "MRI w/o contrast"),
+    (["contrast", "bed rest"], "Contraste: bedrest, then bed rest"),
+])
+def test_searching_only_phrases_whose_first_word_is_in_the_text_finds_the_same(listed, text):
+    """The phrases are searched only in texts holding their first word: the same answer as
+    searching every phrase (a plain list of patterns is searched whole)."""
+    keyed = phrases(listed)
+    assert phrase_in([text], *keyed) == phrase_in([text], list(keyed[0]), keyed[1])

@@ -15,9 +15,11 @@ from cds_service.core.conditions.base import (
 )
 from cds_service.core.facts import (
     ACTIVE_CONDITION,
+    ConditionFact,
     Facts,
 )
 from cds_service.core.terminology import (
+    Match,
     Terminology,
 )
 
@@ -36,12 +38,27 @@ def _condition(arg: Any, ctx: CompileContext) -> Predicate:
     return Predicate(check, frozenset({"conditions"}), frozenset({vid}))
 
 
+_CONDITION_SETS = "condition-sets"
+
+
+def condition_match(facts: Facts, terminology: Terminology, cond: ConditionFact, vid: str) -> Match | None:
+    """``terminology.match_codes(cond.codings, vid)``, with every value set of the condition
+    worked out once per call (``Facts.memo``): the rules ask of the same conditions for many sets."""
+    index = facts.memo.get(_CONDITION_SETS)
+    if index is None:
+        index = facts.memo[_CONDITION_SETS] = {}
+    sets = index.get(id(cond))  # the call's facts hold the condition: its id is its own for the call
+    if sets is None:
+        sets = index[id(cond)] = terminology.coding_sets(cond.codings)
+    return sets.get(vid)
+
+
 def _conditions_in(facts: Facts, terminology: Terminology, vid: str, statuses: frozenset[str]) -> list[str]:
     """Current conditions in the set; with ``statuses``, those whose clinical status is listed (R13)."""
     conditions = [c for c in facts.past_conditions if c.clinical in statuses] if statuses else facts.conditions
     found = []
     for cond in conditions:
-        if (match := terminology.match_codes(cond.codings, vid)) is not None:
+        if (match := condition_match(facts, terminology, cond, vid)) is not None:
             name = cond.text or match.display
             status = " (suspected)" if cond.suspected and "suspect" not in name.lower() else ""
             if not cond.current:
@@ -56,7 +73,7 @@ def _condition_in_relapse(arg: Any, ctx: CompileContext) -> Predicate:
 
     def check(facts: Facts, item: Any) -> list[Evidence] | None:
         for cond in facts.conditions:
-            if cond.relapsing and (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
+            if cond.relapsing and (match := condition_match(facts, ctx.terminology, cond, vid)) is not None:
                 return [Evidence(f"Condition in relapse: {cond.text or match.display}, {describe(match)}", label)]
         return None
 
@@ -79,7 +96,7 @@ def _condition_for_days(arg: Any, ctx: CompileContext) -> Predicate:
                 continue
             days = (facts.today - cond.onset).days
             if days >= at_least and (at_most is None or days <= int(at_most)):
-                if (match := ctx.terminology.match_codes(cond.codings, vid)) is not None:
+                if (match := condition_match(facts, ctx.terminology, cond, vid)) is not None:
                     return [Evidence(f"{cond.text or match.display} recorded since {date_text(cond.onset)} ({days} days)", label)]
         return None
 

@@ -7,6 +7,8 @@ from typing import Any, Iterable
 
 from cds_service.core.conditions.base import ConditionError
 from cds_service.core.terminology import (
+    _first_word,
+    ascii_words,
     name_pattern,
 )
 
@@ -43,6 +45,16 @@ _NON_PREFIX = re.compile(r"(?<![A-Za-z])non[- ]?$", re.IGNORECASE)
 _WITHOUT_SHORT = re.compile(r"(?<![A-Za-z])w/o(?:ut)?(?![A-Za-z])", re.IGNORECASE)
 
 
+class Patterns(list):  # type: ignore[type-arg]
+    """A condition's phrase patterns, in order, each with the first run of letters its phrase
+    starts with (``terminology.ascii_words``' key, None when it has none we can key): a phrase is
+    searched for only in a text that holds that word, as ``NameIndex`` does for names."""
+
+    def __init__(self, phrases: list[str]) -> None:
+        super().__init__(name_pattern(phrase) for phrase in phrases)
+        self.keys = [_first_word(phrase) for phrase in phrases]
+
+
 def phrases(arg: Any) -> tuple[list[re.Pattern[str]], frozenset[str]]:
     """``{phrases, negations?}`` (or a plain list of phrases): whole-word patterns and negation words."""
     phrases = arg.get("phrases", []) if isinstance(arg, dict) else arg
@@ -50,14 +62,18 @@ def phrases(arg: Any) -> tuple[list[re.Pattern[str]], frozenset[str]]:
     for word in (*phrases, *negations):
         if not isinstance(word, str):  # YAML reads a bare no, yes, on or off as true or false
             raise ConditionError(f"{word!r} is not a word: put it in quotes (YAML reads a bare no/yes/on/off as true/false)")
-    return [name_pattern(phrase) for phrase in phrases], frozenset(w.lower() for w in negations)
+    return Patterns(list(phrases)), frozenset(w.lower() for w in negations)
 
 
 def phrase_in(texts: Iterable[str], patterns: list[re.Pattern[str]], negations: frozenset[str]) -> str | None:
     """The first phrase found, not negated, in one of the texts, as written there."""
+    keys: list[str | None] | None = getattr(patterns, "keys", None)
     for written in texts:
         words = _WITHOUT_SHORT.sub("without", written)
-        for pattern in patterns:
+        held = ascii_words(words) if keys is not None else None  # None: search every phrase
+        for i, pattern in enumerate(patterns):
+            if held is not None and (key := keys[i]) is not None and key not in held:  # type: ignore[index]
+                continue  # its first word is not in the text: the phrase cannot be
             for found in pattern.finditer(words):
                 if negations and (_negated(words[: found.start()], negations) or _taken_back(words[found.end():])):
                     continue
