@@ -68,8 +68,9 @@ def test_sighup_reloads_knowledge_and_no_call_is_dropped_meanwhile(tmp_path: Pat
             assert _title(service.base) == "Chart review (reloaded)"
 
             services.write_text("services: [unclosed", "utf-8")  # a broken edit: the running knowledge stays
+            workers = service.workers()
             service.signal(signal.SIGHUP)
-            time.sleep(3)
+            service.replaced_after(workers, "knowledge not reloaded")  # the calls go on meanwhile
             assert _title(service.base) == "Chart review (reloaded)"
         finally:
             stop.set()
