@@ -126,7 +126,6 @@ def test_every_dialect_rewrites_cases_for_the_metamorphic_test():
     """A dialect whose rewrite changed no case would drop out of the test below unnoticed."""
     rewrites = Counter(run.values[1] for run in REWRITTEN)
     assert {dialect: rewrites[dialect] > 0 for dialect in DIALECTS} == {dialect: True for dialect in DIALECTS}, rewrites
-    assert rewrites["oids"] == len([c for c in CASES if not c.get("feedback")])  # every case has a coding
 
 
 @pytest.fixture(scope="module")
