@@ -71,6 +71,27 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def workers(self) -> set[int]:
+        """The master's worker processes now (gunicorn forks them from its main thread)."""
+        pid = self.process.pid
+        try:
+            return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+        except FileNotFoundError:
+            return set()
+
+    def replaced_after(self, before: set[int], logged: str, seconds: float = 30) -> None:
+        """Wait until ``logged`` is in the log and none of the workers ``before`` (a reload's) is
+        left, new ones answering instead: what a fixed sleep after SIGHUP used to wait for."""
+        assert before, "no workers were seen before the reload"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            now = self.workers()
+            if logged in self.log() and now and not now & before:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"no reload seen within {seconds} s (workers before {before}, now {self.workers()}): "
+                    f"{self.log()[-2000:]}")
+
     def signal(self, signum: int) -> None:
         os.kill(self.process.pid, signum)  # the master; it passes SIGTERM/SIGHUP on to its workers
 

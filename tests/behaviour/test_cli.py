@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+from click.testing import CliRunner
+
+from cds_service.cli import main
+
 
 def test_python_dash_m_runs_the_cli_and_checks_knowledge():
     result = subprocess.run([sys.executable, "-m", "cds_service", "knowledge", "check"],
@@ -15,18 +19,16 @@ def test_python_dash_m_runs_the_cli_and_checks_knowledge():
 
 
 def test_serve_offers_host_port_and_workers():
-    result = subprocess.run([sys.executable, "-m", "cds_service", "serve", "--help"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
+    # in process: the same program as above (python -m runs cds_service.cli:main), without a second start-up
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0
     for option in ("--host", "--port", "--workers"):
         assert option in result.stdout
 
 
 def test_broken_knowledge_makes_check_fail_with_the_file_named(tmp_path):
-    env = {**os.environ, "CDS_KNOWLEDGE_DIR": str(tmp_path / "missing")}
-    result = subprocess.run([sys.executable, "-m", "cds_service", "knowledge", "check"],
-                            capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 1
+    result = CliRunner().invoke(main, ["knowledge", "check"], env={"CDS_KNOWLEDGE_DIR": str(tmp_path / "missing")})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no crash
     assert "missing" in result.stderr and "does not exist" in result.stderr
 
 

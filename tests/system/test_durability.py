@@ -76,7 +76,7 @@ def test_acknowledged_feedback_survives_sigkill_of_the_server(tmp_path: Path):
                                   str(files[n])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for n in range(CLIENTS)
             ]
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # a bound on a stuck stream, not a speed target
             while len(_acknowledged(files)) < KILL_AFTER_ACKS and time.monotonic() < deadline:
                 if all(c.poll() is not None for c in clients):
                     break

@@ -31,7 +31,8 @@ def test_sighup_reloads_the_site_overlay_and_keeps_it_when_broken(tmp_path: Path
         assert _mode(service.base) == "active"
 
         site.write_text("rules:\n  mcas.no-such-rule:\n    mode: off\n")  # a typo: the running overlay stays
+        workers = service.workers()
         service.signal(signal.SIGHUP)
-        time.sleep(3)
+        service.replaced_after(workers, "rules.mcas.no-such-rule")
         assert _mode(service.base) == "active"
         assert "rules.mcas.no-such-rule" in service.log()

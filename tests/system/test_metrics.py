@@ -7,6 +7,7 @@ that a scrape adds up both workers and that a former run's files are removed.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,12 +15,14 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from helpers import request_fixture
 from processes import free_port
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 ORDER_SELECT = "back-pain-order-select"
@@ -122,6 +125,17 @@ def test_metrics_allow_list_is_configurable(app_config):
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 403
 
 
+def calls_by_pid(metrics_dir: Path) -> dict[str, float]:
+    """The order-select calls each process counted, read from its own multiprocess file."""
+    found = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        calls = sum(v for key, v, *_ in MmapedDict.read_all_values_from_file(str(path))
+                    if json.loads(key)[1] == "cds_calls_total" and json.loads(key)[2].get("service") == ORDER_SELECT)
+        if calls:
+            found[path.stem.split("_")[-1]] = calls
+    return found
+
+
 @pytest.mark.slow
 def test_served_metrics_add_up_every_worker_and_forget_a_former_run(tmp_path: Path):
     metrics_dir = tmp_path / "metrics"
@@ -146,14 +160,25 @@ def test_served_metrics_add_up_every_worker_and_forget_a_former_run(tmp_path: Pa
                 time.sleep(0.1)
         assert not stale.exists()
         body = request_fixture("order-select/mcas-adult--succinylcholine.json")
-        for _ in range(20):  # sync workers, a new connection each: both workers answer some
+
+        def call() -> None:  # a connection of its own each (no keep-alive session)
             response = requests.post(f"{base}/cds-services/{ORDER_SELECT}", json=body, timeout=10)
             assert response.status_code == 200
-        pids = {p.name.split("_")[-1] for p in metrics_dir.glob("counter_*.db")}
+
+        # Calls four at a time until two workers have each answered some: one gthread worker can
+        # take every call of a sequence, and then nothing here would be added up.
+        sent, answered_by = 0, {}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            deadline = time.monotonic() + 60
+            while len(answered_by) < 2 or sent < 20:
+                assert time.monotonic() < deadline, f"calls were answered only by {answered_by} (pid: calls)"
+                list(pool.map(lambda _: call(), range(4)))
+                sent += 4
+                answered_by = calls_by_pid(metrics_dir)
+        assert sum(answered_by.values()) == sent, answered_by  # what each worker counted, from its own file
         samples = parse(requests.get(f"{base}/metrics", timeout=10).text)
-        assert value(samples, "cds_calls_total", service=ORDER_SELECT, status="200") == 20
-        assert value(samples, "cds_cards_total", rule_id=RULE) == 20
-        assert len(pids) >= 2, pids  # the master's (start-up) and at least one worker's files
+        assert value(samples, "cds_calls_total", service=ORDER_SELECT, status="200") == sent
+        assert value(samples, "cds_cards_total", rule_id=RULE) == sent
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
