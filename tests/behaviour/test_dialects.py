@@ -125,7 +125,7 @@ REWRITTEN = _rewritten_runs()
 def test_every_dialect_rewrites_cases_for_the_metamorphic_test():
     """A dialect whose rewrite changed no case would drop out of the test below unnoticed."""
     rewrites = Counter(run.values[1] for run in REWRITTEN)
-    assert {dialect: rewrites[dialect] > 0 for dialect in DIALECTS} == {dialect: True for dialect in DIALECTS}, rewrites
+    assert [dialect for dialect in DIALECTS if not rewrites[dialect]] == [], rewrites  # each dialect rewrote some case
 
 
 @pytest.fixture(scope="module")
