@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -35,6 +36,38 @@ def test_batched_items_queued_together_are_handed_over_at_once():
     gate.set()
     assert background.wait_idle()
     assert batches == [[0, 1, 2, 3, 4]] and done == ["plain"]
+
+
+def test_while_calls_come_back_to_back_a_record_waits_for_the_next_ones_and_an_isolated_one_does_not(monkeypatch):
+    """Group commit: one connection's calls arrive one after another, never queued together; the
+    thread waits (here up to 2 s) for the next record once calls are coming, not for the first."""
+    from cds_service.storage import background as module
+
+    monkeypatch.setattr(module, "GATHER_SECONDS", 2.0)
+    monkeypatch.setattr(module, "BUSY_SECONDS", 60.0)
+    batches: list[list[int]] = []
+    written = threading.Semaphore(0)
+    background = Background(batch=lambda items: (batches.append(items), written.release()))
+    background.submit_batched(1)  # nothing before it: written at once, alone
+    assert written.acquire(timeout=1.5)  # well within the 2 s it would wait if it gathered
+    background.submit_batched(2)  # calls are coming now: it waits for more
+    time.sleep(0.2)  # the next call's record, a little later (without the wait: written apart)
+    background.submit_batched(3)
+    assert written.acquire(timeout=10)
+    assert batches == [[1], [2, 3]]
+
+
+def test_waiting_for_the_records_cuts_the_gathering_short(monkeypatch):
+    from cds_service.storage import background as module
+
+    monkeypatch.setattr(module, "GATHER_SECONDS", 30.0)
+    monkeypatch.setattr(module, "BUSY_SECONDS", 60.0)
+    batches: list[list[int]] = []
+    background = Background(batch=batches.append)
+    background.submit_batched(1)
+    assert background.wait_idle(10)
+    background.submit_batched(2)  # would wait 30 s for company
+    assert background.wait_idle(5) and batches == [[1], [2]]
 
 
 def test_records_of_several_calls_go_in_one_transaction(database_url, monkeypatch):
