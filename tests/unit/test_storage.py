@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from helpers import POSTGRES_URL
@@ -114,26 +114,34 @@ def test_concurrent_start_ups_migrate_once(database_url):
             _race_to_migrate(url)
 
 
-def _race_to_migrate(url: str) -> None:
-    stores = [Storage(url) for _ in range(6)]
+def all_at_once(stores: list[Storage], action: Callable[[Storage], Any], seconds: float = 30) -> list[Any]:
+    """``action`` on every store at the same moment (one thread each, released together), each
+    store closed after; the results, or the first exception raised."""
+    results: list[Any] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(stores))
 
-    def start(store: Storage) -> None:
+    def run(store: Storage) -> None:
         try:
             barrier.wait(timeout=10)
-            store.migrate()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+            results.append(action(store))
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the test's thread
             errors.append(exc)
         finally:
             _close(store)
 
-    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
-    assert not errors, errors
+        thread.join(timeout=seconds)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _race_to_migrate(url: str) -> None:
+    all_at_once([Storage(url) for _ in range(6)], Storage.migrate)
     check = Storage(url)
     try:
         assert _versions(check) == [migrate.head()]
@@ -195,22 +203,8 @@ def test_jti_expiry_is_kept_to_the_millisecond(storage):
 
 def test_remember_jti_is_atomic_across_connections(database_url, storage):
     """The same JWT presented to several workers at once is accepted by exactly one."""
-    stores = [Storage(database_url) for _ in range(4)]
-    results: list[bool] = []
-    barrier = threading.Barrier(len(stores))
-
-    def present(store: Storage) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(store.remember_jti("https://ehr.example.org", "raced", time.time() + 300))
-        finally:
-            _close(store)
-
-    threads = [threading.Thread(target=present, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = all_at_once([Storage(database_url) for _ in range(4)],
+                          lambda store: store.remember_jti("https://ehr.example.org", "raced", time.time() + 300))
     assert sorted(results) == [False, False, False, True]
 
 

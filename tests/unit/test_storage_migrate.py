@@ -5,13 +5,12 @@ SQLite always, PostgreSQL when CDS_TEST_POSTGRES_URL is set."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_storage import _close, _rows, _tables, _versions
+from test_storage import _close, _rows, _tables, _versions, all_at_once
 
 from cds_service.core.issued import IssuedCard
 from cds_service.storage import migrate
@@ -90,25 +89,7 @@ def test_a_database_made_by_the_old_runner_is_taken_over_with_its_rows(database_
 
 def test_concurrent_start_ups_on_an_old_database_all_succeed(database_url):
     _runner(database_url, 6)
-    stores = [Storage(database_url) for _ in range(6)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def start(store: Storage) -> None:
-        try:
-            barrier.wait(timeout=10)
-            store.open_for_service()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            _close(store)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
+    all_at_once([Storage(database_url) for _ in range(6)], Storage.open_for_service, seconds=60)
     check = Storage(database_url)
     try:
         _kept(check, 6)
