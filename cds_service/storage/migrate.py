@@ -14,16 +14,17 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from cds_service.storage.backends import MIGRATE
 
 if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
     from cds_service.storage.database import Database
+
+# Alembic (11 MB of RSS once imported) is imported where a migration runs, not with the storage:
+# the CLI commands and the forecast's worker processes that never migrate do not pay for it.
 
 FOLDER = Path(__file__).with_name("migrations")
 
@@ -31,6 +32,8 @@ FOLDER = Path(__file__).with_name("migrations")
 @functools.cache
 def scripts() -> ScriptDirectory:
     """The revisions, read once per process."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(FOLDER))
 
 
@@ -45,6 +48,10 @@ def apply(db: "Database") -> None:
 def upgrade(tx: Connection) -> None:
     """Take over a database the old runner made, then apply the revisions not yet applied; ``tx``
     is in a transaction already, which Alembic joins (it neither commits nor rolls back)."""
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationContext
+
     script = scripts()
     if MigrationContext.configure(tx).get_current_revision() is None and (old := runner_version(tx)):
         MigrationContext.configure(tx).stamp(script, f"{old:03d}")
