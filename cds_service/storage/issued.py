@@ -12,7 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from sqlalchemy import text
 
@@ -119,11 +119,16 @@ class IssuedCards:
         except self.db.errors as exc:
             log.info("storage checkpoint deferred", extra={"error": self.db.backend.error_code(exc)})
 
-    def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
+    def recent_overrides(self, patient_key: str, since: datetime,
+                         since_for: Mapping[str, datetime | None] | None = None) -> frozenset[tuple[str, str]]:
         """(rule id, item key) of the cards overridden with a reason (a coded one: a plain Dismiss
-        silences nothing) for this patient at or after ``since``: one indexed query. Feedback times are the EHR's (any offset), so they are compared parsed."""
+        silences nothing) for this patient at or after ``since``, or a rule's own time in
+        ``since_for`` (None: nothing of that rule counts): one indexed query. Feedback times are the
+        EHR's (any offset), so they are compared parsed."""
         # on the call's path: a read may wait on a lock too (PostgreSQL), so it is bounded like the
         # replay check; any fault is raised and the caller shows the cards
         with self.db.bounded(REPLAY) as conn:
             rows, _ = self.db.query(conn, RECENT_OVERRIDES, {"patient_key": patient_key})
-        return frozenset((rule, key) for rule, key, at in rows if at_or_after(at, since))
+        starts = since_for or {}
+        return frozenset((rule, key) for rule, key, at in rows
+                         if (start := starts.get(rule, since)) is not None and at_or_after(at, start))

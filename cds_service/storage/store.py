@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from cds_service.core.issued import IssuedCard
 from cds_service.storage.backends import WAL_CHECKPOINT_BYTES, WAL_LIMIT_BYTES  # noqa: F401 - their home for tests and docs
@@ -76,8 +76,9 @@ class Storage(Database):
             except Exception as exc:  # noqa: BLE001 - the others are still told
                 log.error("background work failed", extra={"error": type(exc).__name__})
 
-    def recent_overrides(self, patient_key: str, since: datetime) -> frozenset[tuple[str, str]]:
-        return self.cards.recent_overrides(patient_key, since)
+    def recent_overrides(self, patient_key: str, since: datetime,
+                         since_for: Mapping[str, datetime | None] | None = None) -> frozenset[tuple[str, str]]:
+        return self.cards.recent_overrides(patient_key, since, since_for)
 
     def record_feedback(self, service_id: str, items: list[dict[str, Any]],
                         at: datetime | None = None) -> list[tuple[str, str]]:

@@ -148,21 +148,15 @@ def _recent_overrides(rt: Runtime, hook_request: HookRequest, now: datetime) -> 
     patient = _patient_key(rt.override_window, hook_request.context)
     if patient is None or rt.override_window is None:
         return frozenset()
-    default = rt.override_window.length
-    lengths = {default, *(timedelta(days=d) for d in rt.site.override_days.values() if d > 0)}
+    # the site's own window for the rules it names one for (0 days: never silenced), in the same query
+    since_for = {rule: now - timedelta(days=days) if days > 0 else None
+                 for rule, days in rt.site.override_days.items()}
     try:
-        found = {length: rt.storage.recent_overrides(patient, now - length) for length in lengths}
+        return rt.storage.recent_overrides(patient, now - rt.override_window.length, since_for)
     except Exception as exc:  # any storage fault: show the cards
         log.error("override lookup failed; cards shown", extra={"request_id": g.request_id,
                                                                   "error": type(exc).__name__})
         return frozenset()
-
-    def window(rule_id: str) -> timedelta:
-        days = rt.site.override_days.get(rule_id)
-        return default if days is None else timedelta(days=days)
-
-    return frozenset(pair for pairs in found.values() for pair in pairs
-                     if window(pair[0]) in found and pair in found[window(pair[0])])
 
 
 @cds.post("/cds-services/<service_id>/feedback")

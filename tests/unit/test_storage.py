@@ -249,6 +249,11 @@ def test_recent_overrides_are_read_by_patient_key_rule_item_and_time(storage):
     ])
     assert storage.recent_overrides("k1", since) == {("mcas.histamine-releasing-opioid", "7052")}
     assert storage.recent_overrides("k2", since) == frozenset()
+    # a site's own window per rule, in the same query: a longer one reaches the older override, 0 days none
+    opioid = "mcas.histamine-releasing-opioid"
+    longer = {opioid: datetime(2026, 10, 1, tzinfo=timezone.utc)}
+    assert storage.recent_overrides("k1", since, longer) == {(opioid, "7052"), (opioid, "2670")}
+    assert storage.recent_overrides("k1", since, {opioid: None}) == frozenset()
 
 
 def test_card_history_reads_issued_cards_within_bounds_and_all_feedback(storage):
