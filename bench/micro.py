@@ -91,6 +91,7 @@ def main() -> None:
     from cds_service.core.facts import build_facts
     from cds_service.core.hooks import parse_hook_request
     from cds_service.fhirfetch.gather import gather
+    from cds_service.storage.issued import CallRecord
     from cds_service.web import api
 
     app = create_app({"LOG_LEVEL": "INFO"})
@@ -144,10 +145,11 @@ def main() -> None:
                 "rules": lambda modules=modules, req=req, data=data, now=now: evaluate(
                     modules, build_facts(req.hook, req.context, data, rt.knowledge.terminology, now)),
                 "decide": decided,
-                # the record alone (not the decision): new card ids each time, as each call has
-                "storage": lambda service=service, req=req, decision=decision: rt.storage.record_cards(
-                    service.id, req.hook_instance, [
-                    replace(c, uuid=str(uuid.uuid4())) for c in decision.issued]),
+                # the call's whole record alone (not the decision), as the background thread writes one
+                # call's: cards and go-live record in one transaction; new card ids each time, as each call has
+                "storage": lambda service=service, req=req, decision=decision: rt.storage.cards.record([CallRecord(
+                    service.id, req.hook_instance, [replace(c, uuid=str(uuid.uuid4())) for c in decision.issued],
+                    None, decision.held_back, rt.knowledge.release, decision.silent)]),
                 "response json": None,
                 "log line": lambda log_fields=log_fields: call_log.info("service call", extra=log_fields),
                 "metrics": lambda decision=decision: count(decision.answered()),

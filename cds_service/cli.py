@@ -121,9 +121,9 @@ _SERVE_SETTINGS = {
     "graceful_timeout": "graceful_timeout", "keep_alive": "keepalive", "backlog": "backlog",
     "max_requests": "max_requests", "max_requests_jitter": "max_requests_jitter",
 }
-# Each call fetches at most this many prefetch keys at once (discovery.TEMPLATES plus observations).
 # Allocations (net of frees) between young-generation collections in a server worker (gc.set_threshold).
 GC_YOUNG_THRESHOLD = 10_000
+# Each call fetches at most this many prefetch keys at once (discovery.TEMPLATES plus observations).
 _FETCHES_PER_CALL = 5
 
 

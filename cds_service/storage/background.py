@@ -83,7 +83,10 @@ class Background:
         if self._pid != os.getpid():
             return True
         if self._pending:
-            self._queue.put(_FLUSH)  # a batch being gathered is written now, not after its window
+            try:  # a batch being gathered is written now, not after its window
+                self._queue.put_nowait(_FLUSH)
+            except queue.Full:
+                pass  # a full queue is written batch after batch, with no wait to cut short
         with self._pending_changed:
             return self._pending_changed.wait_for(lambda: self._pending == 0, timeout)
 
@@ -122,7 +125,7 @@ class Background:
                 return
             jobs = [] if job is None or job is _FLUSH else [job]
             busy = time.monotonic() - last_batch < BUSY_SECONDS
-            jobs, stop = self._gather(jobs, GATHER_SECONDS if busy and isinstance(job, _Batched) else 0.0)
+            jobs, stop = self._gather(jobs, GATHER_SECONDS if busy else 0.0)
             self._run_all(jobs)
             if any(isinstance(j, _Batched) for j in jobs):
                 last_batch = time.monotonic()
@@ -134,12 +137,16 @@ class Background:
                 return
 
     def _gather(self, jobs: list[object], seconds: float) -> tuple[list[object], bool]:
-        """``jobs`` and what else is queued now, or arrives within ``seconds``, up to BATCH_LIMIT;
-        and whether the stop came meanwhile. A flush (wait_idle) ends the wait."""
+        """``jobs`` and what else is queued now, or arrives within ``seconds`` once a batched item
+        is among them, up to BATCH_LIMIT batched items (plain jobs, such as the prune a request
+        queues, neither count nor start the wait); and whether the stop came meanwhile. A flush
+        (wait_idle) ends the wait."""
         deadline = time.monotonic() + seconds
-        while jobs and len(jobs) < BATCH_LIMIT:
+        batched = sum(isinstance(job, _Batched) for job in jobs)
+        while jobs and batched < BATCH_LIMIT:
+            wait = deadline - time.monotonic() if batched else 0.0
             try:
-                more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                more = self._queue.get(timeout=max(0.0, wait))
             except queue.Empty:
                 break
             if more is _STOP:
@@ -148,6 +155,7 @@ class Background:
                 deadline = 0.0  # what is queued already still goes with it
                 continue
             jobs.append(more)
+            batched += isinstance(more, _Batched)
         return jobs, False
 
     def _run_all(self, jobs: list[object]) -> None:

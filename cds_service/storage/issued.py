@@ -56,6 +56,12 @@ class CallRecord:
     at: datetime | None = None
 
 
+def _keys_for(card: IssuedCard) -> tuple[str, ...]:
+    """An item key per rule of the card ("" where it has none): every rule is stored, and a card
+    built with fewer keys than rules can never fail the batch it is written in."""
+    return (*card.item_keys, *("",) * (len(card.rule_ids) - len(card.item_keys)))  # extra keys: zip drops them
+
+
 class IssuedCards:
     def __init__(self, db: "Database") -> None:
         self.db = db
@@ -85,7 +91,7 @@ class IssuedCards:
             cards += [{"card_uuid": c.uuid, "rule_id": c.rule_id, "service_id": r.service_id,
                        "hook_instance": r.hook_instance, "at": when, "patient_key": r.patient_key} for c in r.issued]
             rules += [{"card_uuid": c.uuid, "rule_id": rule, "item_key": key} for c in r.issued
-                      for rule, key in zip(c.rule_ids, c.item_keys or ("",) * len(c.rule_ids), strict=True)]
+                      for rule, key in zip(c.rule_ids, _keys_for(c), strict=False)]
             suggestions += [{"suggestion_uuid": s, "card_uuid": c.uuid} for c in r.issued for s in c.suggestion_uuids]
         counted = [r for r in records if r.release is not None]
         try:

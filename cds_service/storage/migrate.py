@@ -53,8 +53,9 @@ def upgrade(tx: Connection) -> None:
     from alembic.runtime.migration import MigrationContext
 
     script = scripts()
-    if MigrationContext.configure(tx).get_current_revision() is None and (old := runner_version(tx)):
-        MigrationContext.configure(tx).stamp(script, f"{old:03d}")
+    context = MigrationContext.configure(tx)
+    if context.get_current_revision() is None and (old := runner_version(tx)):
+        context.stamp(script, f"{old:03d}")
 
     def steps(revision: Any, context: MigrationContext) -> Any:
         return script._upgrade_revs("head", revision)

@@ -19,7 +19,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cache, partial
 from pathlib import Path
 from typing import Any, Callable, cast
@@ -122,7 +122,7 @@ def call_service(service_id: str) -> Any:
     # The call's record goes to the background thread, written with the other calls' records queued
     # at the time in one transaction; the call's log line follows it.
     record = CallRecord(service.id, call.request.hook_instance, decision.issued, patient, decision.held_back,
-                        rt.knowledge.release, decision.silent)
+                        rt.knowledge.release, decision.silent, at=datetime.now(timezone.utc))  # answered, not written
     response.call_on_close(partial(rt.storage.record_after_answer, record, partial(
         _after_answer, service.id, call.request, call.data, fields, (call.gather_seconds, call.decide_seconds))))
     return response

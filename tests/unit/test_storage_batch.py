@@ -113,3 +113,21 @@ def test_a_failed_batch_is_counted_per_call_and_every_call_is_told(tmp_path, mon
     finally:
         locker.close()
         _close(store)
+
+
+def test_plain_jobs_between_records_neither_split_the_batch_nor_count_towards_its_limit(monkeypatch):
+    """Every request queues the prune after its answer: with a record between each, 100 records
+    still go in batches of BATCH_LIMIT, not half that."""
+    from cds_service.storage import background as module
+
+    monkeypatch.setattr(module, "BATCH_LIMIT", 10)
+    gate, busy, batches = threading.Event(), threading.Event(), []
+    background = Background(batch=batches.append)
+    background.submit(lambda: (busy.set(), gate.wait(10)))  # holds the thread while the others queue
+    assert busy.wait(10)
+    for n in range(20):
+        background.submit_batched(n)
+        background.submit(lambda: None)
+    gate.set()
+    assert background.wait_idle()
+    assert [len(b) for b in batches] == [10, 10]
