@@ -163,6 +163,7 @@ class ObservationFact:
     range_high: float | None
     unit_text: str = ""  # valueQuantity.unit when a code is given too: either may name the unit (core/units.py)
     coded_value: tuple[str, ...] = ()  # codes of a valueCodeableConcept (a qualitative result)
+    comparator: str = ""  # valueQuantity.comparator: "<7.9" is a bound, not a value
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -585,6 +586,7 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
             range_high=high,
             unit_text=string(quantity.get("unit")) if quantity.get("code") else "",
             coded_value=tuple(c for _, c, _ in codings(res.get("valueCodeableConcept"))),
+            comparator=string(quantity.get("comparator")),
         )
         for system, code, display in coded
     ]

@@ -336,27 +336,41 @@ def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: T
 
 def _floor(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
            replaced: frozenset[str]) -> str | None:
-    """The latest result of a floor's kinds (of the latest day, when two kinds share it) below its
-    limit in its unit; a result in a unit the floor has no limit for cannot be compared and is
-    checked first. No recent result: offered as before (the suggestion asks to check)."""
+    """Every result of a floor's kinds on the latest day one was taken within its window: one below
+    its limit withholds the product ("correct it first"), and so does one that cannot be read
+    against the limit (no number, a unit the floor has no limit for, a bound such as "<9.0" that
+    does not settle it: "check it first"). No recent result: offered as before (the suggestion
+    asks to check)."""
     if not entry.floors or "observations" not in facts.available:
         return None
     for floor in (data.result_floors[fid] for fid in entry.floors):
-        found = [(kind, result) for kind in floor.kinds
-                 if (result := latest_result(facts, terminology, kind.valueset, floor.within_days)) is not None
-                 and result.value is not None]
-        newest = max((result.when for _, result in found if result.when), default=None)
-        for kind, result in found:
-            if result.when != newest or result.value is None:
-                continue
-            limit = next(((unit, value) for unit, value in kind.at_least.items() if same_unit(result.units, (unit,))), None)
-            if limit is None:
-                unit = " or ".join(result.units) or "no unit"
-                return f"{kind.name} on {_day(result.when)} in {unit}, which cannot be compared; check it first"
-            unit, lowest = limit
-            if result.value < lowest:
-                return (f"{kind.name} {result.value:g} {readable(unit)} on {_day(result.when)}, below "
-                        f"{lowest:g} {readable(unit)}; correct it first")
+        since = facts.today - timedelta(days=floor.within_days)
+        found = [(kind, obs) for kind in floor.kinds
+                 for code in terminology.valuesets[kind.valueset].exact_codes
+                 for obs in facts.latest_day_observations.get(code, ()) if obs.when and obs.when >= since]
+        newest = max((obs.when for _, obs in found if obs.when), default=None)
+        reasons = [_against_floor(kind, obs) for kind, obs in found if obs.when == newest]
+        below = [r for r in reasons if r and r.endswith("correct it first")]
+        if below or any(reasons):
+            return (below or [r for r in reasons if r])[0]
+    return None
+
+
+def _against_floor(kind: ResultKind, result: ObservationFact) -> str | None:
+    """Why ``result`` withholds the product, or None when it is at or above the kind's limit."""
+    day = _day(result.when)
+    if result.value is None:
+        return f"{kind.name} on {day} has no value that can be read; check it first"
+    limit = next(((unit, value) for unit, value in kind.at_least.items() if same_unit(result.units, (unit,))), None)
+    if limit is None:
+        return f"{kind.name} on {day} in {' or '.join(result.units) or 'no unit'}, which cannot be compared; check it first"
+    unit, lowest = limit
+    shown = f"{kind.name} {result.comparator}{result.value:g} {readable(unit)} on {day}"
+    low = result.value < lowest or (result.comparator in ("<", "<=") and result.value <= lowest)
+    if low:
+        return f"{shown}, below {lowest:g} {readable(unit)}; correct it first"
+    if result.comparator in ("<", "<=") or (result.comparator in (">", ">=") and result.value < lowest):
+        return f"{shown} does not say whether it is below {lowest:g} {readable(unit)}; check it first"
     return None
 
 

@@ -174,6 +174,8 @@ def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
         res["valueCodeableConcept"] = {"coding": [{"system": SYSTEMS["snomed"], "code": spec["result"]}]}
         return res
     res["valueQuantity"] = {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")}
+    if spec.get("comparator"):  # "<" for "<9.0": a bound the lab reports instead of a value
+        res["valueQuantity"]["comparator"] = spec["comparator"]
     if spec.get("unit_text"):  # the unit as a lab prints it; with `unit: null`, the only unit given
         res["valueQuantity"]["unit"] = spec["unit_text"]
         if spec.get("unit", "1") is None:
@@ -243,7 +245,8 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "record": ((), ("conditions", "medications", "observations", "allergies", "statements")),
     "conditions": (("code",), (*CONCEPT[1], "onset", "clinical", "verification", "category")),
     "allergies": (("code",), CONCEPT[1]),
-    "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation")),
+    "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation",
+                                         "comparator")),
     "medications": ((), ("rxcui", "text", "display", "status", "start", "reference", "dose", "per_day",
                          "supply_days", "reason", "note", "route", "route_code", "do_not_perform", "ndc", "quantity",
                          "sig")),
