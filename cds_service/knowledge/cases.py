@@ -63,6 +63,8 @@ def condition(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
                                              "code": spec.get("verification", "confirmed")}]}
     if spec.get("onset"):
         res["onsetDateTime"] = spec["onset"]
+    if spec.get("abatement"):  # when it ended (Synthea writes it with clinicalStatus resolved)
+        res["abatementDateTime"] = spec["abatement"]
     if spec.get("category"):  # e.g. encounter-diagnosis (an EHR's visit diagnosis)
         res["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                         "code": spec["category"]}]}]
@@ -243,7 +245,8 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "case": (("id", "rule", "description", "hook", "patient", "expect"),
              ("birth_date", "replace_record", "tests_gate", "record", "drafts", "feedback", "feature")),
     "record": ((), ("conditions", "medications", "observations", "allergies", "statements")),
-    "conditions": (("code",), (*CONCEPT[1], "onset", "clinical", "verification", "category")),
+    "conditions": (("code",), (*CONCEPT[1], "onset", "abatement", "clinical", "verification",
+                                  "category")),
     "allergies": (("code",), CONCEPT[1]),
     "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation",
                                          "comparator")),
