@@ -87,21 +87,51 @@ class _Units:
 # A sig written only in words: "10 mg PO TID", "take 1 tablet by mouth three times daily".
 _SIG_DOSE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])", re.I)
 _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_COUNT_WORDS_RE = r"\d|one|two|three|four|five|six"
+_COUNT = rf"({_COUNT_WORDS_RE})"
 # "N times a day", "four times daily": any count, in digits or words, before the fixed words, so
 # that "four times daily" is never read as "daily" (once).
-_SIG_N_TIMES = re.compile(r"\b(\d|one|two|three|four|five|six)\s*(?:x|times)\s*(?:a |per |each )?(?:day|daily)\b", re.I)
+_SIG_N_TIMES = re.compile(rf"\b{_COUNT}\s*(?:x|times)\s*(?:a |per |each )?(?:day|daily)\b", re.I)
 _SIG_TIMES = (
     (re.compile(r"\bq\.?i\.?d\b", re.I), 4.0),
     (re.compile(r"\bt\.?i\.?d\b", re.I), 3.0),
     (re.compile(r"\b(?:b\.?i\.?d|twice (?:a |per |each )?(?:day|daily))\b", re.I), 2.0),
-    (re.compile(r"\b(?:daily|once (?:a |per |each )?day|q\.?d|every day|at bedtime|qhs|nightly)\b", re.I), 1.0),
+    (re.compile(r"\b(?:daily|once (?:a |per |each )?day|q\.?d|every day)\b", re.I), 1.0),
 )
 _SIG_EVERY = re.compile(r"\b(?:q|every)\s*(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I)
+# Meal and sleep times in words, the words of FHIR event timing (ACM, ACD, ACV, HS and their
+# PC/C forms, source FHIR-EVENT-TIMING of suggestion-screen.yaml): "meals" (a.c., p.c.) is three
+# doses unless a count is written before it, each named meal one, bedtime one.
+_SIG_MEALS = re.compile(rf"\b(?:before|with|after|following)\s+(?:(?:all|the|your|main|{_COUNT_WORDS_RE})\s+)*meals\b"
+                        r"|(?<![\w.])(?:a\.?c|p\.?c)(?![\w]|\.\w)", re.I)
+_SIG_EACH_MEAL = re.compile(r"\b(?:before|with|after|following)\s+(?:each|every)\s+meal\b", re.I)
+_SIG_N_MEALS = re.compile(rf"\b{_COUNT}\s+(?:main\s+)?meals\b", re.I)
+# A named meal or its part of the day, each one dose however many words name it ("in the morning
+# before breakfast" is one): morning (ACM, MORN), midday (ACD, NOON), evening (ACV, EVE).
+_SIG_NAMED_MEALS = (
+    ("morning", re.compile(r"\b(?:breakfast|morning meal|(?:in the|every|each) morning|mornings|q\.?\s?am)\b", re.I)),
+    ("midday", re.compile(r"\b(?:lunch|midday meal|noon meal|at noon|at midday)\b", re.I)),
+    ("evening", re.compile(r"\b(?:dinner|supper|evening meal|(?:in the|every|each) evening|evenings|q\.?\s?pm)\b",
+                           re.I)),
+)
+_SIG_BEDTIME = re.compile(r"\b(?:bedtime|before bed|at night|every night|nightly|q\.?hs|h\.s\.|hs)(?![\w])", re.I)
+_SIG_SNACKS = re.compile(r"\bsnacks?\b", re.I)
+# A period longer than a day ("once weekly 30 minutes before breakfast"): meal words then say when
+# in the day, not how often, and are not counted.
+_SIG_NOT_DAILY = re.compile(r"\b(?:weekly|monthly|(?:once|twice) (?:a|per|each|every) (?:week|month)|"
+                            r"every (?:other|\d+)\s*(?:day|days|week|weeks|month|months)|every (?:week|month)|"
+                            r"q\.?o\.?d|q\s?wk|q\s?week)\b", re.I)
+
+
+# The mark _with_sig_dose leaves on an instruction whose sig times cannot be counted without a
+# guess (private to this module; the order's own dict is never changed): its dose is unread.
+_TIMES_UNREAD = "_sig_times_unread"
 
 
 def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
     """The instruction, with the dose and frequency its sig text gives when it has no structured
-    ones: a sig-only order is read, never taken for "no dose"."""
+    ones: a sig-only order is read, never taken for "no dose". A sig whose times contradict its
+    count ("twice daily with meals and at bedtime") is marked unread rather than read low."""
     text = string(instruction.get("text")) or string(instruction.get("patientInstruction"))
     if not text or _dose_quantity(instruction) is not None:
         return instruction
@@ -111,29 +141,71 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> dict[str, A
     quantity = {"value": float(dose.group(1)), "unit": dose.group(2).lower()}
     filled = {**instruction, "doseAndRate": [{"doseQuantity": quantity}]}
     if not _repeat(instruction):
-        every = _SIG_EVERY.search(text)
-        per_day = 24 / float(every.group(1)) if every and float(every.group(1)) > 0 else _sig_times_a_day(text)
-        if per_day is not None:
+        per_day, ambiguous = _sig_times_a_day(text)
+        if ambiguous:
+            filled[_TIMES_UNREAD] = True
+        elif per_day is not None:
             filled["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
     return filled
 
 
-def _sig_times_a_day(text: str) -> float | None:
-    """How many doses a day a sig's words give ("four times daily", "5x a day", "TID"), or None."""
+def _sig_times_a_day(text: str) -> tuple[float | None, bool]:
+    """How many doses a day a sig's words give ("four times daily", "5x a day", "TID", "every 6
+    hours", "30 minutes before meals and at bedtime"), or None; and whether they are ambiguous:
+    meal or bedtime times that do not add up to the count stated, "meals" beside named meals, or
+    snacks (no sig says how many) counted as times. Ambiguous is unread, never read low."""
+    stated = _stated_times_a_day(text)
+    if _SIG_NOT_DAILY.search(text):
+        return stated, False
+    meals = _meal_count(text)
+    named = sum(1 for _, pattern in _SIG_NAMED_MEALS if pattern.search(text))
+    bedtime = 1 if _SIG_BEDTIME.search(text) else 0
+    snacks = bool(_SIG_SNACKS.search(text))
+    if not (meals or named or bedtime or snacks):
+        return stated, False
+    if stated is not None and not named and not bedtime:
+        return stated, False  # "1 tablet twice daily with meals": the count wins; meals say with food
+    if snacks or (meals and named):
+        return None, True
+    times = float((meals or 0) + named + bedtime)
+    if stated is not None and stated != times:
+        return None, True  # "three times daily with meals and at bedtime": three or four?
+    return times, False
+
+
+def _stated_times_a_day(text: str) -> float | None:
+    """The count a sig states: every N hours, N times a day, QID/TID/BID, daily."""
+    if (every := _SIG_EVERY.search(text)) and float(every.group(1)) > 0:
+        return 24 / float(every.group(1))
     if found := _SIG_N_TIMES.search(text):
-        count = found.group(1).lower()
-        return float(_COUNT_WORDS.get(count) or int(count))
+        return float(_count(found.group(1)))
     return next((times for pattern, times in _SIG_TIMES if pattern.search(text)), None)
+
+
+def _meal_count(text: str) -> int | None:
+    """Doses tied to "meals" (with each meal, before meals, a.c.): the count written before
+    "meals" ("with two meals"), else three; None when the sig names no meals."""
+    if not (_SIG_MEALS.search(text) or _SIG_EACH_MEAL.search(text)):
+        return None
+    found = _SIG_N_MEALS.search(text)
+    return _count(found.group(1)) if found else 3
+
+
+def _count(word: str) -> int:
+    return _COUNT_WORDS.get(word.lower()) or int(word)
 
 
 def _dose_unread(instructions: list[dict[str, Any]], units: _Units) -> bool:
     """Whether the order gives a dose that cannot be read as an amount (a unit we do not know,
-    or a product unit of a product whose strength we do not know), or only sig words without one."""
+    or a product unit of a product whose strength we do not know), only sig words without one, or
+    sig times that cannot be counted without a guess."""
     for instruction in instructions:
         quantity = _dose_quantity(instruction)
         if quantity is not None and _to_mg(quantity, units) is None:
             return True
         if quantity is None and (string(instruction.get("text")) or string(instruction.get("patientInstruction"))):
+            return True
+        if instruction.get(_TIMES_UNREAD):
             return True
     return False
 

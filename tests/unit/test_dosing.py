@@ -92,6 +92,69 @@ def test_a_sig_written_only_in_words_is_read(dialect, sig, daily):
     assert dose.single_dose_mg == 10 and dose.daily_dose_mg == daily and not dose.dose_unread
 
 
+# Meal and sleep times in words (FHIR event timing ACM/ACD/ACV/HS written out). Gastrocrom's label:
+# 200 mg four times daily, 30 minutes before meals and at bedtime.
+@pytest.mark.parametrize("sig, daily", [
+    ("200 mg by mouth four times daily before meals and at bedtime", 800),
+    ("200 mg 30 minutes before meals and at bedtime", 800),
+    ("200 mg PO AC & HS", 800),
+    ("200 mg a.c. and h.s.", 800),
+    ("200 mg before meals", 600),
+    ("200 mg with each meal", 600),
+    ("200 mg after meals", 600),
+    ("200 mg with two meals", 400),
+    ("200 mg 30 minutes before breakfast", 200),
+    ("200 mg before breakfast and dinner", 400),
+    ("200 mg with breakfast, lunch and supper", 600),
+    ("200 mg every morning and at bedtime", 400),
+    ("200 mg in the morning before breakfast", 200),  # one morning dose, not two
+    ("200 mg at bedtime", 200),
+    ("200 mg nightly", 200),
+])
+def test_meal_and_bedtime_words_count_the_doses_a_day(dialect, sig, daily):
+    dose = read(_order({"text": sig}), None, dialect)
+    assert dose.single_dose_mg == 200 and dose.daily_dose_mg == daily and not dose.dose_unread
+
+
+@pytest.mark.parametrize("sig, daily", [
+    ("200 mg twice daily with meals", 400),  # "with meals" says with food; the count stands
+    ("200 mg three times daily with meals", 600),
+    ("200 mg every 8 hours with food", 600),
+    ("200 mg daily with breakfast", 200),
+    ("200 mg twice daily before breakfast and at bedtime", 400),
+    ("200 mg four times daily", 800),
+    ("200 mg daily", 200),
+])
+def test_a_stated_count_wins_over_meal_words_and_agrees_with_them(dialect, sig, daily):
+    dose = read(_order({"text": sig}), None, dialect)
+    assert dose.daily_dose_mg == daily and not dose.dose_unread
+
+
+def test_one_tablet_twice_daily_with_meals_stays_two_tablets_a_day(dialect):
+    dose = read(_order({"text": "1 tablet twice daily with meals"}), MORPHINE_15, dialect)
+    assert dose.single_dose_mg == 15 and dose.daily_dose_mg == 30 and not dose.dose_unread
+
+
+@pytest.mark.parametrize("sig", [
+    "200 mg three times daily with meals and at bedtime",  # three or four?
+    "200 mg twice daily with meals and at bedtime",
+    "200 mg TID and at bedtime",
+    "200 mg every 6 hours and at bedtime",
+    "200 mg with meals and snacks",  # no sig says how many snacks
+    "200 mg with meals (breakfast and dinner)",
+])
+def test_meal_words_that_do_not_settle_the_count_leave_the_dose_unread_not_read_low(dialect, sig):
+    dose = read(_order({"text": sig}), None, dialect)
+    assert dose.dose_unread and dose.daily_dose_mg is None and dose.single_dose_mg == 200
+
+
+@pytest.mark.parametrize("sig", ["70 mg once weekly, 30 minutes before breakfast", "10 mg with a meal",
+                                 "10 mg with food"])
+def test_meal_words_of_a_weekly_sig_or_take_with_food_give_no_daily_count(dialect, sig):
+    dose = read(_order({"text": sig}), None, dialect)
+    assert dose.daily_dose_mg is None and not dose.dose_unread
+
+
 def test_a_sig_without_a_dose_is_unread_not_no_dose():
     assert read(_order({"text": "as directed"}), None).dose_unread
     assert not read(_order(), None).dose_unread
