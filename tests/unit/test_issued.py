@@ -2,6 +2,7 @@
 topic; new ids are time-ordered UUIDs."""
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
@@ -44,3 +45,18 @@ def test_an_id_made_a_moment_later_sorts_after_every_earlier_one():
     earlier = [new_id() for _ in range(100)]
     time.sleep(0.002)
     assert new_id() > max(earlier)
+
+
+def _ids_in_a_child(count: int) -> list[str]:
+    return [new_id() for _ in range(count)]
+
+
+def test_workers_forked_from_one_master_never_make_the_same_id():
+    """gunicorn forks its workers from a master that already made ids (the warm-up's cards): a
+    generator whose random state were copied into each would repeat the others' ids, and storage
+    would drop the records that collide."""
+    [new_id() for _ in range(100)]  # the master's own, before the fork
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        made = pool.map(_ids_in_a_child, [5000] * 4)
+    every = [i for ids in made for i in ids]
+    assert len(set(every)) == len(every) == 20000
