@@ -9,7 +9,9 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# A canonical lower-case UUID of the RFC 4122 / 9562 layout (its variant bits 10), any version: the
+# service sends version 7 (time-ordered, for storage), the spec and the sandbox take any uuid string.
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 RAW_HTML = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
 
 

@@ -1,6 +1,6 @@
 """Findings to CDS Hooks 2.0 cards: the only module that writes card JSON.
 
-Sans-IO. Each card carries a fresh uuid, a summary under 140 characters that
+Sans-IO. Each card carries a fresh uuid (time-ordered: ``issued.new_id``), a summary under 140 characters that
 names the drug or procedure (shortened at a word boundary), an indicator,
 Markdown detail that says what to do, then why (the evidence lines),
 ``source.topic.code`` = the rule id and ``source.url`` = the rule's page (which
@@ -20,7 +20,6 @@ as the spec requires.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -30,7 +29,7 @@ from cds_service.core import layout
 from cds_service.core.engine import Finding
 from cds_service.core.facts import Facts, MedicationFact, ServiceRequestFact
 from cds_service.core.fhir import validate_resource
-from cds_service.core.issued import IssuedCard  # noqa: F401 - built here; storage keeps it
+from cds_service.core.issued import IssuedCard, new_id  # noqa: F401 - IssuedCard: built here; storage keeps it
 from cds_service.core.rules import Action, Rule, Suggestion
 from cds_service.core.screen import Dosage, ScreenData, screen
 from cds_service.core.silencing import medication_key
@@ -114,7 +113,7 @@ def _card(group: tuple[Finding, ...], offer: _Offer, reason_system: str, rules_u
     merged = len(group) > 1
     suffix = f" (+{len(group) - 1} more below)" if merged else ""
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": new_id(),
         "summary": _summary(lead.rule.summary, lead, facts, SUMMARY_LIMIT - len(suffix), offer.terminology) + suffix,
         "indicator": lead.indicator,
         "source": _source(lead, rules_url),
@@ -311,7 +310,7 @@ def _suggestion(spec: Suggestion, finding: Finding, offer: _Offer) -> dict[str, 
     # A client applies a suggestion as a transaction (deletes first), so the order is ours to
     # choose: creates first, because the CDS Hooks sandbox applies only the first action.
     actions.sort(key=lambda a: a["type"] == "delete")
-    suggestion: dict[str, Any] = {"label": spec.label, "uuid": str(uuid.uuid4()), "actions": actions}
+    suggestion: dict[str, Any] = {"label": spec.label, "uuid": new_id(), "actions": actions}
     if spec.recommended:
         suggestion["isRecommended"] = True
     return suggestion
@@ -500,7 +499,7 @@ def fhir_version_card(sign: str, reason_system: str, release: str = "") -> dict[
     """The one card for a call whose data is FHIR DSTU2 or STU3 (``fhir.pre_r4_sign``): no rule
     was run, and the clinician must not read the absence of cards as "all clear"."""
     return {
-        "uuid": str(uuid.uuid4()),
+        "uuid": new_id(),
         "summary": "Not checked: this service needs FHIR R4 data; the EHR sent DSTU2 or STU3",
         "indicator": "warning",
         "detail": (
@@ -538,7 +537,7 @@ def checks_not_run_card(unchecked: list[tuple[Rule, frozenset[str]]], why: Mappi
     summary = shorten(f"{len(titles)} check{'s' if len(titles) != 1 else ''} did not run: "
                       + ", ".join(_DATA_WORDS.get(k, k) for k in keys) + " could not be obtained", SUMMARY_LIMIT)
     return {
-        "uuid": str(uuid.uuid4()),
+        "uuid": new_id(),
         "summary": summary,
         "indicator": "info",
         "detail": (

@@ -9,7 +9,6 @@ transaction as its cards."""
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 from sqlalchemy import text
 
 from cds_service import metrics
-from cds_service.core.issued import IssuedCard, SilentFinding
+from cds_service.core.issued import IssuedCard, SilentFinding, new_id
 from cds_service.storage import silent
 from cds_service.storage.backends import CARDS, REPLAY
 from cds_service.storage.values import at_or_after, iso
@@ -86,7 +85,7 @@ class IssuedCards:
         held, cards, rules, suggestions = [], [], [], []
         for r in records:
             when = iso(r.at)
-            held += [{"held_uuid": str(uuid.uuid4()), "hook_instance": r.hook_instance, "rule_id": rule,
+            held += [{"held_uuid": new_id(), "hook_instance": r.hook_instance, "rule_id": rule,
                       "item_key": key, "service_id": r.service_id, "at": when} for rule, key in r.held_back]
             cards += [{"card_uuid": c.uuid, "rule_id": c.rule_id, "service_id": r.service_id,
                        "hook_instance": r.hook_instance, "at": when, "patient_key": r.patient_key} for c in r.issued]

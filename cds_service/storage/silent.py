@@ -9,7 +9,6 @@ modules talk to the database.
 """
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -19,6 +18,7 @@ from sqlalchemy import Connection, text
 from cds_service.core.issued import (
     IssuedCard,
     SilentFinding,  # noqa: F401 - re-exported for callers
+    new_id,
 )
 from cds_service.storage.backends import PRUNE, Operation
 from cds_service.storage.values import iso
@@ -78,7 +78,7 @@ def write(storage: Storage, tx: Connection, records: Sequence[CallRecord]) -> No
         when = iso(at)
         calls[(iso_week(at), r.service_id, str(r.release))] += 1
         releases += [{"card_uuid": c.uuid, "release": r.release} for c in r.issued]
-        findings += [{"finding_id": str(uuid.uuid4()), "rule_id": f.rule_id, "item_key": f.item_key,
+        findings += [{"finding_id": new_id(), "rule_id": f.rule_id, "item_key": f.item_key,
                       "indicator": f.indicator, "service_id": r.service_id, "hook_instance": r.hook_instance,
                       "patient_key": r.patient_key, "release": r.release, "at": when} for f in r.silent]
     storage.executemany(tx, COUNT_CALLS, [{"week": week, "service_id": service, "release": release, "calls": n}
