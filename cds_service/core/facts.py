@@ -164,6 +164,9 @@ class ObservationFact:
     unit_text: str = ""  # valueQuantity.unit when a code is given too: either may name the unit (core/units.py)
     coded_value: tuple[str, ...] = ()  # codes of a valueCodeableConcept (a qualitative result)
     comparator: str = ""  # valueQuantity.comparator: "<7.9" is a bound, not a value
+    # The codings of a valueCodeableConcept, systems canonical (a coded answer read against a value
+    # set: a pregnancy status "Pregnant"); ``coded_value`` holds their codes alone.
+    value_codings: tuple[Coding, ...] = ()
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -286,6 +289,17 @@ class Facts:
     def latest_day_observations(self) -> dict[str, tuple[ObservationFact, ...]]:
         """Every observation of a code on that code's latest day (a DXA exam reports several sites)."""
         return cast(dict[str, tuple[ObservationFact, ...]], self._observed.latest_day)
+
+    def observations_of(self, codes: frozenset[str]) -> tuple[ObservationFact, ...]:
+        """Every observation of these LOINC codes, of any day (not entered in error or cancelled),
+        in record order: for a reader that must look past the latest one (a pregnancy status that
+        does not answer). Read on demand, once per call and set of codes."""
+        key = ("facts.observations_of", codes)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = _every_observation(self.record.resources("observations"), codes,
+                                                        self.record.terminology.dialect)
+        return cast(tuple[ObservationFact, ...], found)
 
     @property
     def recorded_units(self) -> dict[str, frozenset[str]]:
@@ -552,7 +566,7 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str], diale
             continue  # the common case, kept cheap: most observations are codes no rule reads
         coded = [c for c in codings(res.get("code")) if c[1] in wanted and dialect.system(c[0]) in (LOINC, "")]
         final = _among(res.get("status"), RESULT_STATUS)
-        for obs in _observation(res, coded):
+        for obs in _observation(res, coded, dialect):
             if final and obs.value is not None:
                 units.setdefault(obs.code, set()).update(obs.units)
             day = latest.get(obs.code)
@@ -563,9 +577,22 @@ def _observations(resources: list[dict[str, Any]], wanted: frozenset[str], diale
     return _Observations({c: tuple(d) for c, d in latest.items()}, {c: frozenset(u) for c, u in units.items()})
 
 
-def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFact]:
+def _every_observation(resources: list[dict[str, Any]], codes: frozenset[str],
+                       dialect: Dialect) -> tuple[ObservationFact, ...]:
+    found: list[ObservationFact] = []
+    for res in resources:
+        if res.get("resourceType") != "Observation" or _among(res.get("status"), DEAD_OBSERVATION):
+            continue
+        if has_code(res.get("code"), codes):
+            coded = [c for c in codings(res.get("code")) if c[1] in codes and dialect.system(c[0]) in (LOINC, "")]
+            found += _observation(res, coded, dialect)
+    return tuple(found)
+
+
+def _observation(res: dict[str, Any], coded: list[Coding], dialect: Dialect) -> list[ObservationFact]:
     if not coded:
         return []
+    value = dialect.codings(codings(res.get("valueCodeableConcept")))
     quantity = obj(res, "valueQuantity")
     ranges = objects(res.get("referenceRange"))
     high = number(obj(ranges[0], "high").get("value")) if ranges else None
@@ -585,7 +612,8 @@ def _observation(res: dict[str, Any], coded: list[Coding]) -> list[ObservationFa
             interpretation=tuple(c for _, c, _ in codings(res.get("interpretation"))),
             range_high=high,
             unit_text=string(quantity.get("unit")) if quantity.get("code") else "",
-            coded_value=tuple(c for _, c, _ in codings(res.get("valueCodeableConcept"))),
+            coded_value=tuple(c for _, c, _ in value),
+            value_codings=value,
             comparator=string(quantity.get("comparator")),
         )
         for system, code, display in coded

@@ -98,6 +98,17 @@ class ResultFloor:
 
 
 @dataclass(frozen=True)
+class PregnancyStatus:
+    """Where the screen reads a pregnancy-status observation (LOINC 82810-3): the value set of its
+    code, those of its answers that mean pregnant and not pregnant, and how recent it must be."""
+
+    valueset: str
+    pregnant: str
+    not_pregnant: str
+    within_days: int
+
+
+@dataclass(frozen=True)
 class DrugGroup:
     """A cross-reactivity group (allergies) or a therapeutic class (duplicates): its value sets,
     the names that mean it in text (brands the product table lacks, class words), and for a class
@@ -132,6 +143,7 @@ class ScreenData:
     pregnancy_test_days: int = 280
     positive: frozenset[str] = frozenset()  # interpretation or value codes that mean positive
     result_floors: Mapping[str, ResultFloor] = field(default_factory=dict)
+    pregnancy_status: PregnancyStatus | None = None
     # What the screen derives from a product and the knowledge alone (its value sets, groups and
     # classes), worked out once per release and product, not on every call (``_derived``).
     derived: dict[str, _Derived] = field(default_factory=dict, compare=False, repr=False)
@@ -305,6 +317,8 @@ def _state(product: Product, entry: ProductScreen, facts: Facts, terminology: Te
             return f"{label} recorded"
         if state == "pregnancy" and (test := _positive_pregnancy_test(facts, terminology, data)):
             return f"positive pregnancy test on {_day(test.when)}"
+        if state == "pregnancy" and (status := _pregnant_status(facts, terminology, data)):
+            return f"pregnancy status 'pregnant' recorded on {_day(status.when)}"
     return None
 
 
@@ -317,6 +331,31 @@ def _positive_pregnancy_test(facts: Facts, terminology: Terminology, data: Scree
     if test is None or data.positive.isdisjoint((*test.interpretation, *test.coded_value)):
         return None
     return test
+
+
+def _pregnant_status(facts: Facts, terminology: Terminology, data: ScreenData) -> ObservationFact | None:
+    """The pregnancy status that says the patient is pregnant now, or None. Of the status
+    observations of the window that answer pregnant or not pregnant, the latest day decides
+    ('pregnant' wins a tie: the same day's 'not pregnant' does not clear it); an answer that is
+    neither (unknown, possible pregnancy), no answer at all or no date settles nothing, so an
+    earlier 'pregnant' stands behind it. A 'not pregnant' clears only the statuses before it: the
+    caller has already read the problem list and the pregnancy tests, which it never clears."""
+    status = data.pregnancy_status
+    if status is None or "observations" not in facts.available:
+        return None
+    since = facts.today - timedelta(days=status.within_days)
+    answered: list[tuple[date, bool, ObservationFact]] = []
+    for obs in facts.observations_of(terminology.valuesets[status.valueset].exact_codes):
+        if obs.when is None or obs.when < since or not obs.value_codings:
+            continue
+        if terminology.match_codes(obs.value_codings, status.pregnant):
+            answered.append((obs.when, True, obs))
+        elif terminology.match_codes(obs.value_codings, status.not_pregnant):
+            answered.append((obs.when, False, obs))
+    if not answered:
+        return None
+    latest = max(when for when, _, _ in answered)
+    return next((obs for when, pregnant, obs in answered if when == latest and pregnant), None)
 
 
 def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,

@@ -173,6 +173,8 @@ def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": spec["date"],
     }
     if "result" in spec:  # a qualitative result, coded (SNOMED CT), e.g. a pregnancy test
+        if spec["result"] is None:  # an observation with no value at all (e.g. a status not answered)
+            return res
         res["valueCodeableConcept"] = {"coding": [{"system": SYSTEMS["snomed"], "code": spec["result"]}]}
         return res
     res["valueQuantity"] = {"value": spec["value"], "system": "http://unitsofmeasure.org", "code": spec.get("unit", "1")}

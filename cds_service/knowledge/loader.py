@@ -102,11 +102,13 @@ def load_knowledge(directory: Path) -> Knowledge:
 
 
 def _screen_valuesets(screen_file: dict[str, Any]) -> frozenset[str]:
-    """The value sets the suggestion screen reads: a rule that creates orders reads them too."""
+    """The value sets the suggestion screen reads: a rule that creates orders reads them too (the
+    pregnancy-status observation's code, not its answers: those are values, not codes to fetch)."""
     states = [spec["valueset"] for spec in screen_file["states"].values()]
     floors = [kind["valueset"] for spec in (screen_file.get("result_floors") or {}).values() for kind in spec["kinds"]]
     return frozenset([*states, screen_file["kidney_results"], screen_file["body_weight"],
-                      screen_file["pregnancy_tests"]["valueset"], *floors])
+                      screen_file["pregnancy_tests"]["valueset"], screen_file["pregnancy_status"]["valueset"],
+                      *floors])
 
 
 def _read(path: Path, problems: Problems, optional: bool = False) -> Any:

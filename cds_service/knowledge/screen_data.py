@@ -9,7 +9,16 @@ from typing import Any, Mapping
 
 from cds_service.core.dosing import SNOMED_ROUTES
 from cds_service.core.rules import Module, Problems
-from cds_service.core.screen import Dosage, DosePart, DrugGroup, ProductScreen, ResultFloor, ResultKind, ScreenData
+from cds_service.core.screen import (
+    Dosage,
+    DosePart,
+    DrugGroup,
+    PregnancyStatus,
+    ProductScreen,
+    ResultFloor,
+    ResultKind,
+    ScreenData,
+)
 from cds_service.core.terminology import NameIndex, Terminology
 from cds_service.core.units import unit_problem
 
@@ -24,7 +33,9 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
     states = {sid: (spec["valueset"], spec["label"]) for sid, spec in data["states"].items()}
     for where, vid in [*((f"states.{s}", v) for s, (v, _) in states.items()),
                        ("kidney_results", data["kidney_results"]), ("body_weight", data["body_weight"]),
-                       ("pregnancy_tests", data["pregnancy_tests"]["valueset"])]:
+                       ("pregnancy_tests", data["pregnancy_tests"]["valueset"]),
+                       *((f"pregnancy_status.{k}", data["pregnancy_status"][k])
+                         for k in ("valueset", "pregnant", "not_pregnant"))]:
         if vid not in valuesets:
             problems.add(FILE, where, f"unknown value set '{vid}'")
     floors = {fid: _floor(fid, spec, valuesets, problems) for fid, spec in data.get("result_floors", {}).items()}
@@ -32,7 +43,7 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
                 for rxcui, spec in data["products"].items()}
     _check_created_products(modules, products, problems)
     names = {i.name.lower(): i.rxcui for p in terminology.products.values() for i in p.ingredients}
-    recency = data["recency"]
+    recency, status = data["recency"], data["pregnancy_status"]
     return ScreenData(
         products=products,
         allergy_groups=tuple(_group(g, "allergy_groups", valuesets, problems) for g in data["allergy_groups"]),
@@ -44,6 +55,8 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
         pregnancy_tests=data["pregnancy_tests"]["valueset"],
         pregnancy_test_days=data["pregnancy_tests"]["within_days"],
         positive=frozenset(data["pregnancy_tests"]["positive"]),
+        pregnancy_status=PregnancyStatus(status["valueset"], status["pregnant"], status["not_pregnant"],
+                                         status["within_days"]),
         result_floors=floors,
     )
 
@@ -51,6 +64,7 @@ def compile_screen(data: dict[str, Any], terminology: Terminology, modules: Mapp
 def _check_sources(data: dict[str, Any], sources: set[str], problems: Problems) -> None:
     cited = [(f"recency.{k}", v["source"]) for k, v in data["recency"].items()]
     cited.append(("pregnancy_tests", data["pregnancy_tests"]["source"]))
+    cited.append(("pregnancy_status", data["pregnancy_status"]["source"]))
     cited += [(f"{kind}.{g['id']}", g["source"]) for kind in ("allergy_groups", "duplicate_classes") for g in data[kind]]
     cited += [(f"products.{rxcui}", p["source"]) for rxcui, p in data["products"].items()]
     cited += [(f"result_floors.{fid}", f["source"]) for fid, f in data.get("result_floors", {}).items()]

@@ -128,6 +128,91 @@ def test_pregnancy_on_the_problem_list_withholds_a_product_to_avoid_in_it():
     assert _screen(ACETAMINOPHEN, conditions=[pregnancy]) is None
 
 
+SNOMED = "http://snomed.info/sct"
+PREGNANT, NOT_PREGNANT = (SNOMED, "77386006"), (SNOMED, "60001007")
+
+
+def _status(answer, days_ago=30, status="final", n=0, **extra):
+    """A pregnancy-status observation (LOINC 82810-3) as Synthea and US Core write it; ``answer``
+    (system, code), or a whole value element in ``extra``, or none at all."""
+    res = {"resourceType": "Observation", "id": f"status{n}{days_ago}", "status": status,
+           "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3", "display": "Pregnancy status"}]},
+           "subject": {"reference": "Patient/p"}, **extra}
+    if days_ago is not None:
+        res["effectiveDateTime"] = (NOW - timedelta(days=days_ago)).date().isoformat()
+    if answer is not None:
+        res["valueCodeableConcept"] = {"coding": [{"system": answer[0], "code": answer[1]}]}
+    return res
+
+
+def _zoledronic_with(*statuses, **data):
+    return _screen(ZOLEDRONIC, observations=[_egfr(80), *statuses], **data)
+
+
+@pytest.mark.parametrize("answer", [PREGNANT, ("http://loinc.org", "LA15173-0"),
+                                    ("urn:oid:2.16.840.1.113883.6.96", "77386006")])
+def test_a_pregnancy_status_of_pregnant_withholds_a_product_to_avoid_in_pregnancy(answer):
+    reason = _zoledronic_with(_status(answer))
+    assert reason is not None and "pregnancy status 'pregnant' recorded on" in reason
+    assert _screen(ACETAMINOPHEN, observations=[_status(answer)]) is None  # nothing to avoid
+
+
+@pytest.mark.parametrize("answer", [NOT_PREGNANT, ("http://loinc.org", "LA26683-5"), (SNOMED, "261665006"),
+                                    (SNOMED, "146799005"), None])
+def test_a_pregnancy_status_other_than_pregnant_alone_withholds_nothing(answer):
+    assert _zoledronic_with(_status(answer)) is None
+
+
+def test_the_window_and_the_latest_answer_decide():
+    assert _zoledronic_with(_status(PREGNANT, days_ago=281)) is None  # older than 280 days
+    assert _zoledronic_with(_status(PREGNANT, days_ago=279)) is not None
+    assert _zoledronic_with(_status(PREGNANT, days_ago=100), _status(NOT_PREGNANT, days_ago=10)) is None
+    assert _zoledronic_with(_status(NOT_PREGNANT, days_ago=100), _status(PREGNANT, days_ago=10)) is not None
+    # the same day: 'pregnant' is not cleared
+    assert _zoledronic_with(_status(NOT_PREGNANT, days_ago=10, n=1), _status(PREGNANT, days_ago=10, n=2)) is not None
+
+
+@pytest.mark.parametrize("unanswered", [
+    _status(None, days_ago=5), _status((SNOMED, "261665006"), days_ago=5),  # no value; Unknown
+    _status(None, days_ago=5, valueCodeableConcept={"text": "Pregnant?"}),  # words only
+    _status(None, days_ago=5, valueString="not pregnant"),
+    _status(None, days_ago=5, valueCodeableConcept="77386006"),  # malformed
+    _status(None, days_ago=5, valueCodeableConcept={"coding": [None, {"code": 60001007}]}),
+    _status(NOT_PREGNANT, days_ago=None),  # no date
+    _status(NOT_PREGNANT, days_ago=5, status="entered-in-error"),
+])
+def test_a_status_that_does_not_answer_neither_crashes_nor_clears_an_earlier_pregnant_one(unanswered):
+    assert _zoledronic_with(_status(PREGNANT, days_ago=60), unanswered) is not None
+    assert _zoledronic_with(unanswered) is None
+
+
+def test_a_later_not_pregnant_status_clears_neither_a_recorded_pregnancy_nor_a_positive_test():
+    pregnancy = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
+                 "clinicalStatus": {"coding": [{"code": "active"}]},
+                 "code": {"coding": [{"system": SNOMED, "code": "72892002"}]}}
+    reason = _zoledronic_with(_status(NOT_PREGNANT, days_ago=2), conditions=[pregnancy])
+    assert reason is not None and reason.endswith("pregnancy recorded")
+    test = {"resourceType": "Observation", "id": "hcg", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2106-3"}]},
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "10828004"}]},
+            "effectiveDateTime": (NOW - timedelta(days=20)).date().isoformat()}
+    reason = _zoledronic_with(test, _status(NOT_PREGNANT, days_ago=2))
+    assert reason is not None and "positive pregnancy test" in reason
+
+
+def test_every_status_of_the_record_is_read_not_only_the_latest_day():
+    k = knowledge()
+    older, newer = _status(PREGNANT, days_ago=60), _status(None, days_ago=5)
+    facts = facts_of("order-sign", **{**EVERYTHING, "observations": [_egfr(80), older, newer]})
+    codes = k.terminology.valuesets[k.screen.pregnancy_status.valueset].exact_codes
+    read = facts.observations_of(codes)
+    assert [(o.code, o.coded_value) for o in read] == [("82810-3", ("77386006",)), ("82810-3", ())]
+    assert facts.observations_of(codes) is read  # once per call
+    missing = {key: value for key, value in EVERYTHING.items() if key != "observations"}
+    facts = facts_of("order-sign", **missing)  # observations not fetched: the status cannot be read
+    assert screen(ZOLEDRONIC, facts, k.terminology, k.screen) is not None  # withheld for the eGFR, not a crash
+
+
 def test_latest_result_is_the_most_recent_within_the_window():
     k = knowledge()
     facts = facts_of("order-sign", **{**EVERYTHING, "observations": [_egfr(50, 5), _egfr(20, 40)]})
