@@ -65,7 +65,7 @@ class Dose:
 def read(order: dict[str, Any], product: Product | None, dialect: Dialect = _PLAIN) -> Dose:
     """The order's dose; its units read through the dialect (UCUM, SNOMED CT, words), and a dose
     given only in the sig text read from that text."""
-    instructions = [_with_sig_dose(i, dialect) for i in objects(order.get("dosageInstruction"))]
+    instructions = [part for i in objects(order.get("dosageInstruction")) for part in _with_sig_dose(i, dialect)]
     units = _Units(product, dialect)
     singles = [d for d in (_single_dose_mg(i, units) for i in instructions) if d is not None]
     daily = _daily_dose_mg(instructions, units)
@@ -85,7 +85,23 @@ class _Units:
 
 
 # A sig written only in words: "10 mg PO TID", "take 1 tablet by mouth three times daily".
-_SIG_DOSE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])", re.I)
+_AMOUNT = r"(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])"
+_SIG_DOSE = re.compile(rf"(?<![\w.]){_AMOUNT}", re.I)
+# What an amount means when a sig gives several. A stated maximum or daily total is a limit, not a
+# dose: "max 3200 mg/day", "maximum daily dose of 6 tablets", "not to exceed 40 mg in 24 hours",
+# "no more than 4 g a day", "up to 3200 mg per day", "(2400 mg/day)". An amount right after
+# another, in brackets or after "=" or "/", is the same dose said again: "1 tablet (800 mg)".
+_PER_DAY = r"(?:\s*(?:/\s*|per\s+|a\s+|an\s+|each\s+|in\s+|every\s+)(?:24\s*h(?:ou)?rs?|24\s*h|day|d)\b|\s+daily\b)"
+_SIG_LIMITS = (
+    re.compile(rf"\b(?:max(?:imum)?|not\s+to\s+exceed|do\s+not\s+exceed|don'?t\s+exceed|not\s+more\s+than|"
+               rf"no\s+more\s+than|nte)\b[^\d]{{0,30}}?(?<![\w.]){_AMOUNT}{_PER_DAY}?", re.I),
+    re.compile(rf"\bup\s+to\s+{_AMOUNT}{_PER_DAY}", re.I),
+    re.compile(rf"(?<![\w.]){_AMOUNT}\s*(?:/\s*(?:day|d|24\s*h\w*)\b|per\s+day\b|(?:in|per|every)\s+24\s*h\w*)", re.I),
+)
+_SAID_AGAIN = re.compile(r"\s*[(\[=/]\s*")
+_FAMILIES = {"mg": ("mass", 1.0), "milligram": ("mass", 1.0), "milligrams": ("mass", 1.0), "g": ("mass", 1000.0),
+             "gram": ("mass", 1000.0), "grams": ("mass", 1000.0), "mcg": ("mass", 0.001),
+             "microgram": ("mass", 0.001), "micrograms": ("mass", 0.001), "ml": ("volume", 1.0)}
 _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _COUNT_WORDS_RE = r"\d|one|two|three|four|five|six"
 _COUNT = rf"({_COUNT_WORDS_RE})"
@@ -123,30 +139,111 @@ _SIG_NOT_DAILY = re.compile(r"\b(?:weekly|monthly|(?:once|twice) (?:a|per|each|e
                             r"q\.?o\.?d|q\s?wk|q\s?week)\b", re.I)
 
 
-# The mark _with_sig_dose leaves on an instruction whose sig times cannot be counted without a
-# guess (private to this module; the order's own dict is never changed): its dose is unread.
-_TIMES_UNREAD = "_sig_times_unread"
+# The mark _with_sig_dose leaves on an instruction whose sig cannot be read without a guess (times
+# that do not settle the count, different amounts it cannot pair with times; private to this
+# module, the order's own dict is never changed): its dose is unread.
+_SIG_UNREAD = "_sig_unread"
 
 
-def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
+def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
     """The instruction, with the dose and frequency its sig text gives when it has no structured
-    ones: a sig-only order is read, never taken for "no dose". A sig whose times contradict its
-    count ("twice daily with meals and at bedtime") is marked unread rather than read low."""
+    ones: a sig-only order is read, never taken for "no dose". A sig that gives each time of day
+    its own amount ("200 mg in the morning and 400 mg at bedtime") is read as one instruction per
+    amount, once a day each, so the daily dose is their sum. A sig whose times contradict its count
+    ("twice daily with meals and at bedtime"), or that gives different amounts it does not pair
+    with one time each ("200 mg twice daily, may increase to 400 mg"), is marked unread rather
+    than read low. A stated maximum ("max 3200 mg/day") is not a dose."""
     text = string(instruction.get("text")) or string(instruction.get("patientInstruction"))
     if not text or _dose_quantity(instruction) is not None:
-        return instruction
-    dose = _SIG_DOSE.search(text)
+        return [instruction]
+    amounts = _sig_amounts(text)
+    dose = amounts[0] if amounts else _SIG_DOSE.search(text)
     if dose is None:
-        return instruction
-    quantity = {"value": float(dose.group(1)), "unit": dose.group(2).lower()}
-    filled = {**instruction, "doseAndRate": [{"doseQuantity": quantity}]}
-    if not _repeat(instruction):
-        per_day, ambiguous = _sig_times_a_day(text)
+        return [instruction]
+    timed = not _repeat(instruction)
+    if timed and len(amounts) > 1 and (parts := _paired_amounts(text, amounts)) is not None:
+        return [{**instruction, "doseAndRate": [{"doseQuantity": _quantity(amount)}],
+                 "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}} for amount in parts]
+    different = _different_amounts(amounts)
+    if different:  # the largest stands for the single dose: an unread sig never reads low
+        dose = max(different, key=lambda amount: float(amount.group(1)) * _FAMILIES.get(amount.group(2).lower(),
+                                                                                          ("", 1.0))[1])
+    filled = {**instruction, "doseAndRate": [{"doseQuantity": _quantity(dose)}]}
+    if different:
+        filled[_SIG_UNREAD] = True
+    elif timed:
+        per_day, ambiguous = _sig_times_a_day(_without_limits(text))  # "max 6 tablets daily" is no count
         if ambiguous:
-            filled[_TIMES_UNREAD] = True
+            filled[_SIG_UNREAD] = True
         elif per_day is not None:
             filled["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
-    return filled
+    return [filled]
+
+
+def _quantity(amount: re.Match[str]) -> dict[str, Any]:
+    return {"value": float(amount.group(1)), "unit": amount.group(2).lower()}
+
+
+def _without_limits(text: str) -> str:
+    """The sig with its stated maxima and daily totals blanked out (the same length, so that
+    positions still hold)."""
+    for pattern in _SIG_LIMITS:
+        text = pattern.sub(lambda found: " " * len(found.group(0)), text)
+    return text
+
+
+def _sig_amounts(text: str) -> list[re.Match[str]]:
+    """The amounts a sig gives as doses, in order: not a stated maximum or daily total, not the
+    same dose said again in brackets ("1 tablet (800 mg)")."""
+    masked = _without_limits(text)
+    found: list[re.Match[str]] = []
+    last_end = None
+    for amount in _SIG_DOSE.finditer(masked):
+        said_again = last_end is not None and _SAID_AGAIN.fullmatch(masked[last_end:amount.start()])
+        last_end = amount.end()
+        if not said_again:
+            found.append(amount)
+    return found
+
+
+def _different_amounts(amounts: list[re.Match[str]]) -> list[re.Match[str]]:
+    """The amounts of the sig's first kind of unit (mass, volume, tablets) when they are not all the
+    same ("200 mg ... 400 mg"), else none. Amounts in different kinds of unit ("800 mg tablet:
+    take 1 tablet") cannot be compared and are left as before."""
+    def kind(amount: re.Match[str]) -> tuple[str, float]:
+        unit = amount.group(2).lower()
+        return _FAMILIES.get(unit, ("count", 1.0))
+    first = kind(amounts[0])[0] if amounts else ""
+    same = [a for a in amounts if kind(a)[0] == first]
+    values = {float(a.group(1)) * kind(a)[1] for a in same}
+    return same if len(values) > 1 else []
+
+
+def _paired_amounts(text: str, amounts: list[re.Match[str]]) -> list[re.Match[str]] | None:
+    """The amounts, when the sig pairs each with exactly one time of day and no two with the same
+    ("800 mg in the morning, 1600 mg at noon and 800 mg at bedtime"): each is taken once a day.
+    None when it does not: words before the first amount name a time, a part names none or two,
+    a count ("twice daily", "every 6 hours"), "meals" or snacks, or a period longer than a day."""
+    masked = _without_limits(text)
+    if _SIG_NOT_DAILY.search(masked) or _slots(masked[:amounts[0].start()]) or _stated_times_a_day(
+            masked[:amounts[0].start()]) is not None:
+        return None
+    seen: set[str] = set()
+    for n, amount in enumerate(amounts):
+        part = masked[amount.start():amounts[n + 1].start() if n + 1 < len(amounts) else len(masked)]
+        slots = _slots(part)
+        if len(slots) != 1 or slots & seen or _meal_count(part) or _SIG_SNACKS.search(part):
+            return None
+        if _stated_times_a_day(part) not in (None, 1.0):  # "once daily in the evening" is that one time
+            return None
+        seen |= slots
+    return amounts
+
+
+def _slots(text: str) -> set[str]:
+    """The times of day a part of a sig names: a named meal or part of the day, or bedtime."""
+    found = {name for name, pattern in _SIG_NAMED_MEALS if pattern.search(text)}
+    return found | ({"bedtime"} if _SIG_BEDTIME.search(text) else set())
 
 
 def _sig_times_a_day(text: str) -> tuple[float | None, bool]:
@@ -205,7 +302,7 @@ def _dose_unread(instructions: list[dict[str, Any]], units: _Units) -> bool:
             return True
         if quantity is None and (string(instruction.get("text")) or string(instruction.get("patientInstruction"))):
             return True
-        if instruction.get(_TIMES_UNREAD):
+        if instruction.get(_SIG_UNREAD):
             return True
     return False
 

@@ -155,6 +155,83 @@ def test_meal_words_of_a_weekly_sig_or_take_with_food_give_no_daily_count(dialec
     assert dose.daily_dose_mg is None and not dose.dose_unread
 
 
+# Different amounts at different times of day: each amount paired with one time is taken once a
+# day, and the daily dose is their sum (it was the first amount times the count of times).
+@pytest.mark.parametrize("sig, single, daily", [
+    ("200 mg in the morning and 400 mg at bedtime", 400, 600),
+    ("Take 200 mg by mouth every morning and 400 mg at bedtime", 400, 600),
+    ("800 mg in the morning and 1600 mg at noon and 800 mg at bedtime", 1600, 3200),
+    ("800 mg in the morning, 1600 mg at noon and 1200 mg at bedtime", 1600, 3600),
+    ("100 mg with breakfast and 200 mg with supper", 200, 300),
+    ("300 mg before breakfast, 300 mg before lunch and 600 mg at bedtime", 600, 1200),
+    ("2 tablets (30 mg) in the morning and 1 tablet (15 mg) at bedtime", 30, 45),
+    ("200 mg in the morning and 400 mg once daily in the evening", 400, 600),
+    ("0.2 g in the morning and 400 mg at bedtime", 400, 600),
+    ("200 mg in the morning and 400 mg at bedtime (max 3200 mg/day)", 400, 600),
+])
+def test_an_amount_for_each_time_of_day_is_summed(dialect, sig, single, daily):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
+
+
+# Different amounts the words do not pair with one time each: unread (the card asks to check the
+# dose), never the first amount times the count; the largest stands for the single dose.
+@pytest.mark.parametrize("sig, single", [
+    ("200 mg twice daily, may increase to 400 mg twice daily", 400),
+    ("400 mg daily for 7 days, then 800 mg daily", 800),
+    ("200 mg in the morning and 400 mg twice daily", 400),  # a count in a part
+    ("200 mg at bedtime and 400 mg at bedtime", 400),  # the same time twice
+    ("In the morning take 200 mg and at bedtime take 400 mg", 400),  # the time before its amount
+    ("200 mg AM and 400 mg PM", 400),  # times the reader does not know
+    ("200 mg with meals and 400 mg at bedtime", 400),  # "meals" is three times
+    ("200 mg in the morning and 400 mg at bedtime once weekly", 400),
+    ("5 mg three times daily; may increase to 10 mg three times daily", 10),
+    ("200 mg in the morning and 0.4 g at bedtime every 6 hours", 400),
+])
+def test_different_amounts_it_cannot_pair_leave_the_dose_unread_not_read_low(dialect, sig, single):
+    dose = read(_order({"text": sig}), None, dialect)
+    assert dose.dose_unread and dose.daily_dose_mg is None and dose.single_dose_mg == single
+
+
+# A stated maximum or daily total is not a second amount; the same dose said again in brackets,
+# and a strength beside a tablet count, are not either. These read as they did before.
+@pytest.mark.parametrize("sig, single, daily", [
+    ("800 mg three times daily, max 3200 mg/day", 800, 2400),
+    ("800 mg TID (maximum 3200 mg per day)", 800, 2400),
+    ("400 mg every 6 hours as needed, not to exceed 3200 mg in 24 hours", 400, 1600),
+    ("400 mg every 6 hours. Do not exceed 1600 mg a day", 400, 1600),
+    ("10 mg every 6 hours, no more than 40 mg per day", 10, 40),
+    ("10 mg every 6 hours as needed, up to 40 mg per day", 10, 40),
+    ("800 mg three times daily (2400 mg/day)", 800, 2400),
+    ("1 tablet (15 mg) every 6 hours", 15, 60),
+    ("2 tablets = 30 mg twice daily", 30, 60),
+    ("15 mg tablet: take 1 tablet every 6 hours", 15, 60),
+    ("200 mg in the morning and 200 mg at bedtime", 200, 400),
+    ("200 mg in the morning and at bedtime", 200, 400),
+])
+def test_a_stated_maximum_or_the_same_dose_said_again_is_not_a_second_amount(dialect, sig, single, daily):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
+
+
+def test_a_maximum_is_neither_the_dose_nor_a_count(dialect):
+    dose = read(_order({"text": "Max 3200 mg/day. Take 800 mg three times daily"}), None, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 2400, False)  # was 3200 x 3
+    # "daily" of the maximum is not "once daily" (it was read as one tablet a day); "every 4-6
+    # hours" is not read, so no daily dose rather than a low one
+    dose = read(_order({"text": "1 tablet every 4-6 hours, maximum daily dose of 6 tablets"}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg) == (15, None)
+    dose = read(_order({"text": "as directed, not to exceed 3200 mg/day"}), None, dialect)  # only a maximum
+    assert dose.single_dose_mg == 3200 and not dose.dose_unread  # read as before
+
+
+def test_paired_amounts_keep_the_instruction_sequence_and_count_tablets(dialect):
+    sig = {"text": "2 tablets in the morning and 1 tablet at bedtime", "sequence": 1}
+    counted = {"dispenseRequest": {"quantity": {"value": 90}}}
+    dose = read(_order(sig, **counted), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.planned_days) == (30, 45, 30)  # 90 tablets / 3 a day
+
+
 def test_a_sig_without_a_dose_is_unread_not_no_dose():
     assert read(_order({"text": "as directed"}), None).dose_unread
     assert not read(_order(), None).dose_unread
