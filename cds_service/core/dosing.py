@@ -231,8 +231,9 @@ def _paired_amounts(text: str, amounts: list[re.Match[str]]) -> list[re.Match[st
     seen: set[str] = set()
     for n, amount in enumerate(amounts):
         part = masked[amount.start():amounts[n + 1].start() if n + 1 < len(amounts) else len(masked)]
-        slots = _slots(part)
-        if len(slots) != 1 or slots & seen or _meal_count(part) or _SIG_SNACKS.search(part):
+        moments, unsure = _moments(part)
+        slots = set(moments[0]) if len(moments) == 1 else set()
+        if unsure or not slots or slots & seen or _meal_count(part) or _SIG_SNACKS.search(part):
             return None
         if _stated_times_a_day(part) not in (None, 1.0):  # "once daily in the evening" is that one time
             return None
@@ -246,6 +247,51 @@ def _slots(text: str) -> set[str]:
     return found | ({"bedtime"} if _SIG_BEDTIME.search(text) else set())
 
 
+# Between two times of day: "or" (or "/") makes them one time, either ("in the morning or at
+# bedtime"); "and", "&", "+", a comma or a semicolon two times ("before breakfast and dinner");
+# nothing of those, words naming the same moment ("every evening at bedtime", "in the morning
+# before breakfast").
+_SIG_OR = re.compile(r"\bor\b|/", re.I)
+_SIG_AND = re.compile(r"\band\b|\bthen\b|[&+,;]", re.I)
+# Parts of the day that name the same moment when written together: the evening and bedtime
+# ("every evening at bedtime", "in the evening before bed", "with supper at night").
+_SAME_MOMENT = {frozenset({"evening", "bedtime"})}
+
+
+def _moments(text: str) -> tuple[list[frozenset[str]], bool]:
+    """The distinct times of day a sig names, each the set of parts of the day that name it, and
+    whether they are ambiguous. Words naming the same moment count once ("every evening at
+    bedtime", "nightly at bedtime", "in the morning before breakfast"); times joined by "or" are
+    one ("with breakfast or dinner"); two parts of the day written together that cannot be the
+    same moment ("every morning at bedtime") are ambiguous, and so is a time said again beside
+    another ("in the morning and at bedtime and in the morning before bed")."""
+    found = sorted([(m.start(), m.end(), name) for name, pattern in _SIG_NAMED_MEALS for m in pattern.finditer(text)]
+                   + [(m.start(), m.end(), "bedtime") for m in _SIG_BEDTIME.finditer(text)])
+    groups: list[set[str]] = []
+    last_end, last_name = -1, ""
+    for start, end, name in found:
+        between = text[last_end:start] if groups else ""
+        joined, either = bool(_SIG_AND.search(between)), bool(_SIG_OR.search(between))
+        if not groups or (joined and not either):
+            groups.append({name})
+        elif joined:
+            return [], True  # "in the morning and/or at bedtime": one time or two?
+        elif either or name == last_name or frozenset({name, last_name}) in _SAME_MOMENT:
+            groups[-1].add(name)  # either time, or words naming the same moment: one time
+        else:
+            return [], True  # "every morning at bedtime": two moments written as one
+        last_end, last_name = max(last_end, end), name
+    moments: list[frozenset[str]] = []
+    for group in groups:
+        moment = frozenset(group)
+        if any(moment == seen for seen in moments):
+            continue  # the same time named twice ("in the morning ... every morning") counts once, as before
+        if any(moment & seen for seen in moments):
+            return [], True
+        moments.append(moment)
+    return moments, False
+
+
 def _sig_times_a_day(text: str) -> tuple[float | None, bool]:
     """How many doses a day a sig's words give ("four times daily", "5x a day", "TID", "every 6
     hours", "30 minutes before meals and at bedtime"), or None; and whether they are ambiguous:
@@ -255,16 +301,18 @@ def _sig_times_a_day(text: str) -> tuple[float | None, bool]:
     if _SIG_NOT_DAILY.search(text):
         return stated, False
     meals = _meal_count(text)
-    named = sum(1 for _, pattern in _SIG_NAMED_MEALS if pattern.search(text))
-    bedtime = 1 if _SIG_BEDTIME.search(text) else 0
+    moments, unsure = _moments(text)
+    timed = unsure or bool(moments)
     snacks = bool(_SIG_SNACKS.search(text))
-    if not (meals or named or bedtime or snacks):
+    if not (meals or timed or snacks):
         return stated, False
-    if stated is not None and not named and not bedtime:
+    if stated is not None and not timed:
         return stated, False  # "1 tablet twice daily with meals": the count wins; meals say with food
-    if snacks or (meals and named):
+    if unsure or snacks or (meals and any(moment - {"bedtime"} for moment in moments)):
         return None, True
-    times = float((meals or 0) + named + bedtime)
+    if meals and _SIG_OR.search(text):
+        return None, True  # "with meals or at bedtime": three, four or one?
+    times = float((meals or 0) + len(moments))
     if stated is not None and stated != times:
         return None, True  # "three times daily with meals and at bedtime": three or four?
     return times, False

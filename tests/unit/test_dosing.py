@@ -148,6 +148,44 @@ def test_meal_words_that_do_not_settle_the_count_leave_the_dose_unread_not_read_
     assert dose.dose_unread and dose.daily_dose_mg is None and dose.single_dose_mg == 200
 
 
+# Words naming the same moment count once, and times joined by "or" are one time: counting them
+# twice doubled the daily units and halved the planned course (20 tablets read as 10 days).
+@pytest.mark.parametrize("sig, daily", [
+    ("take 1 tablet every evening at bedtime", 15),
+    ("1 tablet nightly at bedtime", 15),
+    ("15 mg in the evening before bed", 15),
+    ("15 mg with supper at night", 15),
+    ("1 tablet in the morning or at bedtime", 15),
+    ("1 tablet with breakfast or dinner", 15),
+    ("15 mg in the evening or at bedtime", 15),
+    ("1 tablet daily in the morning or at bedtime", 15),
+    ("1 tablet in the morning and every evening at bedtime", 30),
+    ("1 tablet with breakfast, or lunch or dinner", None),  # a comma and an "or": unsure
+])
+def test_words_of_one_moment_and_times_joined_by_or_count_once(dialect, sig, daily):
+    dose = read(_order({"text": sig}, dispenseRequest={"quantity": {"value": 20}}), MORPHINE_15, dialect)
+    assert dose.daily_dose_mg == daily
+    if daily is None:
+        assert dose.dose_unread and dose.planned_days is None
+    else:
+        assert not dose.dose_unread and dose.planned_days == 20 * 15 / daily
+
+
+@pytest.mark.parametrize("sig", [
+    "1 tablet every morning at bedtime",  # two moments written as one
+    "1 tablet in the morning and/or at bedtime",
+    "200 mg with meals or at bedtime",
+])
+def test_times_it_cannot_tell_one_from_two_leave_the_dose_unread_never_doubled(dialect, sig):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert dose.dose_unread and dose.daily_dose_mg is None
+
+
+def test_an_amount_paired_with_one_moment_named_twice_is_still_paired(dialect):
+    dose = read(_order({"text": "200 mg in the morning and 400 mg every evening at bedtime"}), None, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (400, 600, False)
+
+
 @pytest.mark.parametrize("sig", ["70 mg once weekly, 30 minutes before breakfast", "10 mg with a meal",
                                  "10 mg with food"])
 def test_meal_words_of_a_weekly_sig_or_take_with_food_give_no_daily_count(dialect, sig):
