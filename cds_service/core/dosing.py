@@ -96,7 +96,9 @@ _SIG_LIMITS = (
     re.compile(rf"\b(?:max(?:imum)?|not\s+to\s+exceed|do\s+not\s+exceed|don'?t\s+exceed|not\s+more\s+than|"
                rf"no\s+more\s+than|nte)\b[^\d]{{0,30}}?(?<![\w.]){_AMOUNT}{_PER_DAY}?", re.I),
     re.compile(rf"\bup\s+to\s+{_AMOUNT}{_PER_DAY}", re.I),
-    re.compile(rf"(?<![\w.]){_AMOUNT}\s*(?:/\s*(?:day|d|24\s*h\w*)\b|per\s+day\b|(?:in|per|every)\s+24\s*h\w*)", re.I),
+    # a total without a limit word: "(2400 mg/day)", "3200 mg in 24 hours"; "every 24 hours" is a
+    # dosing interval, once a day as "q24h" is, and never a total
+    re.compile(rf"(?<![\w.]){_AMOUNT}\s*(?:/\s*(?:day|d|24\s*h\w*)\b|per\s+day\b|(?:in|per)\s+24\s*h\w*)", re.I),
 )
 _SAID_AGAIN = re.compile(r"\s*[(\[=/]\s*")
 _FAMILIES = {"mg": ("mass", 1.0), "milligram": ("mass", 1.0), "milligrams": ("mass", 1.0), "g": ("mass", 1000.0),

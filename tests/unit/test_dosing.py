@@ -252,6 +252,26 @@ def test_a_stated_maximum_or_the_same_dose_said_again_is_not_a_second_amount(dia
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
 
 
+# "every 24 hours" is a dosing interval, once a day as "q24h" is; only a limit word ("not to
+# exceed", "max", "up to") or "in/per 24 hours" makes an amount a daily maximum or total.
+@pytest.mark.parametrize("sig, single, daily", [
+    ("1200 mg every 24 hours", 1200, 1200),
+    ("take 1 tablet every 24 hours", 15, 15),
+    ("1 tablet once every 24 hours", 15, 15),
+    ("15 mg q24h", 15, 15),
+    ("15 mg every 24 hrs", 15, 15),
+])
+def test_every_24_hours_is_once_a_day_not_a_maximum(dialect, sig, single, daily):
+    dose = read(_order({"text": sig}, dispenseRequest={"quantity": {"value": 30}}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
+    assert dose.planned_days == 30 * 15 / daily
+
+
+def test_a_limit_word_before_every_24_hours_is_still_a_maximum(dialect):
+    dose = read(_order({"text": "15 mg every 6 hours, not to exceed 60 mg every 24 hours"}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.dose_unread) == (15, False)
+
+
 def test_a_maximum_is_neither_the_dose_nor_a_count(dialect):
     dose = read(_order({"text": "Max 3200 mg/day. Take 800 mg three times daily"}), None, dialect)
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 2400, False)  # was 3200 x 3
