@@ -65,7 +65,8 @@ class Dose:
 def read(order: dict[str, Any], product: Product | None, dialect: Dialect = _PLAIN) -> Dose:
     """The order's dose; its units read through the dialect (UCUM, SNOMED CT, words), and a dose
     given only in the sig text read from that text."""
-    instructions = [part for i in objects(order.get("dosageInstruction")) for part in _with_sig_dose(i, dialect)]
+    instructions = [{**part, _INSTRUCTION: n} for n, i in enumerate(objects(order.get("dosageInstruction")))
+                    for part in _with_sig_dose(i, dialect)]
     units = _Units(product, dialect)
     singles = [d for d in (_single_dose_mg(i, units) for i in instructions) if d is not None]
     daily = _daily_dose_mg(instructions, units)
@@ -145,6 +146,15 @@ _SIG_NOT_DAILY = re.compile(r"\b(?:weekly|monthly|(?:once|twice) (?:a|per|each|e
 # that do not settle the count, different amounts it cannot pair with times; private to this
 # module, the order's own dict is never changed): its dose is unread.
 _SIG_UNREAD = "_sig_unread"
+# The daily maxima a sig states ("max 4000 mg per day", "not to exceed 6 tablets in 24 hours"), as
+# dose quantities, put on each instruction read from it: they count as maxDosePerPeriod does, for
+# all the instructions read from one sig together. And the order's own instruction each instruction
+# was read from (the sig of one instruction may give several, one per amount).
+_SIG_MAX = "_sig_max_per_day"
+_INSTRUCTION = "_instruction"
+# A limit that is per day: its words say so ("max 3200 mg/day", "maximum daily dose of 6 tablets",
+# "not to exceed 40 mg in 24 hours"); "max 800 mg per dose" is not.
+_DAILY_WORDS = re.compile(r"\b(?:daily|day|d|24\s*h\w*)\b", re.I)
 
 
 def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
@@ -163,14 +173,15 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
     if dose is None:
         return [instruction]
     timed = not _repeat(instruction)
+    limits = {_SIG_MAX: maxima} if (maxima := _sig_daily_maxima(text)) else {}
     if timed and len(amounts) > 1 and (parts := _paired_amounts(text, amounts)) is not None:
         return [{**instruction, "doseAndRate": [{"doseQuantity": _quantity(amount)}],
-                 "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}} for amount in parts]
+                 "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}, **limits} for amount in parts]
     different = _different_amounts(amounts)
     if different:  # the largest stands for the single dose: an unread sig never reads low
         dose = max(different, key=lambda amount: float(amount.group(1)) * _FAMILIES.get(amount.group(2).lower(),
                                                                                           ("", 1.0))[1])
-    filled = {**instruction, "doseAndRate": [{"doseQuantity": _quantity(dose)}]}
+    filled = {**instruction, "doseAndRate": [{"doseQuantity": _quantity(dose)}], **limits}
     if different:
         filled[_SIG_UNREAD] = True
     elif timed:
@@ -184,6 +195,14 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
 
 def _quantity(amount: re.Match[str]) -> dict[str, Any]:
     return {"value": float(amount.group(1)), "unit": amount.group(2).lower()}
+
+
+def _sig_daily_maxima(text: str) -> list[dict[str, Any]]:
+    """The daily maxima and totals a sig states, as dose quantities: "max 4000 mg per day",
+    "maximum daily dose of 6 tablets", "up to 40 mg per day", "(2400 mg/day)"; not a limit of one
+    dose ("max 800 mg per dose")."""
+    return [_quantity(found) for pattern in _SIG_LIMITS for found in pattern.finditer(text)
+            if _DAILY_WORDS.search(found.group(0))]
 
 
 def _without_limits(text: str) -> str:
@@ -354,7 +373,14 @@ def _dose_unread(instructions: list[dict[str, Any]], units: _Units) -> bool:
             return True
         if instruction.get(_SIG_UNREAD):
             return True
+        if any(_to_mg(limit, units) is None for limit in _sig_maxima(instruction)):
+            return True  # "max 6 tablets a day" of a product whose strength is unknown
     return False
+
+
+def _sig_maxima(instruction: dict[str, Any]) -> list[dict[str, Any]]:
+    limits = instruction.get(_SIG_MAX)
+    return [limit for limit in limits if isinstance(limit, dict)] if isinstance(limits, list) else []
 
 
 def route(order: dict[str, Any], product: Product | None, text: str, dialect: Dialect = _PLAIN) -> str | None:
@@ -500,15 +526,27 @@ def _single_dose_mg(instruction: dict[str, Any], units: _Units) -> float | None:
 
 
 def _daily_dose_mg(instructions: list[dict[str, Any]], units: _Units) -> float | None:
-    by_sequence: dict[Any, float] = {}
+    """Per instruction, dose x frequency or its maxDosePerPeriod when higher; the instructions read
+    from one sig together, or the daily maximum that sig states when higher; summed by sequence."""
+    by_instruction: dict[tuple[Any, Any], float] = {}
+    stated: dict[tuple[Any, Any], float] = {}
     for instruction in instructions:
         dose, per_day = _single_dose_mg(instruction, units), _per_day(instruction)
         daily = dose * per_day if dose is not None and per_day is not None else None
         daily = max(filter(None, [daily, _max_per_day_mg(instruction, units)]), default=None)
+        key = instruction.get("sequence", 0)
+        key = key if isinstance(key, (int, float, str)) else 0  # a list or object cannot be a dict key
+        group = (key, instruction.get(_INSTRUCTION))
         if daily is not None:
-            key = instruction.get("sequence", 0)
-            key = key if isinstance(key, (int, float, str)) else 0  # a list or object cannot be a dict key
-            by_sequence[key] = by_sequence.get(key, 0.0) + daily
+            by_instruction[group] = by_instruction.get(group, 0.0) + daily
+        for limit in _sig_maxima(instruction):
+            if (mg := _to_mg(limit, units)) is not None:
+                stated[group] = max(stated.get(group, 0.0), mg)
+    for group, mg in stated.items():
+        by_instruction[group] = max(by_instruction.get(group, 0.0), mg)
+    by_sequence: dict[Any, float] = {}
+    for (key, _), daily in by_instruction.items():
+        by_sequence[key] = by_sequence.get(key, 0.0) + daily
     return max(by_sequence.values()) if by_sequence else None
 
 

@@ -205,7 +205,6 @@ def test_meal_words_of_a_weekly_sig_or_take_with_food_give_no_daily_count(dialec
     ("2 tablets (30 mg) in the morning and 1 tablet (15 mg) at bedtime", 30, 45),
     ("200 mg in the morning and 400 mg once daily in the evening", 400, 600),
     ("0.2 g in the morning and 400 mg at bedtime", 400, 600),
-    ("200 mg in the morning and 400 mg at bedtime (max 3200 mg/day)", 400, 600),
 ])
 def test_an_amount_for_each_time_of_day_is_summed(dialect, sig, single, daily):
     dose = read(_order({"text": sig}), MORPHINE_15, dialect)
@@ -232,11 +231,12 @@ def test_different_amounts_it_cannot_pair_leave_the_dose_unread_not_read_low(dia
 
 
 # A stated maximum or daily total is not a second amount; the same dose said again in brackets,
-# and a strength beside a tablet count, are not either. These read as they did before.
+# and a strength beside a tablet count, are not either. A stated daily maximum counts as
+# maxDosePerPeriod does: the daily dose is the schedule's or the maximum, the higher.
 @pytest.mark.parametrize("sig, single, daily", [
-    ("800 mg three times daily, max 3200 mg/day", 800, 2400),
-    ("800 mg TID (maximum 3200 mg per day)", 800, 2400),
-    ("400 mg every 6 hours as needed, not to exceed 3200 mg in 24 hours", 400, 1600),
+    ("800 mg three times daily, max 3200 mg/day", 800, 3200),
+    ("800 mg TID (maximum 3200 mg per day)", 800, 3200),
+    ("400 mg every 6 hours as needed, not to exceed 3200 mg in 24 hours", 400, 3200),
     ("400 mg every 6 hours. Do not exceed 1600 mg a day", 400, 1600),
     ("10 mg every 6 hours, no more than 40 mg per day", 10, 40),
     ("10 mg every 6 hours as needed, up to 40 mg per day", 10, 40),
@@ -272,15 +272,49 @@ def test_a_limit_word_before_every_24_hours_is_still_a_maximum(dialect):
     assert (dose.single_dose_mg, dose.dose_unread) == (15, False)
 
 
-def test_a_maximum_is_neither_the_dose_nor_a_count(dialect):
+def test_a_maximum_is_not_the_dose_nor_a_count_but_the_daily_dose_when_higher(dialect):
     dose = read(_order({"text": "Max 3200 mg/day. Take 800 mg three times daily"}), None, dialect)
-    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 2400, False)  # was 3200 x 3
-    # "daily" of the maximum is not "once daily" (it was read as one tablet a day); "every 4-6
-    # hours" is not read, so no daily dose rather than a low one
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 3200, False)  # was 3200 x 3
+    # "daily" of the maximum is not "once daily" (it was read as one tablet a day); the maximum in
+    # tablets is 6 x 15 mg
     dose = read(_order({"text": "1 tablet every 4-6 hours, maximum daily dose of 6 tablets"}), MORPHINE_15, dialect)
-    assert (dose.single_dose_mg, dose.daily_dose_mg) == (15, None)
+    assert (dose.single_dose_mg, dose.daily_dose_mg) == (15, 90)
     dose = read(_order({"text": "as directed, not to exceed 3200 mg/day"}), None, dialect)  # only a maximum
-    assert dose.single_dose_mg == 3200 and not dose.dose_unread  # read as before
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (3200, 3200, False)
+
+
+# A daily maximum written in the sig counts as the same maximum in maxDosePerPeriod does: a
+# pharmacist checks the most the prescriber allows (it was discarded: 3200 mg, no warning).
+@pytest.mark.parametrize("sig, single, daily", [
+    ("800 mg every 6 hours as needed, max 4000 mg per day", 800, 4000),
+    ("as directed, max 4800 mg/day", 4800, 4800),
+    ("1 tablet every 6 hours, max 6 tablets per day", 15, 90),
+    ("1 tablet every 6 hours as needed, not to exceed 6 tablets in 24 hours", 15, 90),
+    ("200 mg in the morning and 400 mg at bedtime (max 3200 mg/day)", 400, 3200),
+    ("800 mg three times daily, max 800 mg per dose", 800, 2400),  # not a daily maximum
+    ("800 mg every 6 hours, max 2400 mg per day", 800, 3200),  # the schedule is higher
+])
+def test_a_daily_maximum_in_the_sig_counts_as_max_dose_per_period(dialect, sig, single, daily):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
+
+
+def test_the_sig_maximum_reads_as_the_structured_one(dialect):
+    structured = _instruction(800, frequency=4, maxDosePerPeriod=[{"numerator": {"value": 4000, "unit": "mg"},
+                                                                   "denominator": {"value": 1, "unit": "d"}}])
+    in_words = {"text": "800 mg every 6 hours as needed, max 4000 mg per day"}
+    assert read(_order(in_words), None, dialect).daily_dose_mg == read(_order(structured), None).daily_dose_mg == 4000
+
+
+def test_a_maximum_in_tablets_of_a_product_of_unknown_strength_is_unread(dialect):
+    dose = read(_order({"text": "800 mg every 6 hours, max 6 tablets per day"}), None, dialect)
+    assert dose.dose_unread and dose.single_dose_mg == 800
+
+
+def test_a_sig_maximum_does_not_shorten_the_course(dialect):
+    sig = {"text": "1 tablet daily, max 4 tablets per day"}
+    dose = read(_order(sig, dispenseRequest={"quantity": {"value": 30}}), MORPHINE_15, dialect)
+    assert (dose.daily_dose_mg, dose.planned_days) == (60, 30)
 
 
 def test_paired_amounts_keep_the_instruction_sequence_and_count_tablets(dialect):
