@@ -117,7 +117,9 @@ _SIG_TIMES = (
     (re.compile(r"\b(?:b\.?i\.?d|twice (?:a |per |each )?(?:day|daily))\b", re.I), 2.0),
     (re.compile(r"\b(?:daily|once (?:a |per |each )?day|q\.?d|every day)\b", re.I), 1.0),
 )
-_SIG_EVERY = re.compile(r"\b(?:q|every)\s*(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I)
+# "every 6 hours", "q6h"; a range of intervals ("every 4-6 hours", "q4-6h", "every 4 to 6 hours") at
+# its shortest, the most doses a day the prescriber allows, as a pharmacist checks the maximum
+_SIG_EVERY = re.compile(r"\b(?:q|every)\s*(\d+)(?:\s*(?:-|\u2013|to)\s*(\d+))?\s*(?:h|hr|hrs|hours?)\b", re.I)
 # Meal and sleep times in words, the words of FHIR event timing (ACM, ACD, ACV, HS and their
 # PC/C forms, source FHIR-EVENT-TIMING of suggestion-screen.yaml): "meals" (a.c., p.c.) is three
 # doses unless a count is written before it, each named meal one, bedtime one.
@@ -341,8 +343,8 @@ def _sig_times_a_day(text: str) -> tuple[float | None, bool]:
 
 def _stated_times_a_day(text: str) -> float | None:
     """The count a sig states: every N hours, N times a day, QID/TID/BID, daily."""
-    if (every := _SIG_EVERY.search(text)) and float(every.group(1)) > 0:
-        return 24 / float(every.group(1))
+    if (every := _SIG_EVERY.search(text)) and (hours := min(float(n) for n in every.groups() if n)) > 0:
+        return 24 / hours
     if found := _SIG_N_TIMES.search(text):
         return float(_count(found.group(1)))
     return next((times for pattern, times in _SIG_TIMES if pattern.search(text)), None)

@@ -272,6 +272,25 @@ def test_a_limit_word_before_every_24_hours_is_still_a_maximum(dialect):
     assert (dose.single_dose_mg, dose.dose_unread) == (15, False)
 
 
+# A range of intervals is read at its shortest, the most doses a day the prescriber allows, and a
+# range of amounts at its upper amount: a pharmacist checks the maximum possible dose (a range of
+# intervals gave no frequency, so no daily dose, and was not marked unread).
+@pytest.mark.parametrize("sig, single, daily", [
+    ("1 tablet every 4-6 hours", 15, 90),
+    ("15 mg q4-6h", 15, 90),
+    ("15 mg q 4-6 h as needed", 15, 90),
+    ("15 mg every 4 to 6 hours", 15, 90),
+    ("15 mg every 6-8 hours", 15, 60),
+    ("15 mg every 8\u201312 hours", 15, 45),
+    ("1-2 tablets every 8 hours", 30, 90),
+    ("1 to 2 tablets every 4-6 hours as needed", 30, 180),
+    ("1 or 2 tablets twice daily", 30, 60),
+])
+def test_ranges_are_read_at_the_most_the_prescriber_allows(dialect, sig, single, daily):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
+
+
 def test_a_maximum_is_not_the_dose_nor_a_count_but_the_daily_dose_when_higher(dialect):
     dose = read(_order({"text": "Max 3200 mg/day. Take 800 mg three times daily"}), None, dialect)
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 3200, False)  # was 3200 x 3
