@@ -167,6 +167,10 @@ class ObservationFact:
     # The codings of a valueCodeableConcept, systems canonical (a coded answer read against a value
     # set: a pregnancy status "Pregnant"); ``coded_value`` holds their codes alone.
     value_codings: tuple[Coding, ...] = ()
+    status: str = ""  # the observation's status ("final", "preliminary", ...)
+    # The effective time, when the record gives it with a time and a zone (``when`` is its day):
+    # an observation dated after the call's now is not yet a fact.
+    at: datetime | None = None
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -596,11 +600,9 @@ def _observation(res: dict[str, Any], coded: list[Coding], dialect: Dialect) -> 
     quantity = obj(res, "valueQuantity")
     ranges = objects(res.get("referenceRange"))
     high = number(obj(ranges[0], "high").get("value")) if ranges else None
-    when = (
-        parse_date(res.get("effectiveDateTime"))
-        or parse_date(obj(res, "effectivePeriod").get("start"))
-        or parse_date(res.get("issued"))
-    )
+    effective = next((v for v in (res.get("effectiveDateTime"), obj(res, "effectivePeriod").get("start"),
+                                   res.get("issued")) if parse_date(v) is not None), None)
+    when = parse_date(effective)
     unit = string(quantity.get("code")) or string(quantity.get("unit"))
     return [
         ObservationFact(
@@ -615,6 +617,20 @@ def _observation(res: dict[str, Any], coded: list[Coding], dialect: Dialect) -> 
             coded_value=tuple(c for _, c, _ in value),
             value_codings=value,
             comparator=string(quantity.get("comparator")),
+            status=string(res.get("status")),
+            at=_instant(effective),
         )
         for system, code, display in coded
     ]
+
+
+def _instant(value: Any) -> datetime | None:
+    """A FHIR dateTime with a time and a zone as an aware datetime; None for a date alone, a time
+    with no zone, or anything malformed."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, Iterator, Mapping
 
-from cds_service.core.facts import Facts, MedicationFact, ObservationFact
+from cds_service.core.facts import RESULT_STATUS, Facts, MedicationFact, ObservationFact
 from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology, ascii_words
 from cds_service.core.units import readable, same_unit
 
@@ -350,12 +350,21 @@ def _pregnant_status(facts: Facts, terminology: Terminology, data: ScreenData) -
             continue
         if terminology.match_codes(obs.value_codings, status.pregnant):
             answered.append((obs.when, True, obs))
-        elif terminology.match_codes(obs.value_codings, status.not_pregnant):
+        elif terminology.match_codes(obs.value_codings, status.not_pregnant) and _settled(obs, facts):
             answered.append((obs.when, False, obs))
     if not answered:
         return None
     latest = max(when for when, _, _ in answered)
     return next((obs for when, pregnant, obs in answered if when == latest and pregnant), None)
+
+
+def _settled(obs: ObservationFact, facts: Facts) -> bool:
+    """Whether a 'not pregnant' status may clear an earlier 'pregnant' one: a result (final,
+    amended, corrected; not preliminary, registered or unknown) dated no later than the call's
+    now (its day, and its time when the record gives one with a zone)."""
+    if obs.status not in RESULT_STATUS or obs.when is None or obs.when > facts.today:
+        return False
+    return obs.at is None or facts.now.tzinfo is None or obs.at <= facts.now
 
 
 def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,

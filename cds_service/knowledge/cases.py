@@ -168,7 +168,7 @@ def service_request(spec: dict[str, Any], patient: str, rid: str) -> dict[str, A
 
 def observation(spec: dict[str, Any], patient: str, n: int) -> dict[str, Any]:
     res: dict[str, Any] = {
-        "resourceType": "Observation", "id": f"case-observation-{n}", "status": "final",
+        "resourceType": "Observation", "id": f"case-observation-{n}", "status": spec.get("status", "final"),
         "code": {"coding": [{"system": SYSTEMS["loinc"], "code": spec["loinc"]}], "text": spec.get("text", spec["loinc"])},
         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": spec["date"],
     }
@@ -251,7 +251,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                                   "category")),
     "allergies": (("code",), CONCEPT[1]),
     "observations": (("loinc", "date"), ("value", "result", "text", "unit", "unit_text", "interpretation",
-                                         "comparator")),
+                                         "comparator", "status")),
     "medications": ((), ("rxcui", "text", "display", "status", "start", "reference", "dose", "per_day",
                          "supply_days", "reason", "note", "route", "route_code", "do_not_perform", "ndc", "quantity",
                          "sig")),

@@ -106,7 +106,7 @@ def test_a_case_with_code_instead_of_loinc_names_the_case_and_the_fix(tmp_path):
         "x.yaml: case weight-by-code: record.observations[0].code: unknown key (an observation names its LOINC code with "
         "loinc: (e.g. loinc: 29463-7))",
         "x.yaml: case weight-by-code: record.observations[0]: missing key 'loinc' (keys: loinc, date; optional: "
-        "value, result, text, unit, unit_text, interpretation, comparator)"]
+        "value, result, text, unit, unit_text, interpretation, comparator, status)"]
 
 
 def test_evaluate_on_broken_knowledge_exits_2_with_the_text_of_knowledge_check(tmp_path, runner):

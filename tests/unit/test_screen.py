@@ -186,6 +186,32 @@ def test_a_status_that_does_not_answer_neither_crashes_nor_clears_an_earlier_pre
     assert _zoledronic_with(unanswered) is None
 
 
+@pytest.mark.parametrize("not_yet", [
+    _status(NOT_PREGNANT, days_ago=5, status="preliminary"),
+    _status(NOT_PREGNANT, days_ago=5, status="registered"),
+    _status(NOT_PREGNANT, days_ago=5, status="unknown"),
+    _status(NOT_PREGNANT, days_ago=-3),  # dated after the call's day
+    _status(NOT_PREGNANT, days_ago=None, effectiveDateTime=(NOW + timedelta(hours=2)).isoformat()),  # later today
+    _status(NOT_PREGNANT, days_ago=None, effectivePeriod={"start": (NOW + timedelta(days=1)).isoformat()}),
+])
+def test_a_not_pregnant_status_not_yet_final_or_dated_in_the_future_does_not_clear_an_earlier_pregnant_one(not_yet):
+    assert _zoledronic_with(_status(PREGNANT, days_ago=60), not_yet) is not None
+
+
+@pytest.mark.parametrize("settled", [
+    _status(NOT_PREGNANT, days_ago=5, status="amended"),
+    _status(NOT_PREGNANT, days_ago=5, status="corrected"),
+    _status(NOT_PREGNANT, days_ago=None, effectiveDateTime=(NOW - timedelta(hours=2)).isoformat()),  # earlier today
+    _status(NOT_PREGNANT, days_ago=None, effectiveDateTime=NOW.date().isoformat() + "T23:00:00"),  # no zone: its day
+])
+def test_a_final_not_pregnant_status_up_to_now_still_clears_an_earlier_pregnant_one(settled):
+    assert _zoledronic_with(_status(PREGNANT, days_ago=60), settled) is None
+
+
+def test_a_preliminary_pregnant_status_still_withholds():
+    assert _zoledronic_with(_status(PREGNANT, days_ago=5, status="preliminary")) is not None
+
+
 def test_a_later_not_pregnant_status_clears_neither_a_recorded_pregnancy_nor_a_positive_test():
     pregnancy = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
                  "clinicalStatus": {"coding": [{"code": "active"}]},
