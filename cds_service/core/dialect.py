@@ -65,6 +65,7 @@ class Dialect:
     unit_words: dict[str, str] = field(default_factory=dict)  # lower-case word -> unit
     remission_sets: frozenset[str] = frozenset()
     encounter_recent_days: int | None = None
+    encounter_recent_days_for: dict[str, int] = field(default_factory=dict)  # value set id -> its own recency
     condition_text: tuple[tuple[str, str, str], ...] = ()  # phrase, system, code
     names: tuple[WrittenName, ...] = ()
     ndc: dict[str, str] = field(default_factory=dict)  # NDC digits -> rxcui
@@ -186,6 +187,7 @@ def compile_dialect(data: dict[str, Any]) -> Dialect:
         unit_words={word.lower(): unit for word, unit in units.get("words", {}).get("map", {}).items()},
         remission_sets=frozenset(conditions.get("remission_counts_for", [])),
         encounter_recent_days=conditions.get("encounter_diagnosis_recent_days"),
+        encounter_recent_days_for=dict(conditions.get("encounter_diagnosis_recent_days_for", {})),
         condition_text=tuple((row["phrase"], canonical(row["system"]), row["code"]) for row in conditions.get("text", [])),
         names=tuple(WrittenName(row["written"], tuple(row.get("means", ())), row.get("rxcui"))
                     for row in data.get("medication_names", [])),

@@ -400,7 +400,8 @@ def _condition(res: dict[str, Any], terminology: Terminology, today: date) -> Co
     text = concept_text(res.get("code"))
     if text and not terminology.knows_code(coded):
         coded += dialect.condition_codings(text)
-    chronic = any(terminology.valuesets_of(system, code) & dialect.remission_sets for system, code, _ in coded)
+    sets = frozenset().union(*(terminology.valuesets_of(system, code) for system, code, _ in coded))
+    chronic = bool(sets & dialect.remission_sets)
     when = onset or parse_date(res.get("recordedDate"))
     return ConditionFact(
         codings=coded,
@@ -410,18 +411,23 @@ def _condition(res: dict[str, Any], terminology: Terminology, today: date) -> Co
         relapsing=clinical == "relapse",
         clinical=clinical,
         chronic=chronic,
-        stale=clinical == "absent" and not chronic and _old_encounter_diagnosis(res, when, today, dialect),
+        stale=clinical == "absent" and not chronic and _old_encounter_diagnosis(res, when, today, dialect, sets),
     )
 
 
-def _old_encounter_diagnosis(res: dict[str, Any], when: date | None, today: date, dialect: Dialect) -> bool:
+def _old_encounter_diagnosis(res: dict[str, Any], when: date | None, today: date, dialect: Dialect,
+                             sets: frozenset[str]) -> bool:
     """An encounter diagnosis (category encounter-diagnosis) dated more than the dialect's recency
-    before today, or not dated at all: it says what a visit was for, not what the patient has now."""
+    before today, or not dated at all: it says what a visit was for, not what the patient has now.
+    A value set with a recency of its own (a pregnancy: 280 days) is held that long; of several,
+    the longest."""
     if dialect.encounter_recent_days is None:
         return False
     if not any(code == "encounter-diagnosis" for _, code, _ in codings(res.get("category"))):
         return False
-    return when is None or (today - when).days > dialect.encounter_recent_days
+    recent = max((days for vid, days in dialect.encounter_recent_days_for.items() if vid in sets),
+                 default=dialect.encounter_recent_days)
+    return when is None or (today - when).days > recent
 
 
 def _allergy(res: dict[str, Any]) -> tuple[Coding, ...] | None:

@@ -411,6 +411,9 @@ def _check_dialects(
     for vid in table.get("conditions", {}).get("remission_counts_for", []):
         if vid not in valuesets:
             problems.add(where, "$.conditions.remission_counts_for", f"unknown value set '{vid}'")
+    for vid in table.get("conditions", {}).get("encounter_diagnosis_recent_days_for", {}):
+        if vid not in valuesets:
+            problems.add(where, "$.conditions.encounter_diagnosis_recent_days_for", f"unknown value set '{vid}'")
     for i, row in enumerate(table.get("medication_names", [])):
         for name in row.get("means", []):
             if name.lower() not in names:

@@ -300,3 +300,9 @@ def test_the_second_worked_example_a_two_tier_lab_rule_works_from_the_docs_alone
     assert {k: o.problems for k, o in outcomes.items()} == {k: [] for k in outcomes}
     critical = outcomes["ms-nsaid-egfr-25-critical"].cards[0]
     assert critical["source"]["label"] == "Local practice: drugs and kidney function (P&T committee)"
+
+
+def test_an_encounter_diagnosis_recency_of_an_unknown_value_set_is_refused(tmp_path):
+    problems = _problems(tmp_path, "dialects.yaml", "encounter_diagnosis_recent_days_for: {pregnancy: 280}",
+                         "encounter_diagnosis_recent_days_for: {pregnancey: 280}")
+    assert problems == ["dialects.yaml: $.conditions.encounter_diagnosis_recent_days_for: unknown value set 'pregnancey'"]

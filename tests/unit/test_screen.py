@@ -212,6 +212,32 @@ def test_a_preliminary_pregnant_status_still_withholds():
     assert _zoledronic_with(_status(PREGNANT, days_ago=5, status="preliminary")) is not None
 
 
+def _encounter_diagnosis(system, code, days_ago):
+    return {"resourceType": "Condition", "id": f"dx{code}{days_ago}", "subject": {"reference": "Patient/p"},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                      "code": "encounter-diagnosis"}]}],
+            "code": {"coding": [{"system": system, "code": code}]},
+            "onsetDateTime": (NOW - timedelta(days=days_ago)).date().isoformat()}
+
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+@pytest.mark.parametrize("system, code", [(SNOMED, "72892002"), (ICD10CM, "Z34.02")])
+def test_a_pregnancy_coded_at_a_visit_counts_for_280_days_not_90(system, code):
+    for days_ago in (120, 279):  # past the dialect's 90 days of an encounter diagnosis
+        reason = _zoledronic_with(conditions=[_encounter_diagnosis(system, code, days_ago)])
+        assert reason is not None and reason.endswith("pregnancy recorded")
+    assert _zoledronic_with(conditions=[_encounter_diagnosis(system, code, 281)]) is None
+
+
+def test_other_encounter_diagnoses_keep_the_90_days():
+    back_pain = _encounter_diagnosis(ICD10CM, "M54.50", 120)
+    facts = facts_of("order-sign", conditions=[back_pain])
+    assert facts.conditions == ()
+    assert len(facts_of("order-sign", conditions=[_encounter_diagnosis(ICD10CM, "M54.50", 80)]).conditions) == 1
+
+
 def test_a_later_not_pregnant_status_clears_neither_a_recorded_pregnancy_nor_a_positive_test():
     pregnancy = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
                  "clinicalStatus": {"coding": [{"code": "active"}]},
