@@ -86,7 +86,11 @@ class _Units:
 
 
 # A sig written only in words: "10 mg PO TID", "take 1 tablet by mouth three times daily".
-_AMOUNT = r"(\d+(?:\.\d+)?)\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])"
+# A number: a whole or decimal one, a fraction ("1/2", "1 1/2") or a vulgar fraction ("½", "1½"),
+# never a fraction read as its denominator ("1/2 tablet" is half a tablet, not two).
+_NUMBER = r"(\d+\s*[½¼¾]|[½¼¾]|\d+\s+\d+\s*/\s*[1-9]\d*|\d+\s*/\s*[1-9]\d*|\d+(?:\.\d+)?)"
+_VULGAR = {"½": 0.5, "¼": 0.25, "¾": 0.75}
+_AMOUNT = _NUMBER + r"\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])"
 _SIG_DOSE = re.compile(rf"(?<![\w.]){_AMOUNT}", re.I)
 # What an amount means when a sig gives several. A stated maximum or daily total is a limit, not a
 # dose: "max 3200 mg/day", "maximum daily dose of 6 tablets", "not to exceed 40 mg in 24 hours",
@@ -181,7 +185,7 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
                  "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}, **limits} for amount in parts]
     different = _different_amounts(amounts)
     if different:  # the largest stands for the single dose: an unread sig never reads low
-        dose = max(different, key=lambda amount: float(amount.group(1)) * _FAMILIES.get(amount.group(2).lower(),
+        dose = max(different, key=lambda amount: _amount_value(amount) * _FAMILIES.get(amount.group(2).lower(),
                                                                                           ("", 1.0))[1])
     filled = {**instruction, "doseAndRate": [{"doseQuantity": _quantity(dose)}], **limits}
     if different:
@@ -196,7 +200,22 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
 
 
 def _quantity(amount: re.Match[str]) -> dict[str, Any]:
-    return {"value": float(amount.group(1)), "unit": amount.group(2).lower()}
+    return {"value": _amount_value(amount), "unit": amount.group(2).lower()}
+
+
+def _amount_value(amount: re.Match[str]) -> float:
+    """The number of an amount: "2", "0.5", "1/2", "1 1/2", "½", "1½"."""
+    text = amount.group(1).replace(" ", "")
+    whole = 0.0
+    if text[-1] in _VULGAR:
+        return (float(text[:-1]) if text[:-1] else 0.0) + _VULGAR[text[-1]]
+    if "/" in text:
+        numerator, denominator = amount.group(1).split("/")
+        parts = numerator.split()
+        if len(parts) == 2:  # "1 1/2"
+            whole, numerator = float(parts[0]), parts[1]
+        return whole + float(numerator) / float(denominator)
+    return float(text)
 
 
 def _sig_daily_maxima(text: str) -> list[dict[str, Any]]:
@@ -238,7 +257,7 @@ def _different_amounts(amounts: list[re.Match[str]]) -> list[re.Match[str]]:
         return _FAMILIES.get(unit, ("count", 1.0))
     first = kind(amounts[0])[0] if amounts else ""
     same = [a for a in amounts if kind(a)[0] == first]
-    values = {float(a.group(1)) * kind(a)[1] for a in same}
+    values = {_amount_value(a) * kind(a)[1] for a in same}
     return same if len(values) > 1 else []
 
 

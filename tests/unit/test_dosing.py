@@ -343,6 +343,19 @@ def test_paired_amounts_keep_the_instruction_sequence_and_count_tablets(dialect)
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.planned_days) == (30, 45, 30)  # 90 tablets / 3 a day
 
 
+# A fraction is its value: "1/2 tablet" is half a tablet (it was read as its denominator, two
+# tablets, four times the dose and a quarter of the course); "½" was not read at all.
+@pytest.mark.parametrize("sig, single", [
+    ("1/2 tablet twice daily", 7.5), ("½ tablet twice daily", 7.5), ("1 1/2 tablets twice daily", 22.5),
+    ("1½ tablets twice daily", 22.5), ("take 1/2 tab by mouth twice daily", 7.5), ("0.5 tablet twice daily", 7.5),
+    ("1/2-1 tablet twice daily", 15),  # a range at its upper amount
+])
+def test_a_fraction_of_a_tablet_is_read_as_its_value(dialect, sig, single):
+    dose = read(_order({"text": sig}, dispenseRequest={"quantity": {"value": 30}}), MORPHINE_15, dialect)
+    assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, 2 * single, False)
+    assert dose.planned_days == pytest.approx(30 / (2 * single / 15))
+
+
 def test_a_sig_without_a_dose_is_unread_not_no_dose():
     assert read(_order({"text": "as directed"}), None).dose_unread
     assert not read(_order(), None).dose_unread
