@@ -61,7 +61,7 @@ class Service:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.stop()
         pytest.fail(f"the service did not become ready: {self.log()[-2000:]}")
 
@@ -170,13 +170,18 @@ class SlowClients:
 
     def __init__(self, port: int, headers: int, bodies: int) -> None:
         self.port, self.stop_event = port, threading.Event()
-        self.threads = [threading.Thread(target=self._trickle, args=(kind,), daemon=True)
-                        for kind in ["header"] * headers + ["body"] * bodies]
+        kinds = ["header"] * headers + ["body"] * bodies
+        self.holding = [threading.Event() for _ in kinds]
+        self.threads = [threading.Thread(target=self._trickle, args=(kind, holding), daemon=True)
+                        for kind, holding in zip(kinds, self.holding, strict=True)]
 
     def __enter__(self) -> "SlowClients":
         for thread in self.threads:
             thread.start()
-        time.sleep(1.5)  # every connection open and holding before the measured calls start
+        # every connection open and holding (its first bytes sent) before the measured calls start
+        deadline = time.monotonic() + 10
+        for holding in self.holding:
+            assert holding.wait(max(0.0, deadline - time.monotonic())), "a slow client could not connect"
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -184,7 +189,7 @@ class SlowClients:
         for thread in self.threads:
             thread.join(timeout=5)
 
-    def _trickle(self, kind: str) -> None:
+    def _trickle(self, kind: str, holding: threading.Event) -> None:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
                 head = f"POST {PATIENT_VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -192,6 +197,7 @@ class SlowClients:
                     sock.sendall((head + "Content-Length: 100000\r\n\r\n").encode())
                 else:
                     sock.sendall(head.encode())
+                holding.set()
                 while not self.stop_event.wait(1.0):
                     sock.sendall(b"X" if kind == "header" else b" ")
         except OSError:
