@@ -23,8 +23,14 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e .
 
-install-test: $(BIN)/python
+# The test install runs pip again only when what it installs from changed (or the venv is new):
+# the stamp lives in the venv, so removing .venv (make clean) installs afresh.
+INSTALLED_TEST := $(VENV)/.installed-test
+install-test: $(INSTALLED_TEST)
+
+$(INSTALLED_TEST): $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	touch $@
 
 run: install
 	CDS_AUTH_REQUIRED=false CDS_DEVELOPMENT=true $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
