@@ -32,7 +32,7 @@ def server(tmp_path: Path):
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 break
         except requests.ConnectionError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     else:
         process.kill()
         process.wait()
