@@ -48,19 +48,28 @@ class Service:
         environment = {"CDS_AUTH_REQUIRED": "false", "CDS_LOG_LEVEL": "WARNING",
                        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / (name + '.sqlite3')}",
                        **{k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}, **(env or {})}
+        # serve's --workers (every test gives it; else serve's default, 2 x cores)
+        given = [serve_args[i + 1] for i, arg in enumerate(serve_args[:-1]) if arg == "--workers"]
+        self.expected_workers = int(given[-1]) if given else (os.cpu_count() or 1) * 2
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([command, "serve", "--port", str(self.port), *serve_args],
                                             env=environment, stdout=subprocess.DEVNULL, stderr=log,
                                             start_new_session=True)
 
     def __enter__(self) -> "Service":
+        """Ready: /readyz answers 200 and the master has forked every worker. A worker answers
+        /readyz while the master may still be forking the next; a SIGTERM that reaches a worker
+        before it has set up its signal handlers is lost, and stopping then took the whole
+        graceful timeout (30 s)."""
         deadline = time.monotonic() + 60
+        ready = False
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if requests.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return self
+                ready = ready or requests.get(f"{self.base}/readyz", timeout=1).status_code == 200
             except requests.RequestException:
                 pass
+            if ready and len(self.workers()) >= self.expected_workers:
+                return self
             time.sleep(0.05)
         self.stop()
         pytest.fail(f"the service did not become ready: {self.log()[-2000:]}")
@@ -104,12 +113,20 @@ class Service:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        """SIGTERM to the group, again each second (a worker still starting may have missed the
+        first: see __enter__), for at most 40 s; then SIGKILL."""
+        deadline = time.monotonic() + 40
+        while self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=40)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+                self.process.wait(timeout=1)
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    break
+        if self.process.poll() is None:
+            self.kill()
 
 
 def render_nginx(upstreams: list[str], listen: str, max_conns: int) -> str:
