@@ -97,7 +97,7 @@ class Service:
             now = self.workers()
             if logged in self.log() and now and not now & before:
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         pytest.fail(f"no reload seen within {seconds} s (workers before {before}, now {self.workers()}): "
                     f"{self.log()[-2000:]}")
 

@@ -65,7 +65,7 @@ def test_sighup_reloads_knowledge_and_no_call_is_dropped_meanwhile(tmp_path: Pat
             service.signal(signal.SIGHUP)
             deadline = time.monotonic() + 30
             while _title(service.base) != "Chart review (reloaded)" and time.monotonic() < deadline:
-                time.sleep(0.2)
+                time.sleep(0.05)
             assert _title(service.base) == "Chart review (reloaded)"
 
             services.write_text("services: [unclosed", "utf-8")  # a broken edit: the running knowledge stays
