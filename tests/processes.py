@@ -290,10 +290,13 @@ class Postgres:
 
 
 @contextmanager
-def slow_fhir_server(delay: float) -> Iterator[str]:
-    """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart)."""
+def slow_fhir_server(delay: float, asked: threading.Event | None = None) -> Iterator[str]:
+    """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart);
+    ``asked`` is set when a request arrives."""
 
     def slow(exchange: Exchange) -> None:
+        if asked is not None:
+            asked.set()
         if exchange.server.stop.wait(delay):
             return
         body = {"resourceType": "Bundle", "type": "searchset", "entry": []} if "?" in exchange.path \
