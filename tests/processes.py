@@ -36,6 +36,32 @@ def nginx_binary() -> str:
     return found
 
 
+def worker_pids(master: int) -> set[int]:
+    """The gunicorn master's worker processes now (it forks them from its main thread)."""
+    try:
+        return {int(child) for child in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def _handles_its_signals(pid: int) -> bool:
+    """A forked gunicorn worker has set up its own signal handlers: it catches SIGABRT, which the
+    master does not (before that it runs the master's handlers, and a SIGTERM is lost)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGABRT - 1)))
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def workers_ready(master: int, expected: int) -> bool:
+    """Every worker asked for is forked and takes SIGTERM as a worker does."""
+    workers = worker_pids(master)
+    return len(workers) >= expected and all(_handles_its_signals(pid) for pid in workers)
+
+
 class Service:
     """``cds-service serve`` on a free port; SIGTERM to the group on exit, SIGKILL if it lingers."""
 
@@ -57,10 +83,10 @@ class Service:
                                             start_new_session=True)
 
     def __enter__(self) -> "Service":
-        """Ready: /readyz answers 200 and the master has forked every worker. A worker answers
-        /readyz while the master may still be forking the next; a SIGTERM that reaches a worker
-        before it has set up its signal handlers is lost, and stopping then took the whole
-        graceful timeout (30 s)."""
+        """Ready: /readyz answers 200 and every worker is forked and has set up its signal
+        handlers. A worker answers /readyz while the master may still be forking the next; a
+        SIGTERM that reaches a worker before it has set up its handlers is lost, and stopping then
+        took the whole graceful timeout (30 s)."""
         deadline = time.monotonic() + 60
         ready = False
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -68,7 +94,7 @@ class Service:
                 ready = ready or requests.get(f"{self.base}/readyz", timeout=1).status_code == 200
             except requests.RequestException:
                 pass
-            if ready and len(self.workers()) >= self.expected_workers:
+            if ready and workers_ready(self.process.pid, self.expected_workers):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -82,11 +108,7 @@ class Service:
 
     def workers(self) -> set[int]:
         """The master's worker processes now (gunicorn forks them from its main thread)."""
-        pid = self.process.pid
-        try:
-            return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-        except FileNotFoundError:
-            return set()
+        return worker_pids(self.process.pid)
 
     def replaced_after(self, before: set[int], logged: str, seconds: float = 30) -> None:
         """Wait until ``logged`` is in the log and none of the workers ``before`` (a reload's) is
