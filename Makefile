@@ -23,8 +23,14 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e .
 
-install-test: $(BIN)/python
+# The test install runs pip again only when what it installs from changed (or the venv is new):
+# the stamp lives in the venv, so removing .venv (make clean) installs afresh.
+INSTALLED_TEST := $(VENV)/.installed-test
+install-test: $(INSTALLED_TEST)
+
+$(INSTALLED_TEST): $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	touch $@
 
 run: install
 	CDS_AUTH_REQUIRED=false CDS_DEVELOPMENT=true $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
@@ -32,9 +38,10 @@ run: install
 # The unit and behaviour tests in parallel, one process per core (a module stays in one process);
 # then the system tests, which start servers and measure time and memory, one at a time.
 # Both runs always run, and make test fails if either did.
+# The system run collects tests/system only: collecting the whole tree to deselect it took ~10 s.
 test: install-test
 	$(BIN)/python -m pytest -m "not system" -n auto --dist loadfile; first=$$?; \
-	$(BIN)/python -m pytest -m system; second=$$?; \
+	$(BIN)/python -m pytest -m system tests/system; second=$$?; \
 	exit $$(( first > second ? first : second ))
 
 # Service vs a bare Flask baseline under the same gunicorn, the stages in-process, the FHIR

@@ -71,6 +71,39 @@ def _knowledge_built_once() -> None:
 _knowledge_built_once()
 
 
+def _files_state(folder: Path, pattern: str) -> tuple[tuple[str, int, int], ...]:
+    return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob(pattern) if p.is_file()))
+
+
+def _cases_read_once() -> None:
+    """Each case folder is parsed once per state of its files (the YAML parse is most of a
+    ``knowledge check``: ~0.5 s), instead of again by every check the authoring tests run on the
+    same folder; every caller gets its own copy. A folder whose files change (the authoring tests
+    edit copies) is read again, and a folder with problems raises each time."""
+    import copy
+
+    import cds_service.knowledge.cases as cases_module
+    import cds_service.knowledge.checks as checks_module
+
+    read = cases_module.read_cases
+    parsed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+    def read_cases(directory: Path, fixtures: Path | None = None) -> list[dict[str, Any]]:
+        folder = Path(directory).resolve()
+        personas = Path(fixtures).resolve() / "patients" if fixtures is not None else None
+        key = (folder, _files_state(folder, "*.yaml"), personas,
+               _files_state(personas, "*.json") if personas is not None else ())
+        if key not in parsed:
+            parsed[key] = read(directory, fixtures)
+        return copy.deepcopy(parsed[key])
+
+    cases_module.read_cases = read_cases
+    checks_module.read_cases = read_cases
+
+
+_cases_read_once()
+
+
 
 
 def _with_search_path(url: str, schema: str) -> str:

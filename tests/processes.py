@@ -36,6 +36,32 @@ def nginx_binary() -> str:
     return found
 
 
+def worker_pids(master: int) -> set[int]:
+    """The gunicorn master's worker processes now (it forks them from its main thread)."""
+    try:
+        return {int(child) for child in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def _handles_its_signals(pid: int) -> bool:
+    """A forked gunicorn worker has set up its own signal handlers: it catches SIGABRT, which the
+    master does not (before that it runs the master's handlers, and a SIGTERM is lost)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGABRT - 1)))
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def workers_ready(master: int, expected: int) -> bool:
+    """Every worker asked for is forked and takes SIGTERM as a worker does."""
+    workers = worker_pids(master)
+    return len(workers) >= expected and all(_handles_its_signals(pid) for pid in workers)
+
+
 class Service:
     """``cds-service serve`` on a free port; SIGTERM to the group on exit, SIGKILL if it lingers."""
 
@@ -48,20 +74,29 @@ class Service:
         environment = {"CDS_AUTH_REQUIRED": "false", "CDS_LOG_LEVEL": "WARNING",
                        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / (name + '.sqlite3')}",
                        **{k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}, **(env or {})}
+        # serve's --workers (every test gives it; else serve's default, 2 x cores)
+        given = [serve_args[i + 1] for i, arg in enumerate(serve_args[:-1]) if arg == "--workers"]
+        self.expected_workers = int(given[-1]) if given else (os.cpu_count() or 1) * 2
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([command, "serve", "--port", str(self.port), *serve_args],
                                             env=environment, stdout=subprocess.DEVNULL, stderr=log,
                                             start_new_session=True)
 
     def __enter__(self) -> "Service":
+        """Ready: /readyz answers 200 and every worker is forked and has set up its signal
+        handlers. A worker answers /readyz while the master may still be forking the next; a
+        SIGTERM that reaches a worker before it has set up its handlers is lost, and stopping then
+        took the whole graceful timeout (30 s)."""
         deadline = time.monotonic() + 60
+        ready = False
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if requests.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return self
+                ready = ready or requests.get(f"{self.base}/readyz", timeout=1).status_code == 200
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
+            if ready and workers_ready(self.process.pid, self.expected_workers):
+                return self
+            time.sleep(0.05)
         self.stop()
         pytest.fail(f"the service did not become ready: {self.log()[-2000:]}")
 
@@ -73,11 +108,7 @@ class Service:
 
     def workers(self) -> set[int]:
         """The master's worker processes now (gunicorn forks them from its main thread)."""
-        pid = self.process.pid
-        try:
-            return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-        except FileNotFoundError:
-            return set()
+        return worker_pids(self.process.pid)
 
     def replaced_after(self, before: set[int], logged: str, seconds: float = 30) -> None:
         """Wait until ``logged`` is in the log and none of the workers ``before`` (a reload's) is
@@ -88,7 +119,7 @@ class Service:
             now = self.workers()
             if logged in self.log() and now and not now & before:
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         pytest.fail(f"no reload seen within {seconds} s (workers before {before}, now {self.workers()}): "
                     f"{self.log()[-2000:]}")
 
@@ -104,12 +135,20 @@ class Service:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        """SIGTERM to the group, again each second (a worker still starting may have missed the
+        first: see __enter__), for at most 40 s; then SIGKILL."""
+        deadline = time.monotonic() + 40
+        while self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=40)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+                self.process.wait(timeout=1)
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    break
+        if self.process.poll() is None:
+            self.kill()
 
 
 def render_nginx(upstreams: list[str], listen: str, max_conns: int) -> str:
@@ -170,13 +209,18 @@ class SlowClients:
 
     def __init__(self, port: int, headers: int, bodies: int) -> None:
         self.port, self.stop_event = port, threading.Event()
-        self.threads = [threading.Thread(target=self._trickle, args=(kind,), daemon=True)
-                        for kind in ["header"] * headers + ["body"] * bodies]
+        kinds = ["header"] * headers + ["body"] * bodies
+        self.holding = [threading.Event() for _ in kinds]
+        self.threads = [threading.Thread(target=self._trickle, args=(kind, holding), daemon=True)
+                        for kind, holding in zip(kinds, self.holding, strict=True)]
 
     def __enter__(self) -> "SlowClients":
         for thread in self.threads:
             thread.start()
-        time.sleep(1.5)  # every connection open and holding before the measured calls start
+        # every connection open and holding (its first bytes sent) before the measured calls start
+        deadline = time.monotonic() + 10
+        for holding in self.holding:
+            assert holding.wait(max(0.0, deadline - time.monotonic())), "a slow client could not connect"
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -184,7 +228,7 @@ class SlowClients:
         for thread in self.threads:
             thread.join(timeout=5)
 
-    def _trickle(self, kind: str) -> None:
+    def _trickle(self, kind: str, holding: threading.Event) -> None:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
                 head = f"POST {PATIENT_VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -192,6 +236,7 @@ class SlowClients:
                     sock.sendall((head + "Content-Length: 100000\r\n\r\n").encode())
                 else:
                     sock.sendall(head.encode())
+                holding.set()
                 while not self.stop_event.wait(1.0):
                     sock.sendall(b"X" if kind == "header" else b" ")
         except OSError:
@@ -267,10 +312,13 @@ class Postgres:
 
 
 @contextmanager
-def slow_fhir_server(delay: float) -> Iterator[str]:
-    """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart)."""
+def slow_fhir_server(delay: float, asked: threading.Event | None = None) -> Iterator[str]:
+    """A FHIR server on loopback that takes ``delay`` seconds over every answer (an empty chart);
+    ``asked`` is set when a request arrives."""
 
     def slow(exchange: Exchange) -> None:
+        if asked is not None:
+            asked.set()
         if exchange.server.stop.wait(delay):
             return
         body = {"resourceType": "Bundle", "type": "searchset", "entry": []} if "?" in exchange.path \

@@ -27,9 +27,11 @@ from processes import PATIENT_VIEW, Service, percentile
 pytestmark = pytest.mark.slow
 
 FHIR_DELAY = 5.0
-LOAD_SECONDS = 8.0
+LOAD_SECONDS = 5.0  # two and a half call budgets: every slow caller holds its fetch through two at least
 WITHIN = 2.0
 PREFETCHED_CALLERS = 4
+THREADS = 16
+PER_SERVER = THREADS // 2  # the bulkhead's default: half the fetch threads to one FHIR server
 
 
 def _slow(exchange: Exchange) -> None:
@@ -47,7 +49,7 @@ def slow_fhir():
 def service(tmp_path_factory: pytest.TempPathFactory, slow_fhir: FakeFhir):
     tmp_path: Path = tmp_path_factory.mktemp("bulkhead")
     env = {"CDS_OPEN_FHIR_SERVERS": json.dumps([slow_fhir.url()])}
-    with Service(tmp_path, "service", "--workers", "1", "--threads", "16", env=env) as running:
+    with Service(tmp_path, "service", "--workers", "1", "--threads", str(THREADS), env=env) as running:
         yield running
 
 
@@ -73,9 +75,14 @@ def test_prefetched_calls_are_answered_while_many_callers_wait_on_a_slow_fhir_se
     fine: list[tuple[int, float]] = []
     threads = [threading.Thread(target=_loop, args=(service.base, starved, stop, 0.3, slow))
                for _ in range(slow_callers)]
+    asked_before = len(slow_fhir.asked)
     for thread in threads:
         thread.start()
-    time.sleep(1.0)  # the slow server's callers first, holding what they can
+    # the slow server's callers first, holding what they can: the bulkhead's every slot on that server
+    deadline = time.monotonic() + 10
+    while len(slow_fhir.asked) - asked_before < PER_SERVER and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(slow_fhir.asked) - asked_before >= PER_SERVER, "the slow server's callers never reached it"
     threads += [threading.Thread(target=_loop, args=(service.base, chart, stop, 0.0, fine))
                 for _ in range(PREFETCHED_CALLERS)]
     for thread in threads[slow_callers:]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -104,8 +105,10 @@ def test_a_burst_of_256_connections_gets_fast_json_503s_not_a_queue(fronted, slo
 def test_the_front_is_what_saves_sync_workers_from_slow_clients(tmp_path: Path):
     nginx_binary()
     with Service(tmp_path, "sync", "--workers", "2", "--worker-class", "sync") as service:
-        with SlowClients(service.port, headers=4, bodies=0):
-            direct = timed_calls(service.base, _chart(), count=2, timeout=3)
+        with SlowClients(service.port, headers=4, bodies=0), ThreadPoolExecutor(2) as pool:
+            # two calls at once, each on its own connection (one after the other took twice the wait)
+            direct = [result for results in pool.map(lambda _: timed_calls(service.base, _chart(), count=1, timeout=3),
+                                                     range(2)) for result in results]
         with Front(tmp_path, [f"127.0.0.1:{service.port}"], 2) as front, \
                 SlowClients(front.port, headers=4, bodies=4):
             fronted = timed_calls(front.base, _chart(), count=10, timeout=10)

@@ -27,7 +27,7 @@ def test_sighup_reloads_the_site_overlay_and_keeps_it_when_broken(tmp_path: Path
         service.signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while _mode(service.base) != "active" and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert _mode(service.base) == "active"
 
         site.write_text("rules:\n  mcas.no-such-rule:\n    mode: off\n")  # a typo: the running overlay stays

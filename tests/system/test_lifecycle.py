@@ -23,13 +23,14 @@ TITLE = "Back pain in MCAS and MS - chart review"
 
 
 def test_a_call_in_flight_when_sigterm_arrives_is_answered(tmp_path: Path):
-    with slow_fhir_server(1.0) as server:
+    asked = threading.Event()
+    with slow_fhir_server(1.0, asked) as server:
         body = {**request_fixture("patient-view/mcas-adult--chart-open.json"), "fhirServer": server}
         del body["prefetch"]
         with Service(tmp_path, "drain", "--workers", "1", env={"CDS_OPEN_FHIR_SERVERS": f'["{server}"]'}) as service:
             with ThreadPoolExecutor(2) as pool:
                 in_flight = pool.submit(requests.post, service.base + PATIENT_VIEW, json=body, timeout=10)
-                time.sleep(0.5)  # the call is now waiting on the slow FHIR server
+                assert asked.wait(10)  # the call is now waiting on the slow FHIR server (for a second)
                 service.signal(signal.SIGTERM)
                 response = in_flight.result()
             assert response.status_code == 200 and "cards" in response.json()
@@ -65,7 +66,7 @@ def test_sighup_reloads_knowledge_and_no_call_is_dropped_meanwhile(tmp_path: Pat
             service.signal(signal.SIGHUP)
             deadline = time.monotonic() + 30
             while _title(service.base) != "Chart review (reloaded)" and time.monotonic() < deadline:
-                time.sleep(0.2)
+                time.sleep(0.05)
             assert _title(service.base) == "Chart review (reloaded)"
 
             services.write_text("services: [unclosed", "utf-8")  # a broken edit: the running knowledge stays

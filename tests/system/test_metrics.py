@@ -157,7 +157,7 @@ def test_served_metrics_add_up_every_worker_and_forget_a_former_run(tmp_path: Pa
                 requests.get(f"{base}/healthz", timeout=1)
                 break
             except requests.ConnectionError:
-                time.sleep(0.1)
+                time.sleep(0.05)
         assert not stale.exists()
         body = request_fixture("order-select/mcas-adult--succinylcholine.json")
 

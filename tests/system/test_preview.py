@@ -114,19 +114,29 @@ def live_server(app_config):
     thread.join(5)
 
 
-@pytest.fixture
-def browser_page(tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's browser tests (starting it took ~1 s a test)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')")
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
         pytest.skip(f"CHROMIUM MISSING: {CHROMIUM} not found; the real-browser preview test did NOT run "
                     "(apt-get install chromium; .ci/run installs it)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def browser_page(browser):
+    """A page in a context of its own: no cookie, cache or storage shared with another test."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.mark.slow

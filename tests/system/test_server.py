@@ -13,6 +13,7 @@ import pytest
 import requests
 from fakefhir import free_port
 from helpers import request_fixture
+from processes import workers_ready
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +33,15 @@ def server(tmp_path: Path):
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 break
         except requests.ConnectionError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     else:
         process.kill()
         process.wait()
         log.close()
         pytest.fail(f"server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+    # both workers up, or the SIGTERM below could reach one still starting and be lost (a 30 s stop)
+    while not workers_ready(process.pid, 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
     yield base
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=15)

@@ -306,7 +306,7 @@ def _wait_up(service: Service) -> None:
             requests.get(f"{service.base}/healthz", timeout=1)
             return
         except requests.ConnectionError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     pytest.fail(f"server did not start: {service.log()[-2000:]}")
 
 

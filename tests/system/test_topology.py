@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
 
@@ -61,9 +62,15 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
                "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{front_port}", "CDS_TRUST_REQUEST_START": "true",
                # the same on every instance, as in deploy/k8s: the override window's patient pseudonyms
                "CDS_PATIENT_KEY_SECRET": uuid.uuid4().hex + uuid.uuid4().hex}
-        with Service(tmp_path, "a", "--workers", "2", env=env) as a, \
-                Service(tmp_path, "b", "--workers", "2", env=env) as b, \
-                Front(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], 16, port=front_port) as front:
+        with ExitStack() as started:
+            a = Service(tmp_path, "a", "--workers", "2", env=env)
+            started.callback(a.stop)
+            b = Service(tmp_path, "b", "--workers", "2", env=env)  # both start at once, then each is waited for
+            started.callback(b.stop)
+            started.enter_context(a)
+            started.enter_context(b)
+            front = started.enter_context(Front(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], 16,
+                                                port=front_port))
             yield Topology(front, a, b, database)
 
 

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import simple_icd_10_cm as icd
 import yaml
 
 from cds_service.errors import KnowledgeError
@@ -24,6 +23,15 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 @pytest.fixture(scope="module")
 def knowledge():
     return load_knowledge(KNOWLEDGE)
+
+
+@pytest.fixture(scope="module")
+def icd():
+    """The official ICD-10-CM tabular: its import reads the whole of it (~2 s), so it happens in the
+    process that runs these tests, not in every process that merely collects this module."""
+    import simple_icd_10_cm
+
+    return simple_icd_10_cm
 
 
 def _valuesets():
@@ -47,12 +55,12 @@ def test_knowledge_loads_and_has_both_modules(knowledge):
     assert summary["rules"] >= 23 and summary["valuesets"] >= 40
 
 
-def test_icd10cm_version_is_the_fy2026_tabular():
+def test_icd10cm_version_is_the_fy2026_tabular(icd):
     assert icd.is_valid_item("G35.A") and not icd.is_leaf("G35")
 
 
 @pytest.mark.parametrize("vid, code", sorted(set(_icd_codes())))
-def test_every_icd10cm_code_is_in_the_official_tabular(vid, code):
+def test_every_icd10cm_code_is_in_the_official_tabular(icd, vid, code):
     assert icd.is_valid_item(code), f"{vid}: {code} is not an ICD-10-CM FY2026 code"
 
 

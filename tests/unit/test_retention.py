@@ -9,16 +9,15 @@ daily figures are printed (visible with ``-s``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from click.testing import CliRunner
 from test_storage import _close, _overridden
 
 from cds_service import create_app
+from cds_service.cli import main
 from cds_service.core.issued import IssuedCard
 from cds_service.storage.store import Retention, Storage
 
@@ -146,10 +145,10 @@ def test_workers_prune_by_themselves_after_answering(app_config):
 def test_storage_prune_command(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'cds.sqlite3'}"
     _close(_old_rows(url))
-    env = {**os.environ, "CDS_DATABASE_URL": url, "CDS_ISSUED_CARD_RETENTION_DAYS": "30"}
-    result = subprocess.run([sys.executable, "-m", "cds_service", "storage", "prune"],
-                            capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 0, result.stderr
+    # in process (tests/behaviour/test_cli.py starts `python -m cds_service` itself): the same command
+    env = {"CDS_DATABASE_URL": url, "CDS_ISSUED_CARD_RETENTION_DAYS": "30"}
+    result = CliRunner().invoke(main, ["storage", "prune"], env=env)
+    assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == {"feedback": 0, "issued_card": 3, "jwt_replay": 0, "held_back_card": 0,
                                          "silent_finding": 0, "card_release": 0}
 
