@@ -6,7 +6,9 @@ range (doseRange.high, frequencyMax) and ``maxDosePerPeriod`` when it is
 higher. A dose in units of the product ("{pill}", tablet, mL) becomes mg
 through the product's strength from the curated product table. Planned
 duration: expectedSupplyDuration x (1 + refills), else boundsDuration /
-boundsPeriod, else quantity / daily units. Anything unreadable is None.
+boundsPeriod, else quantity / daily units, the daily units at the low end of any
+range (doseRange.low, frequency; "every 4-6 hours" is 4 a day): how long the
+supply can last, which the course rules ask. Anything unreadable is None.
 """
 from __future__ import annotations
 
@@ -92,6 +94,8 @@ _NUMBER = r"(\d+\s*[½¼¾]|[½¼¾]|\d+\s+\d+\s*/\s*[1-9]\d*|\d+\s*/\s*[1-9]\d*
 _VULGAR = {"½": 0.5, "¼": 0.25, "¾": 0.75}
 _AMOUNT = _NUMBER + r"\s*(mg|milligrams?|g|grams?|mcg|micrograms?|ml|tablets?|tabs?|capsules?|caps?)(?![A-Za-z])"
 _SIG_DOSE = re.compile(rf"(?<![\w.]){_AMOUNT}", re.I)
+# The lower end of a range of amounts the dose ends: "1-2 tablets", "1 to 2", "1 or 2".
+_RANGE_LOW = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:-|\u2013|to|or)\s*$", re.I)
 # What an amount means when a sig gives several. A stated maximum or daily total is a limit, not a
 # dose: "max 3200 mg/day", "maximum daily dose of 6 tablets", "not to exceed 40 mg in 24 hours",
 # "no more than 4 g a day", "up to 3200 mg per day", "(2400 mg/day)". An amount right after
@@ -187,7 +191,7 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
     if different:  # the largest stands for the single dose: an unread sig never reads low
         dose = max(different, key=lambda amount: _amount_value(amount) * _FAMILIES.get(amount.group(2).lower(),
                                                                                           ("", 1.0))[1])
-    filled = {**instruction, "doseAndRate": [{"doseQuantity": _quantity(dose)}], **limits}
+    filled = {**instruction, "doseAndRate": [_dose_or_range(text, dose)], **limits}
     if different:
         filled[_SIG_UNREAD] = True
     elif timed:
@@ -195,8 +199,32 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
         if ambiguous:
             filled[_SIG_UNREAD] = True
         elif per_day is not None:
-            filled["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
+            fewest = _fewest_times_a_day(_without_limits(text), per_day)
+            filled["timing"] = {"repeat": {"frequency": fewest, "frequencyMax": per_day, "period": 1, "periodUnit": "d"}
+                                if fewest else {"frequency": per_day, "period": 1, "periodUnit": "d"}}
     return [filled]
+
+
+def _fewest_times_a_day(text: str, most: float) -> float | None:
+    """For a range of intervals that gave ``most`` ("every 4-6 hours": 6 a day), the fewest doses a
+    day it allows (4), else None."""
+    every = _SIG_EVERY.search(text)
+    if every is None or every.group(2) is None:
+        return None
+    hours = sorted(float(n) for n in every.groups())
+    if hours[0] <= 0 or abs(24 / hours[0] - most) > 1e-9 or hours[1] == hours[0]:
+        return None
+    return 24 / hours[1]
+
+
+def _dose_or_range(text: str, dose: re.Match[str]) -> dict[str, Any]:
+    """The sig's dose, or the range it ends ("1-2 tablets", "1 to 2", "1 or 2"): its upper amount is
+    the dose, its lower one how long a supply lasts (``_units_per_day``)."""
+    high = _quantity(dose)
+    low = _RANGE_LOW.search(_without_limits(text)[: dose.start()])
+    if low is None or not 0 < float(low.group(1)) < high["value"]:
+        return {"doseQuantity": high}
+    return {"doseRange": {"low": {**high, "value": float(low.group(1))}, "high": high}}
 
 
 def _quantity(amount: re.Match[str]) -> dict[str, Any]:
@@ -464,10 +492,12 @@ def _repeat(instruction: dict[str, Any]) -> dict[str, Any]:
     return obj(timing, "repeat")
 
 
-def _per_day(instruction: dict[str, Any]) -> float | None:
-    """Administrations per day, upper bound."""
+def _per_day(instruction: dict[str, Any], fewest: bool = False) -> float | None:
+    """Administrations per day: the most the order allows (frequencyMax), for the daily dose; with
+    ``fewest`` the fewest (frequency), for how long its supply lasts."""
     repeat = _repeat(instruction)
-    frequency = number(repeat.get("frequencyMax")) or number(repeat.get("frequency"))
+    most, least = number(repeat.get("frequencyMax")), number(repeat.get("frequency"))
+    frequency = (least or most) if fewest else (most or least)
     period = _days(repeat.get("period"), repeat.get("periodUnit"))
     if frequency and period:
         return frequency / period
@@ -478,14 +508,19 @@ def _per_day(instruction: dict[str, Any]) -> float | None:
     return None
 
 
-def _dose_quantity(instruction: dict[str, Any]) -> dict[str, Any] | None:
-    """The dose of one instruction: R4 doseAndRate (dose or range high), or DSTU2 dose[x]."""
+def _dose_quantity(instruction: dict[str, Any], fewest: bool = False) -> dict[str, Any] | None:
+    """The dose of one instruction: R4 doseAndRate (dose, or range high; with ``fewest`` range
+    low, for how long a supply lasts), or DSTU2 dose[x]."""
     holders = objects(instruction.get("doseAndRate")) or [instruction]
     for holder in holders:
         if isinstance(holder.get("doseQuantity"), dict):
             return cast(dict[str, Any], holder["doseQuantity"])
-        if isinstance(holder.get("doseRange"), dict) and isinstance(holder["doseRange"].get("high"), dict):
-            return cast(dict[str, Any], holder["doseRange"]["high"])
+        ranged = holder.get("doseRange")
+        if isinstance(ranged, dict):
+            bounds = ("low", "high") if fewest else ("high",)
+            found = next((ranged[b] for b in bounds if isinstance(ranged.get(b), dict)), None)
+            if found is not None:
+                return cast(dict[str, Any], found)
     return None
 
 
@@ -581,11 +616,13 @@ def _max_per_day_mg(instruction: dict[str, Any], units: _Units) -> float | None:
 
 
 def _units_per_day(instructions: list[dict[str, Any]], units: _Units) -> float | None:
-    """Units of the product (tablets) taken a day: what a dispensed quantity is counted in."""
+    """Units of the product (tablets) taken a day, at the fewest the order allows: what a dispensed
+    quantity is counted in. A range ("1-2 tablets every 4-6 hours") lasts longest at its low end,
+    and the course rules ask how long a supply can last (its daily dose takes the high end)."""
     total = 0.0
     for instruction in instructions:
-        amount = _product_units(_dose_quantity(instruction), units)
-        per_day = _per_day(instruction)
+        amount = _product_units(_dose_quantity(instruction, fewest=True), units)
+        per_day = _per_day(instruction, fewest=True)
         if amount is None or per_day is None:
             return None
         total += amount * per_day

@@ -291,6 +291,28 @@ def test_ranges_are_read_at_the_most_the_prescriber_allows(dialect, sig, single,
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (single, daily, False)
 
 
+# How long a supply lasts is read at the range's other end: the fewest doses a day, the lowest
+# amount. Read at the most, "1 tablet every 4-6 hours" with 60 tablets lasted 10 days where it may
+# last 15, and the course rules (a muscle relaxant past two weeks) stayed silent.
+@pytest.mark.parametrize("sig, days", [
+    ("1 tablet every 4-6 hours", 15),
+    ("1 tablet q4-6h as needed", 15),
+    ("1 tablet every 6-8 hours", 20),
+    ("1 to 2 tablets every 8 hours", 20),  # 60 tablets at 1 a dose, 3 a day
+    ("1 tablet every 6 hours", 15),  # no range: as before
+])
+def test_a_supply_of_ranges_lasts_as_long_as_its_fewest_doses(dialect, sig, days):
+    dose = read(_order({"text": sig}, dispenseRequest={"quantity": {"value": 60}}), MORPHINE_15, dialect)
+    assert dose.planned_days == days
+
+
+def test_structured_ranges_count_the_supply_at_their_low_end_and_the_daily_dose_at_their_high_end():
+    ranged = {"doseAndRate": [{"doseRange": {"low": {"value": 1, "unit": "tablet"}, "high": {"value": 2, "unit": "tablet"}}}],
+              "timing": {"repeat": {"frequency": 3, "frequencyMax": 4, "period": 1, "periodUnit": "d"}}}
+    dose = read(_order(ranged, dispenseRequest={"quantity": {"value": 60}}), MORPHINE_15)
+    assert (dose.daily_dose_mg, dose.planned_days) == (120, 20)  # 2 x 4 x 15 mg; 60 tablets / (1 x 3)
+
+
 def test_a_maximum_is_not_the_dose_nor_a_count_but_the_daily_dose_when_higher(dialect):
     dose = read(_order({"text": "Max 3200 mg/day. Take 800 mg three times daily"}), None, dialect)
     assert (dose.single_dose_mg, dose.daily_dose_mg, dose.dose_unread) == (800, 3200, False)  # was 3200 x 3
