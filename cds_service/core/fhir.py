@@ -119,22 +119,8 @@ def concept_text(concept: Any) -> str:
 
 
 def first_code(concept: Any, system_url: str) -> str | None:
-    """The first code of a given system in a CodeableConcept (e.g. a status): ``codings`` read
-    up to that code, without building the tuples of the others (every status of a chart)."""
-    if not concept:
-        return None
-    for cc in concept if isinstance(concept, list) else (concept,):
-        if not isinstance(cc, dict) or not (listed := cc.get("coding")):
-            continue
-        for coding in listed if isinstance(listed, list) else (listed,):
-            if not isinstance(coding, dict):
-                continue
-            code = coding.get("code")
-            if isinstance(code, str) and (code := code.strip()):
-                system = coding.get("system")
-                if not isinstance(system, str) or not system or system == system_url:
-                    return code
-    return None
+    """The first code of a given system (or of no system) in a CodeableConcept, e.g. a status."""
+    return next((code for system, code, _ in codings(concept) if not system or system == system_url), None)
 
 
 def parse_date(value: Any) -> date | None:
