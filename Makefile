@@ -28,7 +28,7 @@ install: $(BIN)/python
 INSTALLED_TEST := $(VENV)/.installed-test
 install-test: $(INSTALLED_TEST)
 
-$(INSTALLED_TEST): $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
+$(INSTALLED_TEST): setup.cfg pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 

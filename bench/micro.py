@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -90,6 +89,7 @@ def main() -> None:
     from cds_service.core.engine import evaluate
     from cds_service.core.facts import build_facts
     from cds_service.core.hooks import parse_hook_request
+    from cds_service.core.issued import new_id
     from cds_service.fhirfetch.gather import gather
     from cds_service.storage.issued import CallRecord
     from cds_service.web import api
@@ -148,7 +148,7 @@ def main() -> None:
                 # the call's whole record alone (not the decision), as the background thread writes one
                 # call's: cards and go-live record in one transaction; new card ids each time, as each call has
                 "storage": lambda service=service, req=req, decision=decision: rt.storage.cards.record([CallRecord(
-                    service.id, req.hook_instance, [replace(c, uuid=str(uuid.uuid4())) for c in decision.issued],
+                    service.id, req.hook_instance, [replace(c, uuid=new_id()) for c in decision.issued],
                     None, decision.held_back, rt.knowledge.release, decision.silent)]),
                 "response json": None,
                 "log line": lambda log_fields=log_fields: call_log.info("service call", extra=log_fields),

@@ -137,6 +137,7 @@ def all_at_once(stores: list[Storage], action: Callable[[Storage], Any], seconds
         thread.join(timeout=seconds)
     if errors:
         raise errors[0]
+    assert not any(t.is_alive() for t in threads), f"an action did not finish within {seconds} s"
     return results
 
 
