@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, cast
 
 from cds_service.core.facts import RESULT_STATUS, Facts, MedicationFact, ObservationFact
 from cds_service.core.terminology import RXNORM, Coding, NameIndex, Product, Terminology, ascii_words
@@ -377,9 +377,27 @@ def _kidney(product: Product, entry: ProductScreen, facts: Facts, terminology: T
     result = latest_result(facts, terminology, data.kidney_results, data.kidney_days)
     if result is None or result.value is None:
         return needed if entry.kidney_required else None
-    if result.value < entry.egfr_at_least:
-        return f"eGFR {result.value:g} on {_day(result.when)}, below {entry.egfr_at_least:g}"
+    shown = f"eGFR {result.comparator}{result.value:g} on {_day(result.when)}"
+    where = _against_limit(result, entry.egfr_at_least)
+    if where == "below":
+        return f"{shown}, below {entry.egfr_at_least:g}"
+    if where == "unsettled":
+        return f"{shown} does not say whether it is below {entry.egfr_at_least:g}; check kidney function first"
     return None
+
+
+def _against_limit(result: ObservationFact, lowest: float) -> str | None:
+    """Where a result with a number stands against a lower limit, its comparator read: "below",
+    "unsettled" (a bound that does not say: "<60" against 35, ">8.9" against 9), or None (at or
+    above it: "9.1", ">60" against 35)."""
+    value, comparator = cast(float, result.value), result.comparator
+    if comparator in (">", ">="):
+        return None if value >= lowest else "unsettled"
+    if comparator == "<":
+        return "below" if value <= lowest else "unsettled"
+    if comparator == "<=":
+        return "below" if value < lowest else "unsettled"
+    return "below" if value < lowest else None
 
 
 def _floor(product: Product, entry: ProductScreen, facts: Facts, terminology: Terminology, data: ScreenData,
@@ -389,8 +407,10 @@ def _floor(product: Product, entry: ProductScreen, facts: Facts, terminology: Te
     against the limit (no number, a unit the floor has no limit for, a bound such as "<9.0" that
     does not settle it: "check it first"). No recent result: offered as before (the suggestion
     asks to check)."""
-    if not entry.floors or "observations" not in facts.available:
+    if not entry.floors:
         return None
+    if reason := _unreadable(facts, "observations", "results list"):
+        return reason
     for floor in (data.result_floors[fid] for fid in entry.floors):
         since = facts.today - timedelta(days=floor.within_days)
         found = [(kind, obs) for kind in floor.kinds
@@ -414,10 +434,10 @@ def _against_floor(kind: ResultKind, result: ObservationFact) -> str | None:
         return f"{kind.name} on {day} in {' or '.join(result.units) or 'no unit'}, which cannot be compared; check it first"
     unit, lowest = limit
     shown = f"{kind.name} {result.comparator}{result.value:g} {readable(unit)} on {day}"
-    low = result.value < lowest or (result.comparator in ("<", "<=") and result.value <= lowest)
-    if low:
+    where = _against_limit(result, lowest)
+    if where == "below":
         return f"{shown}, below {lowest:g} {readable(unit)}; correct it first"
-    if result.comparator in ("<", "<=") or (result.comparator in (">", ">=") and result.value < lowest):
+    if where == "unsettled":
         return f"{shown} does not say whether it is below {lowest:g} {readable(unit)}; check it first"
     return None
 

@@ -11,7 +11,7 @@ from coreknowledge import NOW, facts_of, knowledge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service.core.screen import latest_result, screen
+from cds_service.core.screen import _floor, latest_result, screen
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ACETAMINOPHEN = "198440"  # Acetaminophen 500 MG Oral Tablet (ingredient 161)
@@ -271,3 +271,29 @@ def test_latest_result_is_the_most_recent_within_the_window():
     latest = latest_result(facts, k.terminology, "kidney-function", 90)
     assert latest is not None and latest.value == 50
     assert latest_result(facts, k.terminology, "kidney-function", 3) is None  # older counts as none
+
+
+@pytest.mark.parametrize("comparator, value, withheld", [
+    ("<", 60, "does not say whether it is below 35; check kidney function first"),  # could be 20
+    ("<", 30, "below 35"),
+    ("<=", 35, "does not say whether"),
+    (">", 60, None),  # how labs report a normal eGFR
+    (">", 30, "does not say whether"),
+])
+def test_an_egfr_reported_as_a_bound_is_read_with_its_comparator(comparator, value, withheld):
+    """'<60' was read as 60, above zoledronic acid's limit of 35: offered with an eGFR that may be 20."""
+    result = _egfr(value)
+    result["valueQuantity"]["comparator"] = comparator
+    reason = _screen(ZOLEDRONIC, observations=[result])
+    assert (reason is None) if withheld is None else (withheld in (reason or ""))
+
+
+def test_a_result_floor_withholds_when_the_results_could_not_be_read_at_all():
+    """No results list at all is not 'no low calcium': the floor says to check, as the other checks do."""
+    k = knowledge()
+    data = {key: v for key, v in EVERYTHING.items() if key != "observations"}
+    facts = facts_of("order-sign", **data)
+    product, entry = k.terminology.products[ZOLEDRONIC], k.screen.products[ZOLEDRONIC]
+    assert entry.floors
+    reason = _floor(product, entry, facts, k.terminology, k.screen, frozenset())
+    assert reason is not None and "could not be read; check it first" in reason
