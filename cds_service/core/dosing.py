@@ -136,14 +136,15 @@ _SIG_MEALS = re.compile(rf"\b(?:before|with|after|following)\s+(?:(?:all|the|you
 _SIG_EACH_MEAL = re.compile(r"\b(?:before|with|after|following)\s+(?:each|every)\s+meal\b", re.I)
 _SIG_N_MEALS = re.compile(rf"\b{_COUNT}\s+(?:main\s+)?meals\b", re.I)
 # A named meal or its part of the day, each one dose however many words name it ("in the morning
-# before breakfast" is one): morning (ACM, MORN), midday (ACD, NOON), evening (ACV, EVE).
+# before breakfast" is one): morning (ACM, MORN), midday (ACD, NOON), evening (ACV, EVE); a part of
+# the day written alone counts too ("in the morning and evening", "morning and night": two).
 _SIG_NAMED_MEALS = (
-    ("morning", re.compile(r"\b(?:breakfast|morning meal|(?:in the|every|each) morning|mornings|q\.?\s?am)\b", re.I)),
+    ("morning", re.compile(r"\b(?:breakfast|morning meal|(?:in the|every|each) morning|mornings?|q\.?\s?am)\b", re.I)),
     ("midday", re.compile(r"\b(?:lunch|midday meal|noon meal|at noon|at midday)\b", re.I)),
-    ("evening", re.compile(r"\b(?:dinner|supper|evening meal|(?:in the|every|each) evening|evenings|q\.?\s?pm)\b",
+    ("evening", re.compile(r"\b(?:dinner|supper|evening meal|(?:in the|every|each) evening|evenings?|q\.?\s?pm)\b",
                            re.I)),
 )
-_SIG_BEDTIME = re.compile(r"\b(?:bedtime|before bed|at night|every night|nightly|q\.?hs|h\.s\.|hs)(?![\w])", re.I)
+_SIG_BEDTIME = re.compile(r"\b(?:bedtime|before bed|at night|every night|nightly|night|q\.?hs|h\.s\.|hs)(?![\w])", re.I)
 _SIG_SNACKS = re.compile(r"\bsnacks?\b", re.I)
 # A period longer than a day ("once weekly 30 minutes before breakfast"): meal words then say when
 # in the day, not how often, and are not counted.

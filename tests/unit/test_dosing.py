@@ -418,3 +418,19 @@ def test_the_orders_own_route_comes_before_the_products(dialect):
 ])
 def test_route_words_most_specific_first_and_short_forms_as_whole_words(text, found):
     assert route_of_word(text) == found
+
+
+# A part of the day written alone is a time too: "in the morning and evening" read as once a day
+# halved the daily dose and doubled the course (a review found it after the meal-word change).
+@pytest.mark.parametrize("sig, per_day", [
+    ("take 1 tablet in the morning and evening", 2),
+    ("take 1 tablet each morning and evening", 2),
+    ("1 tablet morning and night", 2),
+    ("1 tablet twice a day (morning and bedtime)", 2),
+    ("take 1 tablet every evening at bedtime", 1),
+    ("1 tablet at bedtime as needed for sleep at night", 1),
+    ("take 1 tablet in the morning before breakfast", 1),
+])
+def test_parts_of_the_day_written_alone_are_counted(dialect, sig, per_day):
+    dose = read(_order({"text": sig}), MORPHINE_15, dialect)
+    assert (dose.daily_dose_mg, dose.dose_unread) == (15 * per_day, False)
