@@ -62,6 +62,9 @@ class Backend:
     begin = "BEGIN"
     migration_lock = ""  # run first in the migration transaction: start-ups migrate one at a time
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    # Errors a statement's rows cause (a constraint, a value the driver cannot bind): the rows of
+    # one record, not the database; a batch that meets one is written again one record at a time.
+    row_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
 
     def connect(self, wait_ms: int, seconds: float) -> Any:
         """A new DB-API connection, made within ``seconds`` (the engine's ``creator``)."""
@@ -177,6 +180,7 @@ class PostgresBackend(Backend):
 
         self.url = url  # as configured (postgresql:// or postgres://): libpq reads it as it is
         self.errors = (psycopg.Error,)
+        self.row_errors = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError)
 
     def engine_url(self) -> str:
         # the driver named for SQLAlchemy (psycopg 3); the credentials stay in self.url

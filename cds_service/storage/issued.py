@@ -78,10 +78,26 @@ class IssuedCards:
     def record(self, records: Sequence[CallRecord]) -> bool:
         """Write the records of several calls in one transaction (best effort): False, logged once
         and counted once per call (``record_cards``, and ``record_silent`` for the calls counted),
-        when they could not be."""
+        when they could not be. A batch refused for one record's rows (a constraint, a value the
+        driver cannot bind) is written again one record at a time, so that one bad record does not
+        cost the others theirs; a batch refused for the database (a lock, the disk, the breaker)
+        is not, since each record would meet the same wait."""
         records = [r for r in records if r.issued or r.held_back or r.release is not None]
         if not records:
             return True
+        try:
+            self._write(records)
+        except self.db.errors as exc:
+            if len(records) > 1 and isinstance(exc, self.db.backend.row_errors):
+                alone = [self.record([r]) for r in records]  # every record tried, not stopped at one
+                return all(alone)
+            self._failed(records, exc)
+            return False
+        self._checkpoint_if_big()
+        return True
+
+    def _write(self, records: list[CallRecord]) -> None:
+        """The records in one transaction; a database error is raised as the driver raised it."""
         held, cards, rules, suggestions = [], [], [], []
         for r in records:
             when = iso(r.at)
@@ -92,26 +108,25 @@ class IssuedCards:
             rules += [{"card_uuid": c.uuid, "rule_id": rule, "item_key": key} for c in r.issued
                       for rule, key in zip(c.rule_ids, _keys_for(c), strict=False)]
             suggestions += [{"suggestion_uuid": s, "card_uuid": c.uuid} for c in r.issued for s in c.suggestion_uuids]
-        counted = [r for r in records if r.release is not None]
-        try:
-            with self.db.transaction(CARDS) as tx:
-                self.db.executemany(tx, INSERT_HELD, held)
-                self.db.executemany(tx, INSERT_CARD, cards)
-                self.db.executemany(tx, INSERT_RULE, rules)
-                self.db.executemany(tx, INSERT_SUGGESTION, suggestions)
-                silent.write(self.db, tx, counted)
-        except self.db.errors as exc:
-            with_cards = sum(1 for r in records if r.issued or r.held_back)
-            if with_cards:
-                self.db.failed(CARDS, exc, with_cards)
-            if counted:
-                metrics.storage_failed(silent.RECORD.operation, len(counted))
-                if not with_cards:
-                    log.warning("storage write failed", extra={"operation": silent.RECORD.operation,
-                                                               "error": self.db.backend.error_code(exc)})
-            return False
-        self._checkpoint_if_big()
-        return True
+        with self.db.transaction(CARDS) as tx:
+            self.db.executemany(tx, INSERT_HELD, held)
+            self.db.executemany(tx, INSERT_CARD, cards)
+            self.db.executemany(tx, INSERT_RULE, rules)
+            self.db.executemany(tx, INSERT_SUGGESTION, suggestions)
+            silent.write(self.db, tx, [r for r in records if r.release is not None])
+
+    def _failed(self, records: list[CallRecord], exc: BaseException) -> None:
+        """Log and count records that could not be written: once per call for its cards, and
+        for its go-live count."""
+        with_cards = sum(1 for r in records if r.issued or r.held_back)
+        counted = sum(1 for r in records if r.release is not None)
+        if with_cards:
+            self.db.failed(CARDS, exc, with_cards)
+        if counted:
+            metrics.storage_failed(silent.RECORD.operation, counted)
+            if not with_cards:
+                log.warning("storage write failed", extra={"operation": silent.RECORD.operation,
+                                                           "error": self.db.backend.error_code(exc)})
 
     def _checkpoint_if_big(self) -> None:
         """Fold a WAL grown past WAL_CHECKPOINT_BYTES back into the database and truncate it; a

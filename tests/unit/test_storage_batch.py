@@ -131,3 +131,25 @@ def test_plain_jobs_between_records_neither_split_the_batch_nor_count_towards_it
     gate.set()
     assert background.wait_idle()
     assert [len(b) for b in batches] == [10, 10]
+
+
+def test_one_bad_record_does_not_cost_the_others_in_its_batch_theirs(database_url, monkeypatch):
+    """A record the database refuses for its own rows (here a held-back item key that is NULL) used
+    to roll back the whole batch: every call queued with it lost its cards and go-live count."""
+    store = Storage(database_url)
+    store.migrate()
+    failures: list[tuple[str, int]] = []
+    monkeypatch.setattr("cds_service.metrics.storage_failed",
+                        lambda operation, count=1: failures.append((operation, count)))
+    good = [_record(n) for n in range(3)]
+    bad = _record(7)
+    bad = CallRecord(bad.service_id, bad.hook_instance, bad.issued, bad.patient_key, [(RULE, None)],  # type: ignore[list-item]
+                     bad.release, bad.silent)
+    try:
+        assert store.cards.record([good[0], bad, good[1], good[2]]) is False  # not every record was written
+        counts = store.row_counts()
+        assert counts["issued_card"] == 3 and counts["held_back_card"] == 3
+        assert _rows(store, "SELECT SUM(calls) FROM call_count")[0][0] == 3
+        assert sorted(failures) == [("record_cards", 1), ("record_silent", 1)]  # the bad one, once
+    finally:
+        _close(store)
