@@ -367,23 +367,27 @@ def suggested_resource(action: Action, patient_id: str, terminology: Terminology
     It differs between calls only in its subject: each action's resource is built and validated
     once (for its knowledge and dosage), kept as JSON, and read back as a fresh copy per call
     (no part of one call's card is shared with another's)."""
-    key = (id(action), id(terminology), id(dosage))
+    if _BUILT_FOR[0] is not terminology:  # another knowledge (a reload): the old one's go with it
+        _BUILT.clear()
+        _BUILT_FOR[0] = terminology
+    key = (id(action), id(dosage))
     built = _BUILT.get(key)
-    if built is not None and built[0] is action and built[1] is terminology and built[2] is dosage:
-        resource: dict[str, Any] = orjson.loads(built[3])
+    if built is not None and built[0] is action and built[1] is dosage:
+        resource: dict[str, Any] = orjson.loads(built[2])
         resource["subject"] = {"reference": f"Patient/{patient_id}"}  # in its place: key order kept
         return resource
     if action.kind == "create_medication":
         resource = _medication_request(action.args, patient_id, terminology, dosage)
     else:
         resource = _service_request(action.args, patient_id, terminology)
-    if len(_BUILT) < _BUILT_MAX:  # bounded by the knowledge's actions (a release reloaded adds its own)
-        _BUILT[key] = (action, terminology, dosage, orjson.dumps(resource))
+    _BUILT[key] = (action, dosage, orjson.dumps(resource))  # bounded by one knowledge's actions and doses
     return resource
 
 
-_BUILT: dict[tuple[int, int, int], tuple[Action, Terminology, Dosage | None, bytes]] = {}
-_BUILT_MAX = 4096
+# The suggested resources of one knowledge at a time (the service's; a reload's replaces it, so the
+# old knowledge is not kept alive by this cache), by action and dosage.
+_BUILT: dict[tuple[int, int], tuple[Action, Dosage | None, bytes]] = {}
+_BUILT_FOR: list[Terminology | None] = [None]
 
 
 UCUM = "http://unitsofmeasure.org"

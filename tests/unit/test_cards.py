@@ -3,7 +3,10 @@ that names the drug and keeps the risk, the rule as topic, override reasons on w
 made inert, created orders valid FHIR R4, and one record per card for storage."""
 from __future__ import annotations
 
+import copy
+import gc
 import re
+import weakref
 
 import pytest
 from corecalls import CHART_OPEN, MORPHINE, SUCCINYLCHOLINE, body, facts
@@ -24,6 +27,7 @@ from cds_service.core.cards import (
     fhir_version_card,
     item_key,
     shorten,
+    suggested_resource,
 )
 from cds_service.core.engine import evaluate
 from cds_service.core.fhir import validate_resource
@@ -156,3 +160,18 @@ def test_the_checks_not_run_card_names_the_checks_and_the_data_in_words():
     assert "allergy list: not available for this call" in card["detail"]
     assert all(escape(r.title) in card["detail"] for r in rules)
     assert len(card["summary"]) <= SUMMARY_LIMIT
+
+
+def test_the_suggested_resource_cache_lets_a_replaced_knowledge_go():
+    """After a reload (SIGHUP) the knowledge built before must be collectable: the cache of built
+    suggested resources held every knowledge's terminology it had seen, for the life of the process."""
+    k = knowledge()
+    action = next(a for module in k.modules.values() for rule in module.rules for s in rule.suggestions
+                  for a in s.actions if a.kind == "create_medication")
+    before = copy.copy(k.terminology)  # another knowledge's, as a reload builds
+    gone = weakref.ref(before)
+    assert suggested_resource(action, "p", before)["subject"] == {"reference": "Patient/p"}
+    assert suggested_resource(action, "q", k.terminology)["subject"] == {"reference": "Patient/q"}
+    del before
+    gc.collect()
+    assert gone() is None
