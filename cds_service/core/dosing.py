@@ -179,28 +179,29 @@ def _with_sig_dose(instruction: dict[str, Any], dialect: Dialect) -> list[dict[s
     text = string(instruction.get("text")) or string(instruction.get("patientInstruction"))
     if not text or _dose_quantity(instruction) is not None:
         return [instruction]
-    amounts = _sig_amounts(text)
+    masked = _without_limits(text)  # what the sig says of its doses, its stated maxima blanked out
+    amounts = _sig_amounts(masked)
     dose = amounts[0] if amounts else _SIG_DOSE.search(text)
     if dose is None:
         return [instruction]
     timed = not _repeat(instruction)
     limits = {_SIG_MAX: maxima} if (maxima := _sig_daily_maxima(text)) else {}
-    if timed and len(amounts) > 1 and (parts := _paired_amounts(text, amounts)) is not None:
+    if timed and len(amounts) > 1 and (parts := _paired_amounts(masked, amounts)) is not None:
         return [{**instruction, "doseAndRate": [{"doseQuantity": _quantity(amount)}],
                  "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}, **limits} for amount in parts]
     different = _different_amounts(amounts)
     if different:  # the largest stands for the single dose: an unread sig never reads low
         dose = max(different, key=lambda amount: _amount_value(amount) * _FAMILIES.get(amount.group(2).lower(),
                                                                                           ("", 1.0))[1])
-    filled = {**instruction, "doseAndRate": [_dose_or_range(text, dose)], **limits}
+    filled = {**instruction, "doseAndRate": [_dose_or_range(masked, dose)], **limits}
     if different:
         filled[_SIG_UNREAD] = True
     elif timed:
-        per_day, ambiguous = _sig_times_a_day(_without_limits(text))  # "max 6 tablets daily" is no count
+        per_day, ambiguous = _sig_times_a_day(masked)  # "max 6 tablets daily" is no count
         if ambiguous:
             filled[_SIG_UNREAD] = True
         elif per_day is not None:
-            fewest = _fewest_times_a_day(_without_limits(text), per_day)
+            fewest = _fewest_times_a_day(masked, per_day)
             filled["timing"] = {"repeat": {"frequency": fewest, "frequencyMax": per_day, "period": 1, "periodUnit": "d"}
                                 if fewest else {"frequency": per_day, "period": 1, "periodUnit": "d"}}
     return [filled]
@@ -218,11 +219,12 @@ def _fewest_times_a_day(text: str, most: float) -> float | None:
     return 24 / hours[1]
 
 
-def _dose_or_range(text: str, dose: re.Match[str]) -> dict[str, Any]:
+def _dose_or_range(masked: str, dose: re.Match[str]) -> dict[str, Any]:
     """The sig's dose, or the range it ends ("1-2 tablets", "1 to 2", "1 or 2"): its upper amount is
-    the dose, its lower one how long a supply lasts (``_units_per_day``)."""
+    the dose, its lower one how long a supply lasts (``_units_per_day``). ``masked``: the sig
+    without its limits (``_without_limits``)."""
     high = _quantity(dose)
-    low = _RANGE_LOW.search(_without_limits(text)[: dose.start()])
+    low = _RANGE_LOW.search(masked[: dose.start()])
     if low is None or not 0 < float(low.group(1)) < high["value"]:
         return {"doseQuantity": high}
     return {"doseRange": {"low": {**high, "value": float(low.group(1))}, "high": high}}
@@ -263,10 +265,9 @@ def _without_limits(text: str) -> str:
     return text
 
 
-def _sig_amounts(text: str) -> list[re.Match[str]]:
-    """The amounts a sig gives as doses, in order: not a stated maximum or daily total, not the
-    same dose said again in brackets ("1 tablet (800 mg)")."""
-    masked = _without_limits(text)
+def _sig_amounts(masked: str) -> list[re.Match[str]]:
+    """The amounts a sig gives as doses, in order: not a stated maximum or daily total (``masked``
+    has them blanked out), not the same dose said again in brackets ("1 tablet (800 mg)")."""
     found: list[re.Match[str]] = []
     last_end = None
     for amount in _SIG_DOSE.finditer(masked):
@@ -290,12 +291,11 @@ def _different_amounts(amounts: list[re.Match[str]]) -> list[re.Match[str]]:
     return same if len(values) > 1 else []
 
 
-def _paired_amounts(text: str, amounts: list[re.Match[str]]) -> list[re.Match[str]] | None:
+def _paired_amounts(masked: str, amounts: list[re.Match[str]]) -> list[re.Match[str]] | None:
     """The amounts, when the sig pairs each with exactly one time of day and no two with the same
     ("800 mg in the morning, 1600 mg at noon and 800 mg at bedtime"): each is taken once a day.
     None when it does not: words before the first amount name a time, a part names none or two,
     a count ("twice daily", "every 6 hours"), "meals" or snacks, or a period longer than a day."""
-    masked = _without_limits(text)
     if _SIG_NOT_DAILY.search(masked) or _slots(masked[:amounts[0].start()]) or _stated_times_a_day(
             masked[:amounts[0].start()]) is not None:
         return None
