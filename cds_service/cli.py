@@ -65,6 +65,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no typ
         os.environ.setdefault("CDS_FHIR_FETCH_THREADS", str(self.cfg.threads * _FETCHES_PER_CALL))
         app = create_app()
         warm(app)
+        # No database connection crosses the fork: SQLite's docs warn against using one in a child
+        # (its locks live in the process that opened it); each worker opens its own on first use.
+        app.extensions["cds"].storage.close()
         # The compiled knowledge lives as long as the process: move it (and what the warm-up
         # touched) out of the garbage collector's sight, so the collections a large request body
         # triggers stay short and forked workers keep sharing those pages. Done here, in the
